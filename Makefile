@@ -1,0 +1,52 @@
+# marketdata: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+SYMBOLS ?= BTC-USD
+INTERVAL ?= 1d
+PROVIDER ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install marketdata with its dev tools
+
+ingest: $(STAMP) ## Ingest SYMBOLS (default BTC-USD) into the embedded SQLite database
+	$(BIN)/marketdata ingest --symbols $(SYMBOLS) --interval $(INTERVAL) $(if $(PROVIDER),--provider $(PROVIDER))
+
+db-upgrade: $(STAMP) ## Apply migrations to DATABASE_URL (or the embedded database)
+	$(BIN)/marketdata db upgrade
+
+test: $(STAMP) ## Run the whole test suite (needs PostgreSQL and Redis; see README)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check src tests migrations
+	$(BIN)/ruff format --check src tests migrations
+
+fmt: $(STAMP) ## Format and fix what ruff can
+	$(BIN)/ruff format src tests migrations
+	$(BIN)/ruff check --fix src tests migrations
+
+typecheck: $(STAMP) ## mypy (strict) on src
+	$(BIN)/mypy
+
+check: lint typecheck test ## Everything CI runs
+
+bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
+	$(BIN)/python -m benchmarks
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

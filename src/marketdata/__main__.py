@@ -1,0 +1,5 @@
+"""Entry point for `python -m marketdata`."""
+
+from marketdata.cli.main import run
+
+run()

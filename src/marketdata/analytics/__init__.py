@@ -1,0 +1,1 @@
+"""Pure analytics over candle columns: indicators, calendar aggregates, ROI, comparisons."""

@@ -1,0 +1,106 @@
+"""`marketdata db ...`: migrations and a health check of the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from marketdata.cli import render
+from marketdata.cli.state import build_app
+
+app = typer.Typer(help="Database schema: migrate, inspect, check.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+@app.command()
+def upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from marketdata.storage import migrate
+
+    ctx = build_app()
+    migrate.upgrade(ctx.engine(migrate=False), ctx.target, revision)
+    render.note(f"database {ctx.target.shown} is at {_current(ctx)}")
+
+
+@app.command()
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
+) -> None:
+    """Revert migrations down to REVISION."""
+    from marketdata.storage import migrate
+
+    ctx = build_app()
+    migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
+    render.note(f"database {ctx.target.shown} is at {_current(ctx) or 'base (no tables)'}")
+
+
+@app.command()
+def current(json: JsonFlag = False) -> None:
+    """Print the revision the database is at."""
+    ctx = build_app()
+    revision = _current(ctx)
+    if json:
+        render.emit_json({"database": ctx.target.shown, "current": revision})
+    else:
+        render.out.print(revision or "base (no tables)")
+
+
+@app.command()
+def history(json: JsonFlag = False) -> None:
+    """List every migration, newest first."""
+    from marketdata.storage import migrate
+
+    revisions = migrate.history()
+    if json:
+        render.emit_json([r.__dict__ for r in revisions])
+        return
+    render.table(
+        None,
+        ["revision", "down", "head", "message"],
+        [
+            (r.revision, r.down_revision or "base", "yes" if r.is_head else "", r.message)
+            for r in revisions
+        ],
+    )
+
+
+@app.command()
+def check(json: JsonFlag = False) -> None:
+    """Connect, show the server, its version and the revisions; exit 75 when unreachable,
+    1 when migrations are pending or the schema drifted from the models."""
+    from marketdata.storage.health import database_health
+
+    ctx = build_app()
+    health = database_health(ctx.engine(migrate=False), ctx.target)
+    if json:
+        render.emit_json(health.__dict__)
+    else:
+        render.table(
+            None,
+            ["database", "server", "current", "head", "pending", "drift"],
+            [
+                (
+                    health.database,
+                    health.server,
+                    health.current or "base",
+                    health.head,
+                    ",".join(health.pending) or "none",
+                    health.drift or "none",
+                )
+            ],
+        )
+    health.raise_for_problems()
+
+
+def _current(ctx: object) -> str | None:
+    from marketdata.context import AppContext
+    from marketdata.storage.engine import connect
+    from marketdata.storage.migrate import current_revision
+
+    assert isinstance(ctx, AppContext)
+    with connect(ctx.engine(migrate=False), ctx.target) as conn:
+        return current_revision(conn)

@@ -1,0 +1,102 @@
+"""`marketdata markets ...`: the market list kept in the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from marketdata.cli import render
+from marketdata.cli.options import Json
+from marketdata.cli.state import build_app
+
+app = typer.Typer(help="The market list: which symbols are ingested.", no_args_is_help=True)
+
+SymbolArg = Annotated[str, typer.Argument(help="Canonical symbol, e.g. BTC-USD or AAPL.")]
+
+
+@app.command("list")
+def list_(json: Json = False) -> None:
+    """List markets with their state, asset class and provider symbols."""
+    from marketdata.storage.engine import connect
+    from marketdata.storage.markets import list_markets
+
+    ctx = build_app()
+    with connect(ctx.engine(), ctx.target) as conn:
+        rows = list_markets(conn)
+    disabled = set(ctx.settings.ingestion_disabled_symbols)
+    data = [{**m.__dict__, "enabled": m.enabled and m.symbol not in disabled} for m in rows]
+    if json:
+        render.emit_json(data)
+        return
+    if not data:
+        render.note("no markets yet: add one with `marketdata markets add SYMBOL`")
+        return
+    render.table(
+        None,
+        ["symbol", "enabled", "asset class", "provider symbols", "note"],
+        [
+            (
+                d["symbol"],
+                "yes" if d["enabled"] else "no",
+                d["asset_class"],
+                ", ".join(f"{k}={v}" for k, v in d["provider_symbols"].items()),
+                d["note"],
+            )
+            for d in data
+        ],
+    )
+
+
+@app.command()
+def add(
+    symbol: SymbolArg,
+    asset_class: Annotated[
+        str | None,
+        typer.Option("--asset-class", help="crypto or equity (default: guessed from the symbol)."),
+    ] = None,
+    provider_symbol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--provider-symbol",
+            help="A provider's own name for it, as NAME=ID (e.g. binance=BTCUSDT); repeatable.",
+        ),
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="Free text shown in `markets list`.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be stored.")] = False,
+) -> None:
+    """Add a market (enabled), or update its asset class and provider symbols."""
+    from marketdata.markets import add_market
+
+    ctx = build_app()
+    market, new = add_market(ctx, symbol, asset_class, provider_symbol or [], note, dry_run=dry_run)
+    verb = (
+        "would add"
+        if dry_run and new
+        else "would update"
+        if dry_run
+        else "added"
+        if new
+        else "updated"
+    )
+    render.note(f"{verb} {market.symbol} ({market.asset_class})")
+
+
+@app.command()
+def disable(symbol: SymbolArg) -> None:
+    """Stop ingesting a market (runs skip it with a note) until it is enabled again."""
+    _set(symbol, enabled=False)
+
+
+@app.command()
+def enable(symbol: SymbolArg) -> None:
+    """Resume ingesting a disabled market."""
+    _set(symbol, enabled=True)
+
+
+def _set(symbol: str, *, enabled: bool) -> None:
+    from marketdata.markets import set_market_enabled
+
+    ctx = build_app()
+    canonical = set_market_enabled(ctx, symbol, enabled)
+    render.note(f"{canonical} {'enabled' if enabled else 'disabled'}")

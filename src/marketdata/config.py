@@ -1,0 +1,262 @@
+"""Settings: flags > environment > env file > defaults, validated once, secrets masked.
+
+This is the only module that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from marketdata.errors import ConfigError
+from marketdata.redact import mask_url, register_secret, url_secrets
+
+SYSTEM_ENV_FILE = Path("/etc/marketdata/marketdata.env")
+LOCAL_ENV_FILE = Path(".env")
+
+CommaList = Annotated[list[str], NoDecode]
+Severity = Literal["info", "warning", "error", "critical"]
+
+# Settings whose whole value, or part of it, is a secret; shown masked everywhere.
+_URL_WITH_PASSWORD = ("database_url", "redis_url")
+_URL_WITH_TOKEN = ("alert_webhook_url",)
+PROVIDER_NAMES = ("coinbase", "kraken", "binance", "coingecko", "yahoo", "stooq")
+
+
+class Settings(BaseSettings):
+    """Every setting of the tool; names match the environment variables (upper-cased)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", env_file_encoding="utf-8", validate_default=True
+    )
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    ingestion_provider: CommaList = Field(default_factory=lambda: ["coinbase"])
+    ingestion_symbols: CommaList = Field(default_factory=list)
+    ingestion_lookback_days: int = Field(default=90, ge=1, le=36_500)
+    ingestion_cron_expression: str = "*/15 * * * *"
+    ingestion_concurrency: int = Field(default=4, ge=1, le=64)
+    ingestion_batch_size: int = Field(default=100, ge=1, le=100_000)
+    ingestion_disabled_symbols: CommaList = Field(default_factory=list)
+    analytics_intervals: CommaList = Field(default_factory=lambda: ["1h", "1d"])
+    cache_dir: Path | None = None
+    cache_prefix: str = ""
+    alert_webhook_url: str | None = None
+    alert_min_severity: Severity = "warning"
+    alert_stale_after: str = "2h"
+    statsd_host: str | None = None
+    statsd_port: int = Field(default=8125, ge=1, le=65_535)
+    statsd_prefix: str = "marketdata"
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_file: Path | None = None
+    coinbase_base_url: str = "https://api.exchange.coinbase.com"
+    kraken_base_url: str = "https://api.kraken.com"
+    binance_base_url: str = "https://api.binance.com"
+    coingecko_base_url: str = "https://api.coingecko.com/api/v3"
+    yahoo_base_url: str = "https://query1.finance.yahoo.com"
+    stooq_base_url: str = "https://stooq.com"
+    coingecko_api_key: SecretStr | None = None
+    stooq_api_key: SecretStr | None = None
+    http_timeout: float = Field(default=10.0, gt=0, le=300)
+    http_retry_attempts: int = Field(default=4, ge=1, le=20)
+    http_retry_wait_max: float = Field(default=8.0, ge=0, le=300)
+    db_connect_timeout: int = Field(default=5, ge=1, le=120)
+
+    @field_validator(
+        "ingestion_provider",
+        "ingestion_symbols",
+        "ingestion_disabled_symbols",
+        "analytics_intervals",
+        mode="before",
+    )
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", "alert_min_severity", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url", "redis_url", "alert_webhook_url", "statsd_host", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def base_url(self, provider: str) -> str:
+        """The base URL configured for an HTTP provider."""
+        return str(getattr(self, f"{provider}_base_url")).rstrip("/")
+
+    def api_key(self, provider: str) -> str | None:
+        """The API key configured for a provider, if any."""
+        secret = getattr(self, f"{provider}_api_key", None)
+        return secret.get_secret_value() if secret else None
+
+    def masked(self, name: str) -> str:
+        """The value of one setting as it may be shown to people (secrets masked)."""
+        value = getattr(self, name)
+        if value is None:
+            return ""
+        if isinstance(value, SecretStr):
+            return "***"
+        if name in _URL_WITH_PASSWORD or name.endswith("_base_url"):
+            return mask_url(str(value))
+        if name in _URL_WITH_TOKEN:
+            return mask_url(str(value), hide_path=True)
+        if isinstance(value, list):
+            return ",".join(value)
+        return str(value)
+
+    def register_secrets(self) -> None:
+        """Teach the scrubber every secret these settings hold."""
+        for name in (*_URL_WITH_PASSWORD, *(f"{p}_base_url" for p in PROVIDER_NAMES)):
+            for secret in url_secrets(getattr(self, name)):
+                register_secret(secret)
+        for secret in url_secrets(self.alert_webhook_url, path_is_secret=True):
+            register_secret(secret)
+        for provider in PROVIDER_NAMES:
+            register_secret(self.api_key(provider))
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings together with where each value came from (flag, env, a file, default)."""
+
+    settings: Settings
+    sources: Mapping[str, str]
+    env_files: tuple[Path, ...]
+
+
+def default_env_files(explicit: Path | None) -> tuple[Path, ...]:
+    """The env files to read: the explicit one, else /etc/... and ./.env where they exist."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"--env-file {explicit} does not exist or is not a file")
+        return (explicit,)
+    return tuple(p for p in (SYSTEM_ENV_FILE, LOCAL_ENV_FILE) if p.is_file())
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedSettings:
+    """Load and validate settings; raise ConfigError naming the bad variable (masked).
+
+    Args:
+        flags: values given on the command line, by setting name; None values are ignored.
+        env_file: an explicit env file (replaces the default ones).
+        environ: the environment to read instead of `os.environ` (tests).
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = os.environ if environ is None else environ
+    files = default_env_files(env_file)
+    file_values = _read_env_files(files)
+    env_values = {
+        name: environ[name.upper()] for name in Settings.model_fields if name.upper() in environ
+    }
+    merged: dict[str, Any] = {**file_values, **env_values, **flags}
+    try:
+        # Settings is given every value explicitly so that `environ` (not os.environ) counts.
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, merged) from None
+    settings.register_secrets()
+    sources = {}
+    for name in Settings.model_fields:
+        if name in flags:
+            sources[name] = "flag"
+        elif name in env_values:
+            sources[name] = "env"
+        elif name in file_values:
+            sources[name] = f"file {file_values.source_of(name)}"
+        else:
+            sources[name] = "default"
+    return LoadedSettings(settings, sources, files)
+
+
+class _FileValues(dict[str, str]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin: dict[str, Path] = {}
+
+    def source_of(self, name: str) -> str:
+        return str(self.origin[name])
+
+
+def _read_env_files(files: tuple[Path, ...]) -> _FileValues:
+    from dotenv import dotenv_values
+
+    values = _FileValues()
+    for path in files:  # later files win, like the environment over all of them
+        try:
+            parsed = dotenv_values(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+        for key, value in parsed.items():
+            name = key.lower()
+            if name in Settings.model_fields and value is not None:
+                values[name] = value
+                values.origin[name] = path
+    return values
+
+
+def _config_error(exc: ValidationError, given: Mapping[str, Any]) -> ConfigError:
+    first = exc.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "?"
+    shown = given.get(name)
+    if name in _URL_WITH_PASSWORD or name.endswith("_base_url"):
+        shown = mask_url(str(shown))
+    elif name in _URL_WITH_TOKEN:
+        shown = mask_url(str(shown), hide_path=True)
+    elif name.endswith("_api_key"):
+        shown = "***"
+    return ConfigError(f"{name.upper()}={shown!s} is invalid: {first['msg']}")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded SQLite database lives (the user's data directory)."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("marketdata", appauthor=False))
+
+
+def default_cache_dir() -> Path:
+    """Where the disk cache lives when CACHE_DIR is not set."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("marketdata", appauthor=False))
+
+
+def systemd_invocation() -> bool:
+    """True when started by systemd (a timer or service), for the run's trigger."""
+    return bool(os.environ.get("INVOCATION_ID"))
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is connected to journald (systemd's JOURNAL_STREAM matches fd 2)."""
+    import sys
+
+    value = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in value.split(":", 1))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)

@@ -1,0 +1,137 @@
+"""The application context: settings, database, providers, metrics and clock for one command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from marketdata.config import LoadedSettings, Settings, load_settings
+from marketdata.observability.metrics import Metrics, NullMetrics
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from marketdata.providers.base import ProviderContext
+    from marketdata.providers.ratelimit import RateLimit, RateLimiter
+    from marketdata.storage.engine import Target
+
+
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class AppContext:
+    """Built once per command; tests build one pointed at their own services."""
+
+    loaded: LoadedSettings
+    clock: Callable[[], datetime] = utc_now
+    metrics: Metrics = field(default_factory=NullMetrics)
+    _target: Target | None = None
+    _engine: Engine | None = None
+    _schema_checked: bool = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        flags: Mapping[str, object] | None = None,
+        *,
+        env_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> AppContext:
+        """Load settings (flags > env > env file > defaults) and pick the metrics sink."""
+        loaded = load_settings(flags, env_file=env_file, environ=environ)
+        return cls(loaded, metrics=build_metrics(loaded.settings))
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings."""
+        return self.loaded.settings
+
+    @property
+    def target(self) -> Target:
+        """Which database, resolved from DATABASE_URL (ConfigError when malformed)."""
+        if self._target is None:
+            from marketdata.storage.engine import resolve_target
+
+            self._target = resolve_target(self.settings)
+        return self._target
+
+    def engine(self, *, migrate: bool = True) -> Engine:
+        """The engine; on first use the schema is checked (the embedded file is migrated)."""
+        if self._engine is None:
+            from marketdata.storage.engine import create_engine
+
+            self._engine = create_engine(self.settings, self.target)
+        if migrate and not self._schema_checked:
+            from marketdata.storage.migrate import ensure_schema
+
+            ensure_schema(self._engine, self.target)
+            self._schema_checked = True
+        return self._engine
+
+    def database_exists(self) -> bool:
+        """False only for an embedded SQLite file not created yet (dry runs must not make it)."""
+        target = self.target
+        if target.dialect != "sqlite" or not target.url.database:
+            return True
+        return Path(target.url.database).exists()
+
+    def lock_dir(self) -> Path | None:
+        """Where SQLite pair locks live (beside the database file)."""
+        database = self.target.url.database
+        if self.target.dialect != "sqlite" or not database:
+            return None
+        return Path(database + ".locks")
+
+    def provider_context(self, overrides: Mapping[str, Mapping[str, str]]) -> ProviderContext:
+        """A provider context sharing this command's metrics, with a fresh HTTP client."""
+        from marketdata.providers.base import ProviderContext
+
+        return ProviderContext(
+            self.settings,
+            metrics=self.metrics,
+            symbol_overrides=overrides,
+            limiter_factory=self._limiter_factory(),
+        )
+
+    def _limiter_factory(self) -> Callable[[str, RateLimit], RateLimiter]:
+        from marketdata.providers.ratelimit import LocalRateLimiter
+
+        if not self.settings.redis_url:
+            return LocalRateLimiter.create
+        try:
+            import redis
+
+            from marketdata.providers.redis_ratelimit import redis_limiter_factory
+        except ImportError:  # the shared limiter module is optional at this stage
+            return LocalRateLimiter.create
+        client = redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
+        )
+        return redis_limiter_factory(client, f"{self.settings.cache_prefix}marketdata:ratelimit:")
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def build_metrics(settings: Settings) -> Metrics:
+    """statsd when STATSD_HOST is set; metrics must never stop a run, so errors fall back."""
+    if not settings.statsd_host:
+        return NullMetrics()
+    from marketdata.observability.metrics import StatsdMetrics
+
+    try:
+        return StatsdMetrics(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
+    except OSError:
+        from loguru import logger
+
+        logger.warning("STATSD_HOST {} cannot be resolved; metrics are off", settings.statsd_host)
+        return NullMetrics()

@@ -1,0 +1,332 @@
+"""Domain values: symbols, intervals, candle batches (as columns) and run outcomes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from marketdata.errors import InputError, UnsupportedIntervalError
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+# Canonical symbols: BASE-QUOTE for crypto (BTC-USD), tickers for equities (AAPL, BRK.B, ^GSPC,
+# EURUSD=X). Upper-case letters, digits and . ^ = - only; 1 to 24 characters.
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.=^-]{0,23}$")
+CRYPTO_PATTERN = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
+
+
+def parse_symbol(raw: str) -> str:
+    """Normalise one symbol to its canonical form, or raise InputError naming it."""
+    symbol = raw.strip().upper()
+    if not SYMBOL_PATTERN.fullmatch(symbol):
+        raise InputError(
+            f"invalid symbol {raw!r}",
+            hint="use BASE-QUOTE for crypto (BTC-USD) or a ticker (AAPL); "
+            "letters, digits and . ^ = - only, at most 24 characters",
+        )
+    return symbol
+
+
+def parse_symbols(values: Sequence[str]) -> list[str]:
+    """Split comma lists, normalise, and drop repeats while keeping the given order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                seen.setdefault(parse_symbol(part), None)
+    return list(seen)
+
+
+def is_crypto(symbol: str) -> bool:
+    """Crypto pairs trade every day; everything else is treated as an equity calendar."""
+    return bool(CRYPTO_PATTERN.fullmatch(symbol))
+
+
+class Interval(Enum):
+    """Bar lengths the tool knows; each provider declares which of them it serves."""
+
+    M1 = "1m"
+    M5 = "5m"
+    M15 = "15m"
+    H1 = "1h"
+    H6 = "6h"
+    D1 = "1d"
+
+    @property
+    def seconds(self) -> int:
+        """Length of one bar in seconds."""
+        return _INTERVAL_SECONDS[self.value]
+
+    @property
+    def bars_per_day(self) -> int:
+        """How many bars of this length make one 24-hour day."""
+        return 86_400 // self.seconds
+
+    @classmethod
+    def parse(cls, raw: str) -> Interval:
+        """Parse '1d', '1h' ... or raise an UnsupportedIntervalError listing the choices."""
+        try:
+            return cls(raw.strip().lower())
+        except ValueError:
+            choices = ", ".join(i.value for i in cls)
+            raise UnsupportedIntervalError(
+                f"unknown interval {raw!r}", hint=f"choose one of {choices}"
+            ) from None
+
+    def floor(self, epoch: int) -> int:
+        """The start of the bar that contains `epoch` (seconds)."""
+        return epoch - epoch % self.seconds
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_INTERVAL_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_400}
+
+
+def utc_from_epoch(epoch: int | float) -> datetime:
+    """An aware UTC datetime from epoch seconds."""
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def epoch_of(moment: datetime) -> int:
+    """Epoch seconds of an aware datetime (naive ones are refused: time is always UTC here)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: every time in marketdata is UTC-aware")
+    return int(moment.timestamp())
+
+
+COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class Candles:
+    """A batch of candles for one (symbol, interval), held as columns.
+
+    `ts` is int64 epoch seconds (bar start, UTC); prices and volume are float64. Bulk data
+    travels like this so the hot path never builds one object per row.
+    """
+
+    symbol: str
+    interval: Interval
+    provider: str
+    ts: NDArray[np.int64]
+    open: NDArray[np.float64]
+    high: NDArray[np.float64]
+    low: NDArray[np.float64]
+    close: NDArray[np.float64]
+    volume: NDArray[np.float64]
+
+    @classmethod
+    def from_columns(
+        cls,
+        symbol: str,
+        interval: Interval,
+        provider: str,
+        ts: Any,
+        open: Any,
+        high: Any,
+        low: Any,
+        close: Any,
+        volume: Any,
+    ) -> Candles:
+        """Build a batch from any array-likes; None in a price or volume becomes NaN."""
+        return cls(
+            symbol,
+            interval,
+            provider,
+            np.asarray(ts, dtype=np.int64),
+            _floats(open),
+            _floats(high),
+            _floats(low),
+            _floats(close),
+            _floats(volume),
+        )
+
+    @classmethod
+    def from_rows(
+        cls, symbol: str, interval: Interval, provider: str, rows: Sequence[Sequence[Any]]
+    ) -> Candles:
+        """Build a batch from (ts, open, high, low, close, volume) rows."""
+        if not rows:
+            return cls.empty(symbol, interval, provider)
+        cols = list(zip(*rows, strict=True))
+        return cls.from_columns(symbol, interval, provider, *cols)
+
+    @classmethod
+    def empty(cls, symbol: str, interval: Interval, provider: str) -> Candles:
+        """A batch with no rows."""
+        return cls.from_columns(symbol, interval, provider, [], [], [], [], [], [])
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, index: Any) -> Candles:
+        """The rows selected by a boolean mask, slice or index array, as a new batch."""
+        return Candles(
+            self.symbol,
+            self.interval,
+            self.provider,
+            self.ts[index],
+            self.open[index],
+            self.high[index],
+            self.low[index],
+            self.close[index],
+            self.volume[index],
+        )
+
+    def normalised(self, start: int | None = None, end: int | None = None) -> Candles:
+        """Sorted by time, one row per timestamp (the last one given wins), within [start, end)."""
+        order = np.argsort(self.ts, kind="stable")
+        batch = self.take(order)
+        if len(batch) > 1:
+            # keep the last of each run of equal timestamps
+            keep = np.append(batch.ts[1:] != batch.ts[:-1], True)
+            batch = batch.take(keep)
+        mask = np.ones(len(batch), dtype=bool)
+        if start is not None:
+            mask &= batch.ts >= start
+        if end is not None:
+            mask &= batch.ts < end
+        return batch if mask.all() else batch.take(mask)
+
+    def concat(self, other: Candles) -> Candles:
+        """This batch followed by another of the same pair."""
+        return Candles(
+            self.symbol,
+            self.interval,
+            self.provider,
+            np.concatenate([self.ts, other.ts]),
+            np.concatenate([self.open, other.open]),
+            np.concatenate([self.high, other.high]),
+            np.concatenate([self.low, other.low]),
+            np.concatenate([self.close, other.close]),
+            np.concatenate([self.volume, other.volume]),
+        )
+
+    def rows(self) -> Iterator[tuple[int, float, float, float, float, float]]:
+        """Plain Python rows (ts, open, high, low, close, volume), for small batches and I/O."""
+        return zip(
+            self.ts.tolist(),
+            self.open.tolist(),
+            self.high.tolist(),
+            self.low.tolist(),
+            self.close.tolist(),
+            self.volume.tolist(),
+            strict=True,
+        )
+
+
+def _floats(values: Any) -> NDArray[np.float64]:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open time range [start, end) in epoch seconds."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise InputError(
+                f"window starts after it ends ({utc_from_epoch(self.start).isoformat()} > "
+                f"{utc_from_epoch(self.end).isoformat()})"
+            )
+
+    def bars(self, interval: Interval) -> int:
+        """How many bars of `interval` start inside the window."""
+        first = -(-self.start // interval.seconds) * interval.seconds
+        return max(0, (self.end - first + interval.seconds - 1) // interval.seconds)
+
+
+class RunStatus(Enum):
+    """Outcome of one ingestion run."""
+
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    FAILURE = "failure"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(slots=True)
+class PairOutcome:
+    """What happened to one (symbol, interval) in a run."""
+
+    symbol: str
+    interval: str
+    status: str  # ok | failed | skipped | locked | disabled
+    provider: str | None = None
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in ingestion_runs.outcomes."""
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The outcome of one ingestion run, as recorded and reported."""
+
+    run_id: int | None
+    trigger: str
+    providers: list[str]
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: RunStatus = RunStatus.SUCCESS
+    outcomes: list[PairOutcome] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rows_inserted(self) -> int:
+        """Candles inserted over all pairs."""
+        return sum(o.inserted for o in self.outcomes)
+
+    @property
+    def rows_updated(self) -> int:
+        """Candles updated over all pairs."""
+        return sum(o.updated for o in self.outcomes)
+
+    @property
+    def rows_written(self) -> int:
+        """Candles inserted or updated over all pairs."""
+        return self.rows_inserted + self.rows_updated
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Wall time of the run, once finished."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds() * 1000.0
+
+
+def parse_time(raw: str, *, name: str = "time") -> int:
+    """ISO 8601 date or timestamp (naive means UTC), or epoch seconds, as epoch seconds."""
+    text = raw.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"{name} {raw!r} is not an ISO 8601 date or UTC timestamp",
+            hint="use 2024-01-31 or 2024-01-31T12:00:00Z",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())

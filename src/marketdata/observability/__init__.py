@@ -1,0 +1,1 @@
+"""Observability: logging, statsd metrics and webhook alerts."""

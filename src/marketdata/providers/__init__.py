@@ -1,0 +1,1 @@
+"""Data providers: one module per provider behind the Provider protocol."""

@@ -1,0 +1,346 @@
+"""The Provider protocol, the shared HTTP machinery (rate limit, retries, breaker) and paging.
+
+A provider module holds endpoints, parameters and the payload -> candles mapping; everything
+about talking HTTP well lives here, once. Vendor exceptions (httpx) stop here: providers raise
+only the ProviderError family.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from marketdata.domain import Candles, Interval, Window
+from marketdata.errors import (
+    BadPayloadError,
+    ProviderError,
+    ProviderUnavailableError,
+    UnsupportedIntervalError,
+)
+from marketdata.observability.metrics import Metrics, NullMetrics
+from marketdata.providers.ratelimit import LocalRateLimiter, RateLimit, RateLimiter
+
+if TYPE_CHECKING:
+    import httpx
+
+    from marketdata.config import Settings
+
+# A browser-like User-Agent: Yahoo answers 429 to anything else, Kraken wants one at all.
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0 Safari/537.36 marketdata/0.1"
+)
+# After this many symbols in a row fail with transient errors (each after its own retries),
+# the provider is given up for the rest of the run instead of retrying every symbol.
+BREAKER_THRESHOLD = 3
+
+
+class Provider(Protocol):
+    """A source of candles."""
+
+    name: ClassVar[str]
+    intervals: ClassVar[frozenset[Interval]]
+    max_rows_per_request: ClassVar[int]
+    rate_limit: ClassVar[RateLimit]
+
+    def provider_symbol(self, symbol: str) -> str:
+        """The provider's own name for a canonical symbol."""
+        ...
+
+    def fetch(self, symbol: str, interval: Interval, window: Window) -> Candles:
+        """Candles of `symbol` starting inside `window`, ascending, no duplicates."""
+        ...
+
+    def requests_needed(self, interval: Interval, window: Window) -> int:
+        """How many requests `fetch` would send for this window (for dry-run plans)."""
+        ...
+
+    def check(self) -> float:
+        """Send one cheap request; return its latency in ms or raise ProviderError."""
+        ...
+
+    @property
+    def base_url(self) -> str:
+        """Where the provider is reached ('' for local ones)."""
+        ...
+
+
+@dataclass
+class ProviderContext:
+    """What a provider is handed: settings, one shared HTTP client, metrics and limits."""
+
+    settings: Settings
+    http: httpx.Client | None = None
+    metrics: Metrics = field(default_factory=NullMetrics)
+    # provider name -> canonical symbol -> provider symbol (from the markets table)
+    symbol_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    limiter_factory: Callable[[str, RateLimit], RateLimiter] = LocalRateLimiter.create
+    sleep: Callable[[float], None] = time.sleep
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self) -> httpx.Client:
+        """The shared HTTP client, built on first use (once, whichever thread asks first)."""
+        with self._lock:
+            if self.http is None:
+                self.http = build_http_client(self.settings)
+            return self.http
+
+    def close(self) -> None:
+        """Close the HTTP client (and its keep-alive connections) if one was built."""
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+
+    def __enter__(self) -> ProviderContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_http_client(settings: Settings) -> httpx.Client:
+    """The one place an httpx client is built: timeouts, keep-alive limits, headers."""
+    import httpx
+
+    timeout = httpx.Timeout(settings.http_timeout, connect=min(settings.http_timeout, 5.0))
+    return httpx.Client(
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json, text/csv;q=0.9"},
+        follow_redirects=True,
+    )
+
+
+class BaseProvider:
+    """Common behaviour: symbol mapping with overrides, interval checks, paging windows."""
+
+    name: ClassVar[str] = ""
+    intervals: ClassVar[frozenset[Interval]] = frozenset()
+    max_rows_per_request: ClassVar[int] = 1000
+    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=5.0, burst=5)
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        self.ctx = ctx
+        self._overrides = ctx.symbol_overrides.get(self.name, {})
+
+    @property
+    def base_url(self) -> str:
+        """Local providers have none."""
+        return ""
+
+    def provider_symbol(self, symbol: str) -> str:
+        """The stored override for this provider, else the provider's own mapping."""
+        return self._overrides.get(symbol) or self.map_symbol(symbol)
+
+    def map_symbol(self, symbol: str) -> str:
+        """Default mapping: the canonical symbol as it is."""
+        return symbol
+
+    def require_interval(self, interval: Interval) -> None:
+        """Refuse an interval this provider does not serve, before any request is sent."""
+        if interval not in self.intervals:
+            raise unsupported_interval(self, interval)
+
+    def pages(self, interval: Interval, window: Window) -> Iterator[Window]:
+        """Consecutive sub-windows of at most `max_rows_per_request` bars each."""
+        span = self.max_rows_per_request * interval.seconds
+        start = interval.floor(window.start)
+        while start < window.end:
+            end = min(start + span, window.end)
+            yield Window(start, end)
+            start = end
+
+    def requests_needed(self, interval: Interval, window: Window) -> int:
+        """One request per page."""
+        return sum(1 for _ in self.pages(interval, window))
+
+    def fetch(self, symbol: str, interval: Interval, window: Window) -> Candles:
+        """Fetch page by page and normalise: ordered, no duplicates, inside the window."""
+        self.require_interval(interval)
+        batch = Candles.empty(symbol, interval, self.name)
+        for page in self.pages(interval, window):
+            batch = batch.concat(self.fetch_page(symbol, interval, page))
+        return batch.normalised(window.start, window.end)
+
+    def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:
+        """One request's worth of candles; providers that page by window implement this."""
+        raise NotImplementedError
+
+    def check(self) -> float:
+        """Providers override with one cheap request."""
+        return 0.0
+
+
+class HttpProvider(BaseProvider):
+    """A provider reached over HTTP: rate-limited, retried, and given up when clearly down."""
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(ctx)
+        self._limiter = ctx.limiter_factory(self.name, self.rate_limit)
+        self._failed_in_a_row = 0
+
+    @property
+    def base_url(self) -> str:
+        """From <PROVIDER>_BASE_URL."""
+        return self.ctx.settings.base_url(self.name)
+
+    def get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, symbol: str | None = None
+    ) -> httpx.Response:
+        """GET with rate limiting and retries; returns a response that `classify` accepted."""
+        import stamina
+
+        if self._failed_in_a_row >= BREAKER_THRESHOLD:
+            raise ProviderUnavailableError(
+                f"{self.name} is given up for the rest of this run after "
+                f"{self._failed_in_a_row} failures in a row",
+                provider=self.name,
+                symbol=symbol,
+            )
+        settings = self.ctx.settings
+        try:
+            for attempt in stamina.retry_context(
+                on=_retry_hook,
+                attempts=settings.http_retry_attempts,
+                timeout=None,
+                wait_initial=0.5,
+                wait_max=settings.http_retry_wait_max,
+                wait_jitter=0.5,
+            ):
+                with attempt:
+                    response = self._send(path, params, symbol)
+        except ProviderUnavailableError:
+            self._failed_in_a_row += 1
+            raise
+        self._failed_in_a_row = 0
+        return response
+
+    def _send(
+        self, path: str, params: Mapping[str, Any] | None, symbol: str | None
+    ) -> httpx.Response:
+        import httpx
+
+        self._limiter.acquire()
+        metrics = self.ctx.metrics
+        metrics.incr(f"provider.{self.name}.requests")
+        started = time.perf_counter()
+        try:
+            response = self.ctx.client().get(
+                self.base_url + path, params=params, headers=self.headers()
+            )
+        except httpx.TimeoutException:
+            metrics.incr(f"provider.{self.name}.errors")
+            raise ProviderUnavailableError(
+                f"{self.name} timed out after {self.ctx.settings.http_timeout:g}s",
+                provider=self.name,
+                symbol=symbol,
+            ) from None
+        except httpx.HTTPError as exc:
+            metrics.incr(f"provider.{self.name}.errors")
+            raise ProviderUnavailableError(
+                f"{self.name} unreachable at {self.base_url}: {type(exc).__name__}",
+                provider=self.name,
+                symbol=symbol,
+            ) from None
+        finally:
+            metrics.timing(
+                f"provider.{self.name}.latency_ms", (time.perf_counter() - started) * 1e3
+            )
+        error = self.classify(response, symbol)
+        if error is not None:
+            metrics.incr(f"provider.{self.name}.errors")
+            raise error
+        return response
+
+    def headers(self) -> dict[str, str]:
+        """Extra request headers (API keys); none by default."""
+        return {}
+
+    def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:
+        """Turn an answer into an error, or None when it carries data.
+
+        The default: 429 and 5xx are transient (Retry-After honoured), other 4xx permanent.
+        Providers extend this for errors hidden in 200 bodies and for unknown symbols.
+        """
+        status = response.status_code
+        if status == 429 or status == 418 or status >= 500:
+            return ProviderUnavailableError(
+                f"{self.name} answered HTTP {status}{_snippet(response)}",
+                provider=self.name,
+                symbol=symbol,
+                retry_after=retry_after_seconds(response),
+            )
+        if status >= 400:
+            return BadPayloadError(
+                f"{self.name} refused the request with HTTP {status}{_snippet(response)}",
+                provider=self.name,
+                symbol=symbol,
+            )
+        return None
+
+    def json(self, response: httpx.Response, symbol: str | None = None) -> Any:
+        """The JSON body, or BadPayloadError for truncated, HTML or other non-JSON bodies."""
+        try:
+            return response.json()
+        except ValueError:
+            raise BadPayloadError(
+                f"{self.name} sent a body that is not JSON{_snippet(response)}",
+                provider=self.name,
+                symbol=symbol,
+            ) from None
+
+
+def unsupported_interval(provider: Provider, interval: Interval) -> UnsupportedIntervalError:
+    """The error for an interval a provider does not serve, listing those it does."""
+    served = ", ".join(i.value for i in sorted(provider.intervals, key=lambda i: i.seconds))
+    return UnsupportedIntervalError(
+        f"{provider.name} does not serve {interval.value} candles", hint=f"it serves {served}"
+    )
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    """Retry transient provider errors only; a Retry-After wait replaces the backoff."""
+    if isinstance(exc, ProviderUnavailableError):
+        return exc.retry_after if exc.retry_after is not None else True
+    return False
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped at 120 s."""
+    raw = response.headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), 120.0)
+
+
+def _snippet(response: httpx.Response) -> str:
+    text = " ".join(response.text[:120].split())
+    return f": {text}" if text else ""
+
+
+def bad_row(provider: str, symbol: str, row: Any, reason: str) -> BadPayloadError:
+    """A BadPayloadError naming provider, symbol and the offending row."""
+    shown = repr(row)
+    if len(shown) > 160:
+        shown = shown[:157] + "..."
+    return BadPayloadError(
+        f"{provider} sent a bad row for {symbol}: {reason} in {shown}",
+        provider=provider,
+        symbol=symbol,
+    )

@@ -1,0 +1,78 @@
+"""Coinbase Exchange public candles: rows [time, low, high, open, close, volume], newest first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from marketdata.domain import Candles, Interval, Window, utc_from_epoch
+from marketdata.errors import ProviderError, SymbolNotListedError
+from marketdata.providers.base import HttpProvider, bad_row
+from marketdata.providers.ratelimit import RateLimit
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class CoinbaseProvider(HttpProvider):
+    """Coinbase Exchange (`GET /products/{id}/candles`); product ids are BASE-QUOTE as ours."""
+
+    name: ClassVar[str] = "coinbase"
+    intervals: ClassVar[frozenset[Interval]] = frozenset(
+        {Interval.M1, Interval.M5, Interval.M15, Interval.H1, Interval.H6, Interval.D1}
+    )
+    # Coinbase rejects (400) a start/end range holding more than 300 buckets.
+    max_rows_per_request: ClassVar[int] = 300
+    # Documented public limit: 10 requests/s per IP, bursts of 15.
+    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10.0, burst=15)
+
+    def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:
+        """One request of at most 300 buckets; rows before `start` or missing are normal."""
+        product = self.provider_symbol(symbol)
+        # end is inclusive on Coinbase: ask up to the last bucket that starts inside the page
+        last = page.end - interval.seconds
+        params = {
+            "granularity": interval.seconds,
+            "start": utc_from_epoch(page.start).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": utc_from_epoch(max(last, page.start)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        response = self.get(f"/products/{product}/candles", params, symbol=symbol)
+        payload = self.json(response, symbol)
+        if not isinstance(payload, list):
+            raise bad_row(self.name, symbol, payload, "expected a JSON array of candles")
+        return self._parse(symbol, interval, payload)
+
+    def _parse(self, symbol: str, interval: Interval, payload: list[Any]) -> Candles:
+        rows = []
+        for row in payload:
+            if not isinstance(row, list) or len(row) < 6:
+                raise bad_row(
+                    self.name, symbol, row, "expected [time, low, high, open, close, volume]"
+                )
+            try:
+                ts, low, high, open_, close, volume = (row[0], *map(float, row[1:6]))
+            except (TypeError, ValueError):
+                raise bad_row(self.name, symbol, row, "a value is not a number") from None
+            if not isinstance(ts, int):
+                raise bad_row(self.name, symbol, row, "time is not an integer")
+            rows.append((ts, open_, high, low, close, volume))
+        return Candles.from_rows(symbol, interval, self.name, rows)
+
+    def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:
+        """404 (`NotFound`) means the product is not listed."""
+        if response.status_code == 404:
+            return SymbolNotListedError(
+                f"coinbase does not list {symbol}",
+                provider=self.name,
+                symbol=symbol,
+                hint="check the symbol, or map it with `marketdata markets add SYMBOL "
+                "--provider-symbol coinbase=PRODUCT`",
+            )
+        return super().classify(response, symbol)
+
+    def check(self) -> float:
+        """Fetch the BTC-USD ticker once."""
+        import time
+
+        started = time.perf_counter()
+        self.get("/products/BTC-USD/ticker")
+        return (time.perf_counter() - started) * 1e3

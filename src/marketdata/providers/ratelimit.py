@@ -1,0 +1,66 @@
+"""Rate limiters: a token bucket per provider, in this process (and shared via Redis later)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A provider's documented public limit: sustained requests per second and burst size."""
+
+    per_second: float
+    burst: int
+
+    def __str__(self) -> str:
+        return f"{self.per_second:g}/s burst {self.burst}"
+
+
+class RateLimiter(Protocol):
+    """Blocks until one more request may be sent."""
+
+    def acquire(self) -> None:
+        """Wait for a token."""
+
+
+class LocalRateLimiter:
+    """A thread-safe token bucket for one process."""
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(limit.burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, provider: str, limit: RateLimit) -> LocalRateLimiter:
+        """Factory with the signature ProviderContext.limiter_factory expects."""
+        return cls(limit)
+
+    def acquire(self) -> None:
+        """Take a token, sleeping until one has refilled when the bucket is empty."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(
+                    float(self.limit.burst),
+                    self._tokens + (now - self._stamp) * self.limit.per_second,
+                )
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.limit.per_second
+            self._sleep(wait)

@@ -1,0 +1,82 @@
+"""Candle checks before any write: impossible rows are split off with a reason each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from marketdata.domain import Candles
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One rejected row: its raw values and why."""
+
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    reason: str
+
+
+# Checked in this order; a row gets the first reason that applies.
+_REASONS = (
+    "price not finite",
+    "price not positive",
+    "volume not finite or negative",
+    "low above open or close",
+    "high below open or close",
+    "timestamp not on the interval grid",
+    "timestamp in the future",
+    "duplicate timestamp in batch",
+)
+
+
+def validate(batch: Candles, now: int) -> tuple[Candles, list[Rejected]]:
+    """Split a batch into the rows that may be stored and the rejected ones.
+
+    Rules: prices finite and > 0; volume finite and >= 0; low <= open, close <= high;
+    ts on the interval grid and not after `now`; at most one row per timestamp.
+    """
+    prices = np.vstack([batch.open, batch.high, batch.low, batch.close])
+    with np.errstate(invalid="ignore"):
+        failures = [
+            ~np.isfinite(prices).all(axis=0),
+            ~(prices > 0).all(axis=0),
+            ~(np.isfinite(batch.volume) & (batch.volume >= 0)),
+            (batch.low > batch.open) | (batch.low > batch.close),
+            (batch.high < batch.open) | (batch.high < batch.close),
+            batch.ts % batch.interval.seconds != 0,
+            batch.ts > now,
+            _duplicates(batch.ts),
+        ]
+    bad = np.logical_or.reduce(failures)
+    if not bad.any():
+        return batch, []
+    reason_index = np.argmax(np.vstack(failures), axis=0)
+    rejected = [
+        Rejected(
+            int(batch.ts[i]),
+            float(batch.open[i]),
+            float(batch.high[i]),
+            float(batch.low[i]),
+            float(batch.close[i]),
+            float(batch.volume[i]),
+            _REASONS[int(reason_index[i])],
+        )
+        for i in np.flatnonzero(bad)
+    ]
+    return batch.take(~bad), rejected
+
+
+def _duplicates(ts: np.ndarray) -> np.ndarray:
+    """True for the second and later rows of a timestamp (first occurrence kept)."""
+    dup = np.zeros(ts.shape[0], dtype=bool)
+    if ts.shape[0] > 1:
+        _, first = np.unique(ts, return_index=True)
+        dup[:] = True
+        dup[first] = False
+    return dup

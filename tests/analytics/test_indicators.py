@@ -1,0 +1,320 @@
+"""Tests for per-candle indicators, full and incremental."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.typing import NDArray
+
+from marketdata.analytics.indicators import (
+    INDICATOR_NAMES,
+    LOOKBACK,
+    SMA_WINDOWS,
+    VOLATILITY_WINDOWS,
+    Indicators,
+    IndicatorState,
+    compute_indicators,
+    compute_tail,
+    periods_per_year,
+)
+
+FloatArray = NDArray[np.float64]
+
+
+def random_walk(n: int, seed: int, level: float = 100.0, sigma: float = 0.02) -> FloatArray:
+    """Closes of a seeded geometric random walk."""
+    rng = np.random.default_rng(seed)
+    return level * np.exp(np.cumsum(rng.normal(0.0, sigma, n)))
+
+
+def pandas_indicators(close: FloatArray, ppy: float) -> dict[str, pd.Series[float]]:
+    """The same indicators computed independently with pandas."""
+    s = pd.Series(close)
+    log_return = (s / s.shift()).apply(math.log)
+    columns = {"return": s.pct_change(), "log_return": log_return}
+    for window in VOLATILITY_WINDOWS:
+        columns[f"volatility_{window}"] = log_return.rolling(window).std() * math.sqrt(ppy)
+    columns["drawdown"] = s / s.cummax() - 1
+    for window in SMA_WINDOWS:
+        columns[f"sma_{window}"] = s.rolling(window).mean()
+    return columns
+
+
+def assert_same_columns(actual: Indicators, expected: Indicators, rtol: float) -> None:
+    """Equal NaN positions and values within rtol, column by column."""
+    for name, values in actual.columns().items():
+        np.testing.assert_allclose(
+            values, expected.columns()[name], rtol=rtol, atol=1e-15, err_msg=name
+        )
+
+
+def rows_from(result: Indicators, start: int) -> Indicators:
+    """The rows of every column from `start` on."""
+    return Indicators(*(getattr(result, f.name)[start:] for f in fields(Indicators)))
+
+
+def concatenate(pieces: list[Indicators]) -> Indicators:
+    """The pieces joined end to end, column by column."""
+    return Indicators(
+        *(np.concatenate([getattr(p, f.name) for p in pieces]) for f in fields(Indicators))
+    )
+
+
+def test_returns_match_hand_worked_values() -> None:
+    result = compute_indicators(np.array([100.0, 110.0, 99.0, 99.0]), periods_per_year=365)
+
+    np.testing.assert_allclose(result.return_, [np.nan, 0.1, -0.1, 0.0], rtol=1e-14)
+    np.testing.assert_allclose(
+        result.log_return, [np.nan, math.log(1.1), math.log(0.9), 0.0], rtol=1e-14
+    )
+
+
+def test_volatility_7_matches_hand_worked_alternating_returns() -> None:
+    # Log returns +a, -a, +a, -a, +a, -a, +a: mean a/7, squared deviations 4(6a/7)² + 3(8a/7)²
+    # = 48a²/7, sample variance 8a²/7.
+    a = 0.01
+    log_returns = [0.0] + [a if i % 2 == 0 else -a for i in range(7)]
+    close = 100.0 * np.exp(np.cumsum(log_returns))
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    assert np.isnan(result.volatility_7[:7]).all()
+    assert result.volatility_7[7] == pytest.approx(a * math.sqrt(8 / 7) * math.sqrt(365), rel=1e-9)
+
+
+@pytest.mark.parametrize("window", VOLATILITY_WINDOWS)
+def test_volatility_is_first_defined_once_that_many_returns_exist(window: int) -> None:
+    result = compute_indicators(random_walk(300, seed=1), periods_per_year=365)
+    volatility = result.columns()[f"volatility_{window}"]
+
+    assert int(np.argmax(~np.isnan(volatility))) == window
+    assert not np.isnan(volatility[window:]).any()
+
+
+def test_volatility_is_zero_for_flat_prices() -> None:
+    close = np.full(700, 123.45)
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    for window in VOLATILITY_WINDOWS:
+        volatility = result.columns()[f"volatility_{window}"]
+        assert (volatility[window:] == 0.0).all()
+    for window in SMA_WINDOWS:
+        assert (result.columns()[f"sma_{window}"][window - 1 :] == 123.45).all()
+    assert (result.drawdown == 0.0).all()
+    assert (result.return_[1:] == 0.0).all()
+
+
+def test_volatility_is_exactly_zero_over_a_flat_stretch_inside_a_volatile_series() -> None:
+    # The flat stretch straddles index 256, where the running sums restart.
+    close = random_walk(600, seed=2)
+    close[200:340] = close[200]
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    for window in VOLATILITY_WINDOWS:
+        volatility = result.columns()[f"volatility_{window}"]
+        assert (volatility[200 + window : 340] == 0.0).all()
+        assert (volatility[340:] > 0.0).all()
+
+
+def test_drawdown_matches_hand_worked_values() -> None:
+    result = compute_indicators(np.array([100.0, 120.0, 90.0, 130.0, 65.0]), periods_per_year=1)
+
+    np.testing.assert_allclose(result.drawdown, [0.0, 0.0, -0.25, 0.0, -0.5], rtol=1e-15)
+
+
+def test_moving_averages_match_hand_worked_values_on_a_straight_line() -> None:
+    # Closes 1, 2, 3, ...: the mean of the w closes ending at index i is i + 1 - (w - 1) / 2.
+    close = np.arange(1.0, 601.0)
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    for window in SMA_WINDOWS:
+        sma = result.columns()[f"sma_{window}"]
+        expected = np.arange(600) + 1 - (window - 1) / 2
+        assert np.isnan(sma[: window - 1]).all()
+        np.testing.assert_allclose(sma[window - 1 :], expected[window - 1 :], rtol=1e-13)
+    assert result.sma_20[19] == pytest.approx(10.5)
+
+
+@pytest.mark.parametrize("ppy", [365.0, 252.0 * 24])
+def test_indicators_match_pandas_on_a_seeded_random_walk(ppy: float) -> None:
+    close = random_walk(3000, seed=3, level=30_000.0)
+
+    result = compute_indicators(close, periods_per_year=ppy)
+
+    for name, expected in pandas_indicators(close, ppy).items():
+        np.testing.assert_allclose(result.columns()[name], expected, rtol=1e-9, err_msg=name)
+
+
+def test_windows_holding_a_missing_close_are_undefined_as_in_pandas() -> None:
+    close = random_walk(1500, seed=4)
+    close[[0, 500, 1200]] = np.nan
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    for name, expected in pandas_indicators(close, 365).items():
+        np.testing.assert_allclose(result.columns()[name], expected, rtol=1e-9, err_msg=name)
+    assert not np.isnan(result.volatility_90[1300:]).any()
+
+
+def test_zero_and_negative_closes_give_nan_rather_than_infinities_or_warnings() -> None:
+    close = np.concatenate([random_walk(50, seed=5), [0.0, 40.0, -5.0], random_walk(250, seed=6)])
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    for name, values in result.columns().items():
+        assert not np.isinf(values).any(), name
+    assert np.isnan(result.return_[51])  # 40 / 0
+    assert np.isnan(result.volatility_7[50:60]).all()
+    assert not np.isnan(result.volatility_7[60:]).any()
+    assert math.isfinite(result.sma_200[-1])
+
+
+def test_a_single_candle_has_a_zero_drawdown_and_nothing_else() -> None:
+    result = compute_indicators(np.array([42.0]), periods_per_year=365)
+
+    for name, values in result.columns().items():
+        assert len(values) == 1
+        if name == "drawdown":
+            assert values[0] == 0.0
+        else:
+            assert np.isnan(values[0]), name
+
+
+def test_an_empty_series_gives_empty_columns() -> None:
+    result = compute_indicators(np.empty(0), periods_per_year=365)
+
+    assert len(result) == 0
+    assert all(len(values) == 0 for values in result.columns().values())
+
+
+def test_columns_use_the_public_names_in_a_fixed_order() -> None:
+    result = compute_indicators(random_walk(10, seed=7), periods_per_year=365)
+
+    assert tuple(result.columns()) == INDICATOR_NAMES
+    assert result.columns()["return"] is result.return_
+    assert result.columns()["sma_200"] is result.sma_200
+
+
+@pytest.mark.parametrize("gap", ["clean", "missing close"])
+def test_many_small_incremental_steps_equal_one_full_recompute(gap: str) -> None:
+    close = random_walk(1500, seed=8)
+    if gap == "missing close":
+        close[[3, 700]] = np.nan
+    full = compute_indicators(close, periods_per_year=365)
+    rng = np.random.default_rng(9)
+
+    state, pieces, start = IndicatorState.empty(), [], 0
+    while start < len(close):
+        new = close[start : start + int(rng.integers(1, 14))]
+        pieces.append(compute_indicators(new, periods_per_year=365, state=state))
+        state, start = state.advance(new), start + len(new)
+
+    assert len(pieces) > 100
+    assert_same_columns(concatenate(pieces), full, rtol=1e-12)
+
+
+def test_compute_tail_with_the_last_lookback_closes_equals_a_full_recompute() -> None:
+    close = random_walk(1000, seed=10)
+    full = compute_indicators(close, periods_per_year=252)
+    split = 700
+
+    tail = compute_tail(
+        close[split - LOOKBACK : split],
+        close[split:],
+        periods_per_year=252,
+        prior_peak=float(close[:split].max()),
+    )
+    longer_history = compute_tail(
+        close[:split], close[split:], periods_per_year=252, prior_peak=float(close[:split].max())
+    )
+
+    assert len(tail) == len(close) - split
+    assert_same_columns(tail, rows_from(full, split), 1e-12)
+    assert_same_columns(longer_history, tail, rtol=0.0)
+
+
+def test_a_tail_far_into_a_long_series_matches_the_full_recompute() -> None:
+    close = random_walk(300_000, seed=11, sigma=0.001)
+    full = compute_indicators(close, periods_per_year=365 * 24)
+    split = len(close) - 50
+
+    tail = compute_tail(
+        close[split - LOOKBACK : split],
+        close[split:],
+        periods_per_year=365 * 24,
+        prior_peak=float(close[:split].max()),
+    )
+
+    assert_same_columns(tail, rows_from(full, split), 1e-12)
+
+
+def test_compute_tail_with_a_short_history_treats_it_as_the_start_of_the_series() -> None:
+    close = random_walk(60, seed=12)
+    full = compute_indicators(close, periods_per_year=365)
+
+    tail = compute_tail(close[:30], close[30:], periods_per_year=365, prior_peak=close[:30].max())
+
+    assert np.isnan(tail.sma_50[:19]).all()
+    assert_same_columns(tail, rows_from(full, 30), 1e-12)
+
+
+def test_drawdown_of_a_tail_measures_from_the_peak_before_it() -> None:
+    tail = compute_tail(
+        np.array([100.0]), np.array([100.0, 150.0, 250.0]), periods_per_year=1, prior_peak=200.0
+    )
+
+    np.testing.assert_allclose(tail.drawdown, [-0.5, -0.25, 0.0], rtol=1e-15)
+
+
+def test_state_after_a_series_equals_the_state_advanced_step_by_step() -> None:
+    close = random_walk(500, seed=13)
+
+    state = IndicatorState.empty()
+    for start in range(0, 500, 7):
+        state = state.advance(close[start : start + 7])
+    direct = IndicatorState.after(close)
+
+    np.testing.assert_array_equal(state.previous, close[-LOOKBACK:])
+    np.testing.assert_array_equal(direct.previous, close[-LOOKBACK:])
+    assert state.peak == direct.peak == close.max()
+
+
+def test_empty_state_has_no_history_and_no_peak() -> None:
+    state = IndicatorState.empty()
+
+    assert len(state.previous) == 0
+    assert math.isnan(state.peak)
+
+
+@pytest.mark.parametrize(
+    ("interval_seconds", "trades_every_day", "expected"),
+    [
+        (86_400, True, 365.0),
+        (86_400, False, 252.0),
+        (3_600, True, 365.0 * 24),
+        (60, False, 252.0 * 1440),
+    ],
+)
+def test_periods_per_year_is_days_per_year_times_bars_per_day(
+    interval_seconds: int, trades_every_day: bool, expected: float
+) -> None:
+    assert periods_per_year(interval_seconds, trades_every_day) == expected
+
+
+@pytest.mark.parametrize("interval_seconds", [0, -60])
+def test_periods_per_year_rejects_a_non_positive_interval(interval_seconds: int) -> None:
+    with pytest.raises(ValueError, match="interval_seconds"):
+        periods_per_year(interval_seconds, True)
+
+
+@pytest.mark.parametrize("ppy", [0.0, -1.0, math.nan, math.inf])
+def test_compute_indicators_rejects_a_periods_per_year_that_is_not_positive(ppy: float) -> None:
+    with pytest.raises(ValueError, match="periods_per_year"):
+        compute_indicators(np.ones(3), periods_per_year=ppy)

@@ -1,0 +1,222 @@
+"""The installed command, run as a user would: exit codes, one-line errors, real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.coinbase import FakeCoinbase
+from tests.fakes.market import walk
+from tests.fakes.server import Reply, serve
+
+DAY = 86_400
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    return {
+        **keep,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "COLUMNS": "200",
+    }
+
+
+def run(args, env, *, cwd=None, timeout=60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "marketdata", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def coinbase():
+    now = int(time.time())
+    today = now - now % DAY
+    fake = FakeCoinbase()
+    fake.add("BTC-USD", DAY, walk(today - 99 * DAY, DAY, 100))
+    with serve(fake) as server:
+        server.fake = fake
+        yield server
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("marketdata: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_help_lists_every_command(env):
+    result = run(["--help"], env)
+    assert result.returncode == 0
+    for command in ("ingest", "replay", "gaps", "rejects", "markets", "providers", "db", "config"):
+        assert command in result.stdout
+
+
+def test_db_check_against_a_closed_port_exits_75_quickly_with_one_line(env):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env["DATABASE_URL"] = f"postgresql://md:topsecret@127.0.0.1:{port}/md"
+    started = time.monotonic()
+    result = run(["db", "check"], env)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 75
+    line = one_error_line(result)
+    assert f"127.0.0.1:{port}" in line and "topsecret" not in result.stderr + result.stdout
+
+
+def test_a_malformed_database_url_names_the_variable_masked(env):
+    env["DATABASE_URL"] = "postgresql://md:topsecret@db:notaport/md"
+    result = run(["ingest", "--symbols", "BTC-USD"], env)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "DATABASE_URL" in line and "md:***@db" in line and "topsecret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["ingest", "--symbols", "BTC USD!"], "invalid symbol 'BTC USD!'"),
+        (["ingest", "--symbols", "BTC-USD", "--interval", "2d"], "unknown interval '2d'"),
+        (["ingest", "--symbols", "BTC-USD", "--provider", "nosuch"], "unknown provider 'nosuch'"),
+        (
+            ["ingest", "--symbols", "BTC-USD", "--since", "2024-02-01", "--until", "2024-01-01"],
+            "--since",
+        ),
+        (["ingest", "--symbols", "BTC-USD", "--since", "yesterday"], "not an ISO 8601"),
+        (["replay", "--symbols", "BTC-USD", "--lookback-days", "0"], "--lookback-days"),
+        (["markets", "disable", "NOPE"], "no market NOPE"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(env, args, fragment):
+    result = run(args, env)
+    assert result.returncode == 2, result.stderr
+    assert fragment in one_error_line(result)
+
+
+def test_ingest_lands_rows_in_the_embedded_sqlite_file_by_default(env, coinbase, tmp_path):
+    env["COINBASE_BASE_URL"] = coinbase.url
+    env["INGESTION_LOOKBACK_DAYS"] = "30"
+    result = run(["ingest", "--symbols", "BTC-USD", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "success" and summary["rows_inserted"] == 31
+    database = tmp_path / "data" / "marketdata" / "marketdata.sqlite3"
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("select count(*) from candles").fetchone() == (31,)
+        assert conn.execute("select status from ingestion_runs").fetchall() == [("success",)]
+
+
+def test_ingest_lands_rows_in_postgresql_with_database_url(env, coinbase, pg_database):
+    import sqlalchemy as sa
+
+    from tests.conftest import _truncate
+
+    _truncate(pg_database)
+    env.update(
+        COINBASE_BASE_URL=coinbase.url, INGESTION_LOOKBACK_DAYS="10", DATABASE_URL=pg_database
+    )
+    result = run(["ingest", "--symbols", "BTC-USD"], env)
+    assert result.returncode == 0, result.stderr
+    engine = sa.create_engine(pg_database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from candles")).scalar() == 11
+    engine.dispose()
+
+
+def test_a_partial_run_exits_3_and_still_writes_the_good_symbol(env, coinbase):
+    env["COINBASE_BASE_URL"] = coinbase.url
+    result = run(["ingest", "--symbols", "BTC-USD,NOPE-USD"], env)
+    assert result.returncode == 3
+    assert "1 of 2 pairs failed" in one_error_line(result)
+    assert "coinbase does not list NOPE-USD" in result.stderr
+
+
+def test_sigterm_rolls_back_the_pair_in_flight_and_exits_143(env, coinbase, tmp_path):
+    coinbase.fake.fail_next = [Reply(200, [], delay=2.0)]
+    env["COINBASE_BASE_URL"] = coinbase.url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "marketdata", "ingest", "--symbols", "BTC-USD"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while not coinbase.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 143, stderr
+    assert time.monotonic() - started < 8
+    database = tmp_path / "data" / "marketdata" / "marketdata.sqlite3"
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("select status from ingestion_runs").fetchall() == [("interrupted",)]
+        assert conn.execute("select count(*) from candles").fetchone() == (0,)
+
+
+def test_config_show_masks_secrets_and_names_sources(env):
+    env["DATABASE_URL"] = "postgresql://md:topsecret@db:5432/md"
+    env["ALERT_WEBHOOK_URL"] = "https://hooks.example/services/TOKENTOKEN123"
+    result = run(["config", "show", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout and "TOKENTOKEN123" not in result.stdout
+    rows = {r["name"]: r for r in json.loads(result.stdout)["settings"]}
+    assert rows["DATABASE_URL"] == {
+        "name": "DATABASE_URL",
+        "value": "postgresql://md:***@db:5432/md",
+        "source": "env",
+    }
+    assert rows["INGESTION_LOOKBACK_DAYS"]["source"] == "default"
+
+
+def test_markets_add_disable_and_the_run_skips_it(env, coinbase):
+    env["COINBASE_BASE_URL"] = coinbase.url
+    assert (
+        run(["markets", "add", "BTC-USD", "--provider-symbol", "binance=BTCUSDT"], env).returncode
+        == 0
+    )
+    assert run(["markets", "disable", "btc-usd"], env).returncode == 0
+    listed = json.loads(run(["markets", "list", "--json"], env).stdout)
+    assert listed == [
+        {
+            "symbol": "BTC-USD",
+            "enabled": False,
+            "asset_class": "crypto",
+            "provider_symbols": {"binance": "BTCUSDT"},
+            "note": None,
+        }
+    ]
+    result = run(["ingest", "--symbols", "BTC-USD", "--json"], env)
+    assert json.loads(result.stdout)["pairs"][0]["status"] == "disabled"
+
+
+def test_migrations_work_from_any_directory(env, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    assert run(["db", "upgrade"], env, cwd=elsewhere).returncode == 0
+    result = run(["db", "check", "--json"], env, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["pending"] == []
+    assert run(["db", "downgrade", "base"], env, cwd=elsewhere).returncode == 0
+    assert run(["db", "check"], env, cwd=elsewhere).returncode == 1
+    assert Path(tmp_path / "x.sqlite3").exists()

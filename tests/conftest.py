@@ -1,0 +1,191 @@
+"""Shared fixtures: a clean environment, temporary directories, settings, real services."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import stamina
+
+from marketdata.config import Settings, load_settings
+from marketdata.context import AppContext
+from marketdata.providers.base import ProviderContext
+
+# Variables the tool reads; none of the developer's own values may leak into a test.
+_OWN_VARIABLES = [name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    for name in _OWN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.chdir(home)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries() -> Iterator[None]:
+    """stamina's testing mode: no sleeping between attempts, three attempts at most."""
+    stamina.set_testing(True, attempts=3)
+    yield
+    stamina.set_testing(False)
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    """Build Settings from keyword overrides, on top of an empty environment."""
+
+    def build(**overrides: Any) -> Settings:
+        values = {"http_retry_attempts": 2, "http_timeout": 5.0, **overrides}
+        return load_settings(values, environ={}).settings
+
+    return build
+
+
+@pytest.fixture
+def provider_context(
+    settings_factory: Callable[..., Settings],
+) -> Iterator[Callable[..., ProviderContext]]:
+    """Build ProviderContexts from settings overrides; their HTTP clients are closed after."""
+    built: list[ProviderContext] = []
+
+    def build(**overrides: Any) -> ProviderContext:
+        ctx = ProviderContext(settings_factory(**overrides))
+        built.append(ctx)
+        return ctx
+
+    yield build
+    for ctx in built:
+        ctx.close()
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+# ------------------------------------------------------------------------------ real services
+
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def service_missing(what: str, reason: str) -> None:
+    """Skip with a visible reason on a laptop; fail under CI, where a green run means it ran."""
+    message = f"{what} unreachable ({reason})"
+    if in_ci():
+        pytest.fail(f"{message}: CI must run these tests", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """TEST_DATABASE_URL in SQLAlchemy form (the server the session database is made on)."""
+    raw = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    return raw.replace("postgres://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_server_url: str) -> Iterator[str]:
+    """A database of its own for this test session, migrated to head, dropped at the end."""
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    server = make_url(pg_server_url).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(
+        server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    name = f"marketdata_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        service_missing("PostgreSQL (TEST_DATABASE_URL)", str(exc.orig).splitlines()[0])
+    url = server.set(database=name).render_as_string(hide_password=False)
+    url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    _migrate(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    from marketdata.storage import migrate
+    from marketdata.storage.engine import create_engine, resolve_target
+
+    settings = load_settings({"database_url": url}, environ={}).settings
+    target = resolve_target(settings)
+    engine = create_engine(settings, target)
+    migrate.upgrade(engine, target)
+    engine.dispose()
+
+
+def _truncate(url: str) -> None:
+    import sqlalchemy as sa
+
+    from marketdata.storage.schema import metadata
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test runs once on a fresh SQLite file and once on the session's PostgreSQL
+    database (emptied first)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        _migrate(url)
+        return url
+    url = request.getfixturevalue("pg_database")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def app_factory(database_url: str) -> Iterator[Callable[..., AppContext]]:
+    """Build AppContexts on the test database with setting overrides; closed afterwards."""
+    from marketdata.observability.metrics import RecordingMetrics
+
+    built: list[AppContext] = []
+
+    def build(**overrides: Any) -> AppContext:
+        values = {"database_url": database_url, "http_retry_attempts": 2, **overrides}
+        app = AppContext(load_settings(values, environ={}), metrics=RecordingMetrics())
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """TEST_REDIS_URL, checked reachable (skip on a laptop, fail under CI)."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing("Redis (TEST_REDIS_URL)", str(exc))
+    finally:
+        client.close()
+    return url

@@ -1,0 +1,120 @@
+"""Coinbase provider against a fake Coinbase Exchange on a loopback socket."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketdata.domain import Interval, Window
+from marketdata.errors import BadPayloadError, ProviderUnavailableError, SymbolNotListedError
+from marketdata.providers.coinbase import CoinbaseProvider
+from tests.fakes.coinbase import FakeCoinbase
+from tests.fakes.market import walk
+from tests.fakes.server import Reply, serve
+
+DAY = 86_400
+START = 1_704_067_200  # 2024-01-01
+
+
+@pytest.fixture
+def fake() -> FakeCoinbase:
+    fake = FakeCoinbase()
+    fake.add("BTC-USD", DAY, walk(START, DAY, 700))
+    return fake
+
+
+@pytest.fixture
+def provider_for(provider_context):
+    def build(url: str, **overrides) -> CoinbaseProvider:
+        return CoinbaseProvider(provider_context(coinbase_base_url=url, **overrides))
+
+    return build
+
+
+def test_long_window_is_paged_within_300_buckets_complete_and_ordered(fake, provider_for):
+    with serve(fake) as server:
+        candles = provider_for(server.url).fetch(
+            "BTC-USD", Interval.D1, Window(START, START + 700 * DAY)
+        )
+    assert len(server.requests) == 3
+    assert len(candles) == 700
+    assert candles.ts.tolist() == [START + i * DAY for i in range(700)]
+    expected = walk(START, DAY, 700)
+    assert candles.close.tolist() == [r[4] for r in expected]
+    assert candles.open[5] == expected[5][1] and candles.low[5] == expected[5][3]
+
+
+def test_rows_before_the_window_and_page_overlaps_are_dropped(fake, provider_for):
+    fake.early_rows = 3
+    with serve(fake) as server:
+        candles = provider_for(server.url).fetch(
+            "BTC-USD", Interval.D1, Window(START + 10 * DAY, START + 610 * DAY)
+        )
+    assert candles.ts[0] == START + 10 * DAY
+    assert len(candles) == 600
+    assert len(set(candles.ts.tolist())) == 600
+
+
+def test_missing_buckets_stay_missing(provider_for):
+    fake = FakeCoinbase()
+    rows = [r for i, r in enumerate(walk(START, DAY, 10)) if i not in (3, 4)]
+    fake.add("BTC-USD", DAY, rows)
+    with serve(fake) as server:
+        candles = provider_for(server.url).fetch(
+            "BTC-USD", Interval.D1, Window(START, START + 10 * DAY)
+        )
+    assert len(candles) == 8
+
+
+def test_unknown_product_is_a_clear_per_symbol_error(fake, provider_for):
+    with (
+        serve(fake) as server,
+        pytest.raises(SymbolNotListedError, match="coinbase does not list BTC-XYZ"),
+    ):
+        provider_for(server.url).fetch("BTC-XYZ", Interval.D1, Window(START, START + DAY))
+
+
+def test_server_errors_are_retried_then_succeed(fake, provider_for):
+    fake.fail_next = [
+        Reply(502, "bad gateway"),
+        Reply(429, {"message": "Public rate limit exceeded"}),
+    ]
+    with serve(fake) as server:
+        candles = provider_for(server.url).fetch(
+            "BTC-USD", Interval.D1, Window(START, START + 5 * DAY)
+        )
+    assert len(candles) == 5
+    assert len(server.requests) == 3
+
+
+def test_retries_give_up_with_a_transient_error(fake, provider_for):
+    fake.fail_next = [Reply(503, "down")] * 10
+    with serve(fake) as server, pytest.raises(ProviderUnavailableError, match="HTTP 503"):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(START, START + 5 * DAY))
+    assert len(server.requests) == 3  # stamina testing mode: three attempts
+
+
+def test_html_body_with_200_is_rejected_not_parsed(fake, provider_for):
+    fake.fail_next = [Reply(200, "<html>maintenance</html>")]
+    with serve(fake) as server, pytest.raises(BadPayloadError, match="not JSON"):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(START, START + 5 * DAY))
+
+
+def test_provider_is_given_up_after_repeated_failures(fake, provider_for):
+    fake.fail_next = [Reply(500, "x")] * 100
+    with serve(fake) as server:
+        provider = provider_for(server.url)
+        for symbol in ("BTC-USD", "ETH-USD", "SOL-USD"):
+            with pytest.raises(ProviderUnavailableError):
+                provider.fetch(symbol, Interval.D1, Window(START, START + DAY))
+        sent = len(server.requests)
+        with pytest.raises(ProviderUnavailableError, match="given up"):
+            provider.fetch("ADA-USD", Interval.D1, Window(START, START + DAY))
+        assert len(server.requests) == sent
+
+
+def test_slow_answer_past_the_timeout_is_transient(fake, provider_for):
+    fake.fail_next = [Reply(200, [], delay=1.0)] * 3
+    with serve(fake) as server:
+        provider = provider_for(server.url, http_timeout=0.3)
+        with pytest.raises(ProviderUnavailableError, match="timed out"):
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))

@@ -1,0 +1,196 @@
+"""The Redis-shared rate limiter against a real Redis (TEST_REDIS_URL), and without one."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from marketdata.providers.ratelimit import RateLimit
+from marketdata.providers.redis_ratelimit import RedisRateLimiter, redis_limiter_factory
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        reason = f"Redis at {TEST_REDIS_URL} is unreachable ({type(exc).__name__}: {exc})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex}:ratelimit:"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+class RecordingSleep:
+    """Records the waits it is asked for instead of sleeping (Redis time keeps running)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def granted_waits(
+    limiters: list[RedisRateLimiter], sleep: RecordingSleep, count: int
+) -> list[float]:
+    """Acquire `count` tokens round-robin; the wait each acquisition had (0.0 for none)."""
+    waits = []
+    for i in range(count):
+        before = len(sleep.waits)
+        limiters[i % len(limiters)].acquire()
+        waits.append(sleep.waits[-1] if len(sleep.waits) > before else 0.0)
+    return waits
+
+
+@pytest.mark.redis
+def test_two_processes_share_one_bucket_five_at_once_then_two_per_second(client, prefix):
+    sleep = RecordingSleep()
+    limit = RateLimit(per_second=2.0, burst=5)
+    first = RedisRateLimiter(client, "coinbase", limit, prefix=prefix, sleep=sleep)
+    second = RedisRateLimiter(client, "coinbase", limit, prefix=prefix, sleep=sleep)
+    waits = granted_waits([first, second], sleep, 10)
+    assert waits[:5] == [0.0] * 5
+    # each further token is reserved half a second after the previous one
+    assert waits[5:] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5], abs=0.05)
+    assert not first.degraded and not second.degraded
+    assert client.exists(f"{prefix}coinbase") == 1
+
+
+@pytest.mark.redis
+def test_threads_with_their_own_limiters_are_paced_in_real_time(client, prefix):
+    limit = RateLimit(per_second=20.0, burst=2)
+    limiters = [RedisRateLimiter(client, "kraken", limit, prefix=prefix) for _ in range(2)]
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def work(limiter: RedisRateLimiter) -> None:
+        for _ in range(5):
+            limiter.acquire()
+            with lock:
+                granted.append(time.perf_counter())
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(lim,)) for lim in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    elapsed = time.perf_counter() - started
+    assert len(granted) == 10
+    # 2 at once, then 8 more at 20/s: about 0.4 s in all, whichever thread gets which
+    assert 0.35 <= elapsed < 1.5
+    assert sum(1 for t in granted if t - started < 0.03) == 2
+
+
+@pytest.mark.redis
+def test_each_provider_has_its_own_bucket(client, prefix):
+    sleep = RecordingSleep()
+    limit = RateLimit(per_second=1.0, burst=2)
+    busy = RedisRateLimiter(client, "binance", limit, prefix=prefix, sleep=sleep)
+    for _ in range(3):
+        busy.acquire()
+    assert len(sleep.waits) == 1
+    idle = RedisRateLimiter(client, "yahoo", limit, prefix=prefix, sleep=sleep)
+    idle.acquire()
+    idle.acquire()
+    assert len(sleep.waits) == 1
+
+
+@pytest.mark.redis
+def test_the_bucket_refills_at_the_given_rate(client, prefix):
+    sleep = RecordingSleep()
+    limiter = RedisRateLimiter(
+        client, "stooq", RateLimit(per_second=50.0, burst=2), prefix=prefix, sleep=sleep
+    )
+    limiter.acquire()
+    limiter.acquire()
+    time.sleep(0.1)  # 5 tokens' worth, capped at the burst of 2
+    limiter.acquire()
+    limiter.acquire()
+    assert sleep.waits == []
+    limiter.acquire()
+    assert sleep.waits == [pytest.approx(0.02, abs=0.01)]
+
+
+@pytest.mark.redis
+def test_the_bucket_key_expires_once_it_would_be_full_again(client, prefix):
+    limiter = RedisRateLimiter(
+        client, "coingecko", RateLimit(per_second=0.5, burst=3), prefix=prefix
+    )
+    limiter.acquire()
+    ttl_ms = client.pttl(f"{prefix}coingecko")
+    assert 6_000 < ttl_ms <= 7_000  # refill 3 tokens at 0.5/s = 6 s, plus a second
+
+
+@pytest.mark.redis
+def test_the_factory_builds_limiters_on_the_given_prefix(client, prefix):
+    factory = redis_limiter_factory(client, prefix)
+    limiter = factory("coinbase", RateLimit(per_second=10.0, burst=15))
+    assert isinstance(limiter, RedisRateLimiter)
+    assert limiter.key == f"{prefix}coinbase"
+    limiter.acquire()
+    assert float(client.hget(f"{prefix}coinbase", "tokens")) == pytest.approx(14.0, abs=0.1)
+
+
+@pytest.mark.redis
+def test_a_redis_error_other_than_a_lost_connection_also_degrades_to_local(client, prefix):
+    client.set(f"{prefix}coinbase", "not a hash")  # WRONGTYPE for HMGET
+    limiter = RedisRateLimiter(
+        client, "coinbase", RateLimit(per_second=5.0, burst=5), prefix=prefix
+    )
+    limiter.acquire()
+    assert limiter.degraded
+
+
+def test_a_limiter_whose_redis_is_down_degrades_to_local_and_still_paces():
+    client = redis.Redis.from_url(CLOSED_PORT_URL, socket_connect_timeout=1)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    limiter = RedisRateLimiter(client, "coinbase", RateLimit(per_second=20.0, burst=2), sleep=sleep)
+    assert not limiter.degraded
+    started = time.perf_counter()
+    for _ in range(3):
+        limiter.acquire()
+    elapsed = time.perf_counter() - started
+    assert limiter.degraded
+    # the local bucket took over: two at once, the third after about 1/20 s
+    assert slept and sum(slept) == pytest.approx(0.05, abs=0.02)
+    assert elapsed < 1.0
+
+
+def test_one_failure_degrades_every_limiter_of_the_same_factory():
+    client = redis.Redis.from_url(CLOSED_PORT_URL, socket_connect_timeout=1)
+    factory = redis_limiter_factory(client, "marketdata:ratelimit:")
+    first = factory("coinbase", RateLimit(per_second=100.0, burst=10))
+    second = factory("kraken", RateLimit(per_second=100.0, burst=10))
+    assert isinstance(first, RedisRateLimiter) and isinstance(second, RedisRateLimiter)
+    first.acquire()
+    assert first.degraded and second.degraded
+    second.acquire()  # goes straight to its local bucket

@@ -1,0 +1,199 @@
+"""The ingestion run end to end: fake Coinbase over a socket, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from marketdata.domain import Interval, RunStatus
+from marketdata.errors import InputError, NoDataError, UnknownProviderError
+from marketdata.pipeline import IngestRequest, Mode, build_plan, run_ingest
+from marketdata.storage.candles import count_candles, read_candles
+from marketdata.storage.engine import connect
+from marketdata.storage.rejects import list_rejects
+from marketdata.storage.runs import outcomes_of, recent_runs
+from tests.fakes.coinbase import FakeCoinbase
+from tests.fakes.market import walk
+from tests.fakes.server import Reply, serve
+
+DAY = 86_400
+NOW = datetime(2024, 4, 10, 12, 0, tzinfo=UTC)
+TODAY = 1_712_707_200  # 2024-04-10T00:00Z
+HISTORY = 120
+
+
+@pytest.fixture
+def fake() -> FakeCoinbase:
+    fake = FakeCoinbase()
+    fake.add("BTC-USD", DAY, walk(TODAY - (HISTORY - 1) * DAY, DAY, HISTORY))
+    fake.add("ETH-USD", DAY, walk(TODAY - (HISTORY - 1) * DAY, DAY, HISTORY, seed=7))
+    return fake
+
+
+@pytest.fixture
+def coinbase(fake):
+    with serve(fake) as server:
+        yield server
+
+
+@pytest.fixture
+def make_app(app_factory, coinbase):
+    def build(**overrides):
+        app = app_factory(
+            **{"coinbase_base_url": coinbase.url, "ingestion_lookback_days": 30, **overrides}
+        )
+        app.clock = lambda: NOW
+        return app
+
+    return build
+
+
+def ingest(app, **kwargs):
+    return run_ingest(app, IngestRequest(**{"symbols": ["BTC-USD"], **kwargs}))
+
+
+def test_first_run_stores_the_lookback_window_and_records_the_run(make_app, coinbase):
+    app = make_app()
+    result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    assert result.status is RunStatus.SUCCESS
+    assert result.rows_inserted == 62  # 30 days back .. today, inclusive, for two symbols
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn, "BTC-USD") == 31
+        runs = recent_runs(conn)
+        assert [r.status for r in runs] == ["success"]
+        assert runs[0].rows_inserted == 62
+        outcomes = outcomes_of(conn, runs[0].id)
+    assert {(o["symbol"], o["status"], o["provider"]) for o in outcomes} == {
+        ("BTC-USD", "ok", "coinbase"),
+        ("ETH-USD", "ok", "coinbase"),
+    }
+    assert app.metrics.counters["ingestion.success"] == 1
+    assert app.metrics.counters["ingestion.rows_written"] == 62
+
+
+def test_second_run_refetches_only_from_the_last_stored_candle(make_app, coinbase):
+    app = make_app()
+    ingest(app)
+    sent = len(coinbase.requests)
+    result = ingest(app)
+    assert len(coinbase.requests) == sent + 1
+    assert coinbase.requests[-1].query["start"] == "2024-04-10T00:00:00Z"
+    assert (result.outcomes[0].fetched, result.rows_inserted, result.rows_updated) == (1, 0, 0)
+
+
+def test_replay_overwrites_a_corrected_candle_without_duplicates(make_app, fake):
+    app = make_app()
+    ingest(app)
+    rows = fake.candles["BTC-USD"][DAY]
+    index = next(i for i, r in enumerate(rows) if r[0] == TODAY - 5 * DAY)
+    ts, o, h, low, c, v = rows[index]
+    rows[index] = (ts, o, h, low, c, v + 1.0)
+    result = run_ingest(app, IngestRequest(symbols=["BTC-USD"], mode=Mode.REPLAY))
+    outcome = result.outcomes[0]
+    assert (outcome.inserted, outcome.updated, outcome.unchanged) == (0, 1, 30)
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.D1)
+    assert len(stored) == 31
+    assert stored.volume[stored.ts.tolist().index(TODAY - 5 * DAY)] == v + 1.0
+
+
+def test_one_failing_symbol_makes_a_partial_run_and_spoils_no_other(make_app):
+    app = make_app()
+    result = ingest(app, symbols=["BTC-USD", "NOPE-USD"])
+    assert result.status is RunStatus.PARTIAL
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    assert [o.symbol for o in failed] == ["NOPE-USD"]
+    assert "coinbase does not list NOPE-USD" in failed[0].error
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn, "BTC-USD") == 31
+        assert recent_runs(conn)[0].status == "partial"
+
+
+def test_every_pair_failing_is_a_failed_run(make_app, fake):
+    fake.fail_next = [Reply(503, "down")] * 50
+    app = make_app()
+    result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    assert result.status is RunStatus.FAILURE
+    assert "HTTP 503" in (result.error or "")
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn) == 0
+        assert recent_runs(conn)[0].status == "failure"
+    assert app.metrics.counters["ingestion.failure"] == 1
+
+
+def test_impossible_candles_are_quarantined_with_a_reason(make_app, fake):
+    rows = fake.candles["BTC-USD"][DAY]
+    index = next(i for i, r in enumerate(rows) if r[0] == TODAY - 3 * DAY)
+    ts, o, _h, low, c, v = rows[index]
+    rows[index] = (ts, o, low * 0.5, low, c, v)  # high below low
+    app = make_app()
+    result = ingest(app)
+    assert result.outcomes[0].rejected == 1
+    assert result.rows_inserted == 30
+    with connect(app.engine(), app.target) as conn:
+        rejected = list_rejects(conn, ["BTC-USD"])
+        stored = read_candles(conn, "BTC-USD", Interval.D1)
+    assert [(r.ts, r.reason, r.provider) for r in rejected] == [
+        (TODAY - 3 * DAY, "high below open or close", "coinbase")
+    ]
+    assert TODAY - 3 * DAY not in stored.ts.tolist()
+
+
+def test_disabled_symbols_are_skipped_with_a_note(make_app):
+    app = make_app(ingestion_disabled_symbols="ETH-USD")
+    result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    assert {o.symbol: o.status for o in result.outcomes} == {"BTC-USD": "ok", "ETH-USD": "disabled"}
+    assert result.status is RunStatus.SUCCESS
+
+
+def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
+    from marketdata.storage.locks import pair_lock
+
+    app = make_app()
+    other = make_app()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with (
+            connect(other.engine(), other.target) as conn,
+            pair_lock(conn, "BTC-USD", "1d", other.lock_dir()) as taken,
+        ):
+            assert taken
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        assert held.wait(10)
+        result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    finally:
+        release.set()
+        worker.join()
+    assert {o.symbol: o.status for o in result.outcomes} == {"BTC-USD": "locked", "ETH-USD": "ok"}
+    assert result.status is RunStatus.SUCCESS
+
+
+def test_dry_run_plans_ranges_and_requests_and_writes_nothing(make_app, coinbase):
+    app = make_app(ingestion_lookback_days=400)
+    plan = build_plan(app, IngestRequest(symbols=["BTC-USD"]), with_costs=True)
+    pair = plan.pairs[0]
+    assert pair.windows[0].start == TODAY - 400 * DAY
+    assert pair.requests == 2  # 401 daily bars at 300 per request
+    assert coinbase.requests == []
+    with connect(app.engine(), app.target) as conn:
+        assert recent_runs(conn) == []
+
+
+def test_bad_requests_are_refused_before_anything_runs(make_app):
+    app = make_app()
+    with pytest.raises(InputError, match="--since"):
+        IngestRequest(symbols=["BTC-USD"], since=TODAY, until=TODAY - DAY)
+    with pytest.raises(InputError, match="--lookback-days"):
+        IngestRequest(symbols=["BTC-USD"], lookback_days=0)
+    with pytest.raises(UnknownProviderError, match="nosuch"):
+        ingest(app, providers=["nosuch"])
+    with pytest.raises(NoDataError, match="no symbols"):
+        run_ingest(app, IngestRequest())
