@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -123,6 +123,9 @@ class Candles:
     low: NDArray[np.float64]
     close: NDArray[np.float64]
     volume: NDArray[np.float64]
+    # derived columns by public name ("return", "log_return", ...), row-aligned; None when
+    # this batch carries none (intervals outside ANALYTICS_INTERVALS)
+    indicators: Mapping[str, NDArray[np.float64]] | None = None
 
     @classmethod
     def from_columns(
@@ -180,6 +183,22 @@ class Candles:
             self.low[index],
             self.close[index],
             self.volume[index],
+            None if self.indicators is None else {k: v[index] for k, v in self.indicators.items()},
+        )
+
+    def with_indicators(self, columns: Mapping[str, NDArray[np.float64]] | None) -> Candles:
+        """The same rows carrying these derived columns."""
+        return Candles(
+            self.symbol,
+            self.interval,
+            self.provider,
+            self.ts,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            columns,
         )
 
     def normalised(self, start: int | None = None, end: int | None = None) -> Candles:
@@ -198,7 +217,7 @@ class Candles:
         return batch if mask.all() else batch.take(mask)
 
     def concat(self, other: Candles) -> Candles:
-        """This batch followed by another of the same pair."""
+        """This batch followed by another of the same pair (derived columns are dropped)."""
         return Candles(
             self.symbol,
             self.interval,

@@ -367,12 +367,13 @@ def _fetch_and_store(
     cancel: threading.Event,
     write_lock: threading.Lock | None,
 ) -> None:
-    from marketdata.storage.candles import write_candles
+    from marketdata.derive import analytics_intervals, write_with_derived
     from marketdata.storage.rejects import record_rejects
     from marketdata.storage.runs import record_outcome
     from marketdata.validation import validate
 
     now = app.clock()
+    derive = pair.interval in analytics_intervals(app.settings)
     batches = []
     for window in pair.windows:
         if cancel.is_set():
@@ -392,7 +393,7 @@ def _fetch_and_store(
                 record_rejects(
                     conn, run_id, pair.symbol, pair.interval.value, batch.provider, rejected, now
                 )
-                stats = write_candles(conn, good, now)
+                stats = write_with_derived(conn, good, now, derive=derive)
                 outcome.inserted += stats.inserted
                 outcome.updated += stats.updated
                 outcome.unchanged += stats.unchanged

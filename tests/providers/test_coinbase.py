@@ -118,3 +118,21 @@ def test_slow_answer_past_the_timeout_is_transient(fake, provider_for):
         provider = provider_for(server.url, http_timeout=0.3)
         with pytest.raises(ProviderUnavailableError, match="timed out"):
             provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+
+
+def test_a_retry_after_beyond_the_limit_is_not_waited_for(fake, provider_for):
+    fake.fail_next = [Reply(429, {"message": "banned"}, headers={"Retry-After": "86400"})] * 3
+    with serve(fake) as server, pytest.raises(ProviderUnavailableError, match="HTTP 429"):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+    assert len(server.requests) == 1
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    import httpx
+
+    from marketdata.providers.base import retry_after_seconds
+
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert retry_after_seconds(dated) == 0.0  # in the past: retry now
+    assert retry_after_seconds(httpx.Response(429)) is None

@@ -38,6 +38,8 @@ USER_AGENT = (
 # After this many symbols in a row fail with transient errors (each after its own retries),
 # the provider is given up for the rest of the run instead of retrying every symbol.
 BREAKER_THRESHOLD = 3
+# The longest Retry-After a run waits for before retrying; longer means "not this run".
+RETRY_AFTER_LIMIT = 60.0
 
 
 class Provider(Protocol):
@@ -305,14 +307,20 @@ def unsupported_interval(provider: Provider, interval: Interval) -> UnsupportedI
 
 
 def _retry_hook(exc: Exception) -> bool | float:
-    """Retry transient provider errors only; a Retry-After wait replaces the backoff."""
+    """Retry transient provider errors only; a Retry-After wait replaces the backoff.
+
+    A Retry-After longer than RETRY_AFTER_LIMIT (a Binance IP ban can last days) is not
+    waited for: the error goes straight to the fallback chain instead.
+    """
     if isinstance(exc, ProviderUnavailableError):
-        return exc.retry_after if exc.retry_after is not None else True
+        if exc.retry_after is None:
+            return True
+        return exc.retry_after if exc.retry_after <= RETRY_AFTER_LIMIT else False
     return False
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), capped at 120 s."""
+    """Retry-After as seconds (delta-seconds or an HTTP date)."""
     raw = response.headers.get("Retry-After")
     if not raw:
         return None
@@ -326,7 +334,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         seconds = moment.timestamp() - time.time()
     if math.isnan(seconds):
         return None
-    return min(max(seconds, 0.0), 120.0)
+    return max(seconds, 0.0)
 
 
 def _snippet(response: httpx.Response) -> str:

@@ -4,18 +4,22 @@ batched upserts on SQLite. Only rows that changed are ever rewritten."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from marketdata.domain import Candles, Interval, epoch_of, utc_from_epoch
+from marketdata.storage.schema import INDICATOR_COLUMNS
 from marketdata.storage.schema import candles as candles_table
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
     from sqlalchemy import Connection
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+# Derived values computed incrementally or in full agree to ~1e-12; closer than this is equal.
+DERIVED_RTOL = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +41,6 @@ def last_ts(conn: Connection, symbol: str, interval: Interval) -> int | None:
     ).scalar()
     if value is None:
         return None
-    if isinstance(value, str):  # SQLite returns max() of text as text
-        value = datetime.fromisoformat(value)
     return epoch_of(_aware(value))
 
 
@@ -50,12 +52,17 @@ def read_candles(
     end: int | None = None,
     *,
     last: int | None = None,
+    with_indicators: bool = False,
 ) -> Candles:
-    """Stored candles of a pair in [start, end), ascending; `last` keeps only the newest N."""
+    """Stored candles of a pair in [start, end), ascending; `last` keeps only the newest N.
+
+    With `with_indicators` the derived columns come along (NaN where undefined).
+    """
     from sqlalchemy import select
 
     c = candles_table.c
-    query = select(c.ts, c.open, c.high, c.low, c.close, c.volume, c.provider).where(
+    derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
+    query = select(c.ts, c.open, c.high, c.low, c.close, c.volume, c.provider, *derived).where(
         c.symbol == symbol, c.interval == interval.value
     )
     if start is not None:
@@ -67,7 +74,51 @@ def read_candles(
     if last is not None:
         rows.reverse()
     provider = rows[-1][6] if rows else ""
-    return Candles.from_rows(symbol, interval, provider, [(epoch_of(r[0]), *r[1:6]) for r in rows])
+    batch = Candles.from_rows(
+        symbol, interval, provider, [(epoch_of(_aware(r[0])), *r[1:6]) for r in rows]
+    )
+    if not with_indicators:
+        return batch
+    columns = {
+        public: np.array([r[7 + i] for r in rows], dtype=np.float64)
+        if rows
+        else np.empty(0, dtype=np.float64)
+        for i, public in enumerate(INDICATOR_COLUMNS)
+    }
+    # numpy turns NULL (SQLite, or rows never derived) into NaN, like PostgreSQL's stored NaN
+    return batch.with_indicators(columns)
+
+
+def previous_closes(
+    conn: Connection, symbol: str, interval: Interval, before: int, count: int
+) -> tuple[NDArray[np.float64], float | None]:
+    """The last `count` closes before `before`, oldest first, and the peak close before it.
+
+    The peak comes from the newest row's stored drawdown (peak = close / (1 + drawdown)), so
+    an incremental run never scans history; only when that row has no drawdown is the
+    maximum read from the table.
+    """
+    from sqlalchemy import func, select
+
+    c = candles_table.c
+    rows = conn.execute(
+        select(c.close, c.drawdown)
+        .where(c.symbol == symbol, c.interval == interval.value, c.ts < utc_from_epoch(before))
+        .order_by(c.ts.desc())
+        .limit(count)
+    ).all()
+    if not rows:
+        return np.empty(0, dtype=np.float64), None
+    closes = np.array([r[0] for r in reversed(rows)], dtype=np.float64)
+    close, drawdown = rows[0]
+    if drawdown is not None and np.isfinite(drawdown) and drawdown > -1.0:
+        return closes, float(close) / (1.0 + float(drawdown))
+    peak = conn.execute(
+        select(func.max(c.close)).where(
+            c.symbol == symbol, c.interval == interval.value, c.ts < utc_from_epoch(before)
+        )
+    ).scalar()
+    return closes, None if peak is None else float(peak)
 
 
 def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats:
@@ -99,7 +150,13 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
 
 
 def _records(batch: Candles, now: datetime) -> list[dict[str, Any]]:
-    return [
+    derived: list[tuple[str, list[float | None]]] = []
+    if batch.indicators is not None:
+        derived = [
+            (column, [None if v != v else v for v in batch.indicators[public].tolist()])
+            for public, column in INDICATOR_COLUMNS.items()
+        ]
+    records: list[dict[str, Any]] = [
         {
             "symbol": batch.symbol,
             "interval": batch.interval.value,
@@ -114,6 +171,10 @@ def _records(batch: Candles, now: datetime) -> list[dict[str, Any]]:
         }
         for ts, o, h, lo, c, v in batch.rows()
     ]
+    for column, values in derived:
+        for record, value in zip(records, values, strict=True):
+            record[column] = value
+    return records
 
 
 def _sqlite_insert(conn: Connection, batch: Candles, now: datetime) -> int:
@@ -127,45 +188,60 @@ def _sqlite_merge(conn: Connection, overlap: Candles, now: datetime) -> tuple[in
     """Compare the overlap with what is stored; insert the missing rows, update the changed."""
     if len(overlap) == 0:
         return 0, 0
-    from sqlalchemy import bindparam
-
     stored = read_candles(
-        conn, overlap.symbol, overlap.interval, int(overlap.ts[0]), int(overlap.ts[-1]) + 1
+        conn,
+        overlap.symbol,
+        overlap.interval,
+        int(overlap.ts[0]),
+        int(overlap.ts[-1]) + 1,
+        with_indicators=overlap.indicators is not None,
     )
     known = np.isin(overlap.ts, stored.ts)
-    missing = overlap.take(~known)
-    inserted = _sqlite_insert(conn, missing, now)
+    inserted = _sqlite_insert(conn, overlap.take(~known), now)
     present = overlap.take(known)
     index = np.searchsorted(stored.ts, present.ts)
     changed = np.zeros(len(present), dtype=bool)
     for name in PRICE_COLUMNS:
         changed |= getattr(present, name) != getattr(stored, name)[index]
+    if present.indicators is not None and stored.indicators is not None:
+        for public, values in present.indicators.items():
+            old = stored.indicators[public][index]
+            changed |= ~np.isclose(values, old, rtol=DERIVED_RTOL, atol=0.0, equal_nan=True)
     updates = present.take(changed)
     if len(updates):
-        c = candles_table.c
-        statement = (
-            candles_table.update()
-            .where(c.symbol == bindparam("b_symbol"))
-            .where(c.interval == bindparam("b_interval"))
-            .where(c.ts == bindparam("b_ts"))
-            .values({name: bindparam(name) for name in (*PRICE_COLUMNS, "provider", "ingested_at")})
-        )
-        params = [
-            {
-                "b_symbol": r["symbol"],
-                "b_interval": r["interval"],
-                "b_ts": r["ts"],
-                **{k: r[k] for k in (*PRICE_COLUMNS, "provider", "ingested_at")},
-            }
-            for r in _records(updates, now)
-        ]
-        conn.execute(statement, params)
+        _sqlite_update(conn, updates, now)
     return inserted, len(updates)
 
 
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
+def _sqlite_update(conn: Connection, updates: Candles, now: datetime) -> None:
+    from sqlalchemy import bindparam
 
+    c = candles_table.c
+    assigned = [*PRICE_COLUMNS, "provider", "ingested_at"]
+    if updates.indicators is not None:
+        assigned += list(INDICATOR_COLUMNS.values())
+    statement = (
+        candles_table.update()
+        .where(c.symbol == bindparam("b_symbol"))
+        .where(c.interval == bindparam("b_interval"))
+        .where(c.ts == bindparam("b_ts"))
+        .values({name: bindparam(name) for name in assigned})
+    )
+    params = [
+        {
+            "b_symbol": r["symbol"],
+            "b_interval": r["interval"],
+            "b_ts": r["ts"],
+            **{k: r[k] for k in assigned},
+        }
+        for r in _records(updates, now)
+    ]
+    conn.execute(statement, params)
+
+
+def _aware(value: datetime | str) -> datetime:
+    if isinstance(value, str):  # SQLite returns max() of a timestamp as text
+        value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
@@ -179,7 +255,7 @@ def count_candles(conn: Connection, symbol: str | None = None) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def stored_timestamps(conn: Connection, symbol: str, interval: Interval) -> np.ndarray:
+def stored_timestamps(conn: Connection, symbol: str, interval: Interval) -> NDArray[np.int64]:
     """Every stored timestamp of a pair, ascending, as int64 epoch seconds."""
     from sqlalchemy import select
 
@@ -188,3 +264,76 @@ def stored_timestamps(conn: Connection, symbol: str, interval: Interval) -> np.n
         select(c.ts).where(c.symbol == symbol, c.interval == interval.value).order_by(c.ts)
     ).scalars()
     return np.fromiter((epoch_of(_aware(v)) for v in rows), dtype=np.int64)
+
+
+def stored_pairs(conn: Connection, symbols: list[str] | None = None) -> list[tuple[str, str]]:
+    """Every (symbol, interval) with stored candles, optionally for some symbols only."""
+    from sqlalchemy import select
+
+    c = candles_table.c
+    query = select(c.symbol, c.interval).distinct().order_by(c.symbol, c.interval)
+    if symbols:
+        query = query.where(c.symbol.in_(symbols))
+    return [(r[0], r[1]) for r in conn.execute(query)]
+
+
+def update_indicators(
+    conn: Connection,
+    symbol: str,
+    interval: Interval,
+    ts: NDArray[np.int64],
+    columns: dict[str, NDArray[np.float64]],
+) -> int:
+    """Set derived columns of stored rows (ascending `ts`), touching only rows that differ.
+
+    Prices and provenance are left alone: this is how a recompute after a mid-history write,
+    or `analytics rebuild`, reaches rows that were not themselves re-fetched.
+    """
+    if ts.shape[0] == 0:
+        return 0
+    from sqlalchemy import bindparam
+
+    stored = read_candles(conn, symbol, interval, int(ts[0]), int(ts[-1]) + 1, with_indicators=True)
+    assert stored.indicators is not None
+    index = np.searchsorted(stored.ts, ts)
+    changed = np.zeros(ts.shape[0], dtype=bool)
+    for public, values in columns.items():
+        old = stored.indicators[public][index]
+        changed |= ~np.isclose(values, old, rtol=DERIVED_RTOL, atol=0.0, equal_nan=True)
+    rows = np.flatnonzero(changed)
+    if rows.shape[0] == 0:
+        return 0
+    c = candles_table.c
+    statement = (
+        candles_table.update()
+        .where(c.symbol == symbol, c.interval == interval.value, c.ts == bindparam("b_ts"))
+        .values({column: bindparam(column) for column in INDICATOR_COLUMNS.values()})
+    )
+    nan_is_null = conn.dialect.name == "sqlite"
+    params = []
+    for i in rows.tolist():
+        record: dict[str, Any] = {"b_ts": utc_from_epoch(int(ts[i]))}
+        for public, column in INDICATOR_COLUMNS.items():
+            value = float(columns[public][i])
+            record[column] = None if nan_is_null and value != value else value
+        params.append(record)
+    conn.execute(statement, params)
+    return int(rows.shape[0])
+
+
+def count_in_range(conn: Connection, symbol: str, interval: Interval, start: int, end: int) -> int:
+    """How many candles of a pair are stored in [start, end] (an index-only count)."""
+    from sqlalchemy import func, select
+
+    c = candles_table.c
+    query = (
+        select(func.count())
+        .select_from(candles_table)
+        .where(
+            c.symbol == symbol,
+            c.interval == interval.value,
+            c.ts >= utc_from_epoch(start),
+            c.ts <= utc_from_epoch(end),
+        )
+    )
+    return int(conn.execute(query).scalar_one())

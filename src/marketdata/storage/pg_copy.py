@@ -12,37 +12,54 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from marketdata.domain import Candles, epoch_of
+from marketdata.storage.schema import INDICATOR_COLUMNS
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-COLUMNS = "symbol, interval, ts, open, high, low, close, volume, provider, ingested_at"
+PRICES = ("open", "high", "low", "close", "volume")
+BASE_COLUMNS = ("symbol", "interval", "ts", *PRICES, "provider", "ingested_at")
+DERIVED = tuple(INDICATOR_COLUMNS.values())
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _TRAILER = (-1).to_bytes(2, "big", signed=True)
 _PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z, where PostgreSQL timestamps count from
 _STAGE = "candles_stage"
+# Derived values computed incrementally or in full agree to ~1e-12; closer than this is equal.
+_DERIVED_RTOL = 1e-9
+
+
+def columns_of(batch: Candles) -> tuple[str, ...]:
+    """The candles columns a batch fills (derived ones only when it carries them)."""
+    return BASE_COLUMNS + (DERIVED if batch.indicators is not None else ())
 
 
 def encode_binary_copy(batch: Candles, now: datetime) -> bytes:
-    """The batch as a complete COPY ... (FORMAT BINARY) stream for the candles columns."""
+    """The batch as a complete COPY ... (FORMAT BINARY) stream for `columns_of(batch)`."""
     symbol = batch.symbol.encode()
     interval = batch.interval.value.encode()
     provider = batch.provider.encode()
+    floats: dict[str, np.ndarray] = {name: getattr(batch, name) for name in PRICES}
+    if batch.indicators is not None:
+        for public, column in INDICATOR_COLUMNS.items():
+            floats[column] = batch.indicators[public]
     fields: list[tuple[str, str]] = [("n", ">i2")]
     for name, width in (("symbol", len(symbol)), ("interval", len(interval))):
         fields += [(f"{name}_len", ">i4"), (name, f"S{width}")]
     fields += [("ts_len", ">i4"), ("ts", ">i8")]
-    for name in ("open", "high", "low", "close", "volume"):
+    for name in PRICES:
         fields += [(f"{name}_len", ">i4"), (name, ">f8")]
     fields += [("provider_len", ">i4"), ("provider", f"S{len(provider)}")]
     fields += [("ingested_len", ">i4"), ("ingested", ">i8")]
+    for name in DERIVED if batch.indicators is not None else ():
+        # NaN, not NULL, where undefined: a NULL would break the fixed row size
+        fields += [(f"{name}_len", ">i4"), (name, ">f8")]
     rows = np.empty(len(batch), dtype=np.dtype(fields))
-    rows["n"] = 10
+    rows["n"] = len(columns_of(batch))
     rows["symbol_len"], rows["symbol"] = len(symbol), symbol
     rows["interval_len"], rows["interval"] = len(interval), interval
     rows["ts_len"], rows["ts"] = 8, (batch.ts - _PG_EPOCH) * 1_000_000
-    for name in ("open", "high", "low", "close", "volume"):
-        rows[f"{name}_len"], rows[name] = 8, getattr(batch, name)
+    for name, values in floats.items():
+        rows[f"{name}_len"], rows[name] = 8, values
     rows["provider_len"], rows["provider"] = len(provider), provider
     rows["ingested_len"] = 8
     rows["ingested"] = (epoch_of(now) - _PG_EPOCH) * 1_000_000 + now.microsecond
@@ -52,9 +69,10 @@ def encode_binary_copy(batch: Candles, now: datetime) -> bytes:
 def _copy(conn: Connection, table: str, batch: Candles, now: datetime) -> None:
     raw = conn.connection.driver_connection
     assert raw is not None
+    names = ", ".join(columns_of(batch))
     with (
         raw.cursor() as cur,
-        cur.copy(f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+        cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
     ):
         copy.write(encode_binary_copy(batch, now))
 
@@ -64,6 +82,15 @@ def copy_insert(conn: Connection, batch: Candles, now: datetime) -> int:
     if len(batch):
         _copy(conn, "candles", batch, now)
     return len(batch)
+
+
+def _changed(column: str) -> str:
+    if column in PRICES:
+        return f"c.{column} IS DISTINCT FROM s.{column}"
+    return (
+        f"NOT COALESCE(c.{column} IS NOT DISTINCT FROM s.{column} "
+        f"OR abs(c.{column} - s.{column}) <= {_DERIVED_RTOL} * abs(s.{column}), false)"
+    )
 
 
 def merge_overlap(conn: Connection, overlap: Candles, now: datetime) -> tuple[int, int]:
@@ -81,19 +108,22 @@ def merge_overlap(conn: Connection, overlap: Candles, now: datetime) -> tuple[in
         )
     )
     _copy(conn, _STAGE, overlap, now)
+    compared = PRICES + (DERIVED if overlap.indicators is not None else ())
+    assigned = (*compared, "provider", "ingested_at")
     updated = conn.execute(
         text(
-            f"UPDATE candles AS c SET open = s.open, high = s.high, low = s.low, "
-            f"close = s.close, volume = s.volume, provider = s.provider, "
-            f"ingested_at = s.ingested_at FROM {_STAGE} AS s "
-            "WHERE c.symbol = s.symbol AND c.interval = s.interval AND c.ts = s.ts "
-            "AND (c.open, c.high, c.low, c.close, c.volume) "
-            "IS DISTINCT FROM (s.open, s.high, s.low, s.close, s.volume)"
+            "UPDATE candles AS c SET "
+            + ", ".join(f"{name} = s.{name}" for name in assigned)
+            + f" FROM {_STAGE} AS s "
+            "WHERE c.symbol = s.symbol AND c.interval = s.interval AND c.ts = s.ts AND ("
+            + " OR ".join(_changed(name) for name in compared)
+            + ")"
         )
     ).rowcount
+    names = ", ".join(columns_of(overlap))
     inserted = conn.execute(
         text(
-            f"INSERT INTO candles ({COLUMNS}) SELECT {COLUMNS} FROM {_STAGE} AS s "
+            f"INSERT INTO candles ({names}) SELECT {names} FROM {_STAGE} AS s "
             "WHERE NOT EXISTS (SELECT 1 FROM candles AS c WHERE c.symbol = s.symbol "
             "AND c.interval = s.interval AND c.ts = s.ts)"
         )

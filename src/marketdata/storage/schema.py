@@ -72,6 +72,21 @@ markets = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Derived columns stored beside their candles (public name -> column). "return" is a SQL
+# keyword, hence simple_return. NULL (SQLite) or NaN (PostgreSQL) where undefined or where
+# the interval is not in ANALYTICS_INTERVALS.
+INDICATOR_COLUMNS = {
+    "return": "simple_return",
+    "log_return": "log_return",
+    "volatility_7": "volatility_7",
+    "volatility_30": "volatility_30",
+    "volatility_90": "volatility_90",
+    "drawdown": "drawdown",
+    "sma_20": "sma_20",
+    "sma_50": "sma_50",
+    "sma_200": "sma_200",
+}
+
 candles = Table(
     "candles",
     metadata,
@@ -85,6 +100,7 @@ candles = Table(
     Column("volume", Double, nullable=False),
     Column("provider", String(16), nullable=False),
     Column("ingested_at", UTCDateTime, nullable=False),
+    *(Column(column, Double, nullable=True) for column in INDICATOR_COLUMNS.values()),
 )
 
 ingestion_runs = Table(
