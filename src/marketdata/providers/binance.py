@@ -1,0 +1,237 @@
+"""Binance spot klines: 12-field rows in ms with string numbers, weight-based IP limits."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from marketdata.domain import Candles, Interval, Window, is_crypto
+from marketdata.errors import (
+    BadPayloadError,
+    ProviderError,
+    ProviderUnavailableError,
+    SymbolNotListedError,
+)
+from marketdata.providers.base import HttpProvider, bad_row, retry_after_seconds
+from marketdata.providers.ratelimit import RateLimit
+
+if TYPE_CHECKING:
+    import httpx
+
+    from marketdata.providers.base import ProviderContext
+
+KLINES_PATH = "/api/v3/klines"
+# Binance returns at most 1000 klines (500 when `limit` is left out, even with start and end).
+MAX_LIMIT = 1000
+# Assets Binance spot actually quotes in. USD is not one of them: USDT is a different asset,
+# so BTC-USD is never quietly turned into BTCUSDT.
+QUOTES = frozenset(
+    {
+        "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI",
+        "BTC", "ETH", "BNB", "XRP", "TRX", "DOGE",
+        "EUR", "GBP", "TRY", "BRL", "JPY", "AUD", "ARS", "MXN", "PLN", "RON", "ZAR", "UAH",
+        "IDR", "COP", "CZK",
+    }
+)  # fmt: skip
+# REQUEST_WEIGHT is 6000 per minute per IP; every reply reports the weight used so far in
+# X-MBX-USED-WEIGHT-1M. Other programs may share the IP, so pause at 90% of it.
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+WEIGHT_LIMIT_1M = 6000
+WEIGHT_PAUSE_AT = WEIGHT_LIMIT_1M * 9 // 10
+KLINES_WEIGHT = 2
+# Binance error codes (binance-spot-api-docs errors.md)
+INVALID_SYMBOL = -1121
+
+
+class BinanceProvider(HttpProvider):
+    """Binance spot (`GET /api/v3/klines`); symbols are BASEQUOTE, e.g. BTCUSDT."""
+
+    name: ClassVar[str] = "binance"
+    intervals: ClassVar[frozenset[Interval]] = frozenset(
+        {Interval.M1, Interval.M5, Interval.M15, Interval.H1, Interval.H6, Interval.D1}
+    )
+    max_rows_per_request: ClassVar[int] = MAX_LIMIT
+    # Limits doc: 6000 request weight per minute per IP, klines weigh 2 -> 50 requests/s at
+    # most; 20/s (2400 weight/min) leaves room for 429-free bursts and other users of the IP.
+    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=20.0, burst=20)
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(ctx)
+        # Binance counts weight per clock minute; tests replace this with a fixed time.
+        self.clock: Callable[[], float] = time.time
+        self._weight_used = 0
+        self._weight_minute = -1
+
+    def map_symbol(self, symbol: str) -> str:
+        """BTC-USDT -> BTCUSDT, only for quotes Binance really has (no USD market)."""
+        if not is_crypto(symbol):
+            raise SymbolNotListedError(
+                f"binance does not list {symbol}",
+                provider=self.name,
+                symbol=symbol,
+                hint="binance lists crypto pairs (BASE-QUOTE) only; to use a Binance symbol "
+                f"anyway, map it with `marketdata markets add {symbol} "
+                "--provider-symbol binance=ID`",
+            )
+        base, quote = symbol.split("-")
+        if quote not in QUOTES:
+            instead = f"{base}USDT" if quote == "USD" else "ID"
+            raise SymbolNotListedError(
+                f"binance does not list {symbol}: it has no {quote} market",
+                provider=self.name,
+                symbol=symbol,
+                hint=f"{quote} is not USDT or USDC; if another quote will do, map it explicitly "
+                f"with `marketdata markets add {symbol} --provider-symbol binance={instead}`",
+            )
+        return base + quote
+
+    def fetch(self, symbol: str, interval: Interval, window: Window) -> Candles:
+        """Klines inside `window`, paging with startTime = last open time + interval."""
+        self.require_interval(interval)
+        market = self.provider_symbol(symbol)
+        step = interval.seconds
+        batch = Candles.empty(symbol, interval, self.name)
+        cursor = window.start
+        while cursor < window.end:
+            params = {
+                "symbol": market,
+                "interval": interval.value,
+                "startTime": cursor * 1000,
+                "endTime": window.end * 1000 - 1,  # inclusive on Binance
+                # always sent: without it only 500 come back even for a wider range
+                "limit": MAX_LIMIT,
+            }
+            self._mind_weight()
+            response = self.get(KLINES_PATH, params, symbol=symbol)
+            self._note_weight(response)
+            payload = self.json(response, symbol)
+            if not isinstance(payload, list):
+                raise bad_row(self.name, symbol, payload, "expected a JSON array of klines")
+            page = self._parse(symbol, interval, payload)
+            # an empty page is the end of the data; a short one is not trusted to be (a
+            # silently lower cap would cut the window short), the next request tells
+            if not len(page):
+                break
+            following = int(page.ts.max()) + step
+            if following <= cursor:
+                raise BadPayloadError(
+                    f"binance sent klines before the requested startTime for {symbol}",
+                    provider=self.name,
+                    symbol=symbol,
+                )
+            batch = batch.concat(page)
+            cursor = following
+        return batch.normalised(window.start, window.end)
+
+    def _parse(self, symbol: str, interval: Interval, payload: list[Any]) -> Candles:
+        rows = []
+        for row in payload:
+            if not isinstance(row, list) or len(row) < 12:
+                raise bad_row(self.name, symbol, row, "expected a 12-field kline")
+            open_ms = row[0]
+            if not isinstance(open_ms, int) or isinstance(open_ms, bool):
+                raise bad_row(self.name, symbol, row, "open time is not an integer")
+            if open_ms % 1000:
+                raise bad_row(self.name, symbol, row, "open time is not a whole second")
+            try:
+                open_, high, low, close, volume = (_number(value) for value in row[1:6])
+            except ValueError:
+                raise bad_row(self.name, symbol, row, "a value is not a number") from None
+            rows.append((open_ms // 1000, open_, high, low, close, volume))
+        return Candles.from_rows(symbol, interval, self.name, rows)
+
+    def _mind_weight(self) -> None:
+        """Wait for the next minute when this one's weight is nearly spent (429s lead to bans)."""
+        now = self.clock()
+        if int(now // 60) != self._weight_minute:
+            return
+        if self._weight_used + KLINES_WEIGHT > WEIGHT_PAUSE_AT:
+            # one second past the boundary, for clock skew against Binance's minute
+            self.ctx.sleep(60.0 - now % 60 + 1.0)
+            self._weight_minute = -1  # a new minute: the next reply tells the weight again
+
+    def _note_weight(self, response: httpx.Response) -> None:
+        raw = response.headers.get(WEIGHT_HEADER)
+        try:
+            used = int(raw) if raw is not None else None
+        except ValueError:
+            used = None
+        if used is None:
+            return
+        self._weight_used = used
+        self._weight_minute = int(self.clock() // 60)
+        self.ctx.metrics.gauge(f"provider.{self.name}.used_weight_1m", used)
+
+    def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:
+        """Map Binance's {"code", "msg"} errors: -1121 unknown symbol, 451 geo-block, 418 ban."""
+        status = response.status_code
+        if status < 400:
+            return None
+        code, msg = _error_of(response)
+        if status == 400 and code == INVALID_SYMBOL:
+            market = self.provider_symbol(symbol) if symbol else "?"
+            return SymbolNotListedError(
+                f"binance does not list {symbol} (asked for {market}: {msg or 'Invalid symbol.'})",
+                provider=self.name,
+                symbol=symbol,
+                hint="check the symbol, or map it with `marketdata markets add "
+                f"{symbol or 'SYMBOL'} --provider-symbol binance=ID`",
+            )
+        if status == 451:
+            return BadPayloadError(
+                "binance refuses to serve this location (HTTP 451: restricted location)",
+                provider=self.name,
+                symbol=symbol,
+                hint="Binance blocks some countries (e.g. the US) and cloud regions; use "
+                "another provider, or set BINANCE_BASE_URL to an endpoint you may use",
+            )
+        if status in (418, 429):
+            what = (
+                "banned this IP for using too much request weight"
+                if status == 418
+                else ("rate limit exceeded")
+            )
+            return ProviderUnavailableError(
+                f"binance {what} (HTTP {status}{f': {msg}' if msg else ''})",
+                provider=self.name,
+                symbol=symbol,
+                retry_after=retry_after_seconds(response),
+            )
+        if 400 <= status < 500 and msg is not None:
+            return BadPayloadError(
+                f"binance refused the request with HTTP {status}: {msg} (code {code})",
+                provider=self.name,
+                symbol=symbol,
+            )
+        return super().classify(response, symbol)
+
+    def check(self) -> float:
+        """Ping Binance once (weight 1)."""
+        started = time.perf_counter()
+        response = self.get("/api/v3/ping")
+        self._note_weight(response)
+        return (time.perf_counter() - started) * 1e3
+
+
+def _error_of(response: httpx.Response) -> tuple[int | None, str | None]:
+    """(code, msg) from Binance's error body, or (None, None) when it is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    code, msg = body.get("code"), body.get("msg")
+    return (code if isinstance(code, int) else None), (msg if isinstance(msg, str) else None)
+
+
+def _number(value: Any) -> float:
+    """A finite float from Binance's decimal strings (plain JSON numbers are taken too)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
