@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from marketdata.domain import Interval, RunStatus
+from marketdata.domain import Interval, RunStatus, Window
 from marketdata.errors import InputError, NoDataError, UnknownProviderError
 from marketdata.pipeline import IngestRequest, Mode, build_plan, run_ingest
 from marketdata.storage.candles import count_candles, read_candles
@@ -197,3 +197,47 @@ def test_bad_requests_are_refused_before_anything_runs(make_app):
         ingest(app, providers=["nosuch"])
     with pytest.raises(NoDataError, match="no symbols"):
         run_ingest(app, IngestRequest())
+
+
+def test_a_provider_outage_falls_back_to_the_next_in_the_chain(make_app, fake):
+    from tests.fakes.kraken import FakeKraken
+
+    kraken = FakeKraken(now=int(NOW.timestamp()))
+    kraken.fill("XXBTZUSD", 1440, 60)
+    fake.fail_next = [Reply(503, {"message": "down"})] * 20
+    with serve(kraken) as kraken_server:
+        app = make_app(kraken_base_url=kraken_server.url)
+        result = ingest(app, providers=["coinbase,kraken"])
+    outcome = result.outcomes[0]
+    assert result.status is RunStatus.SUCCESS
+    assert (outcome.status, outcome.provider) == ("ok", "kraken")
+    assert outcome.inserted == 30  # kraken leaves out today's still-open candle
+    with connect(app.engine(), app.target) as conn:
+        assert {o["provider"] for o in outcomes_of(conn, result.run_id)} == {"kraken"}
+        assert read_candles(conn, "BTC-USD", Interval.D1).provider == "kraken"
+    assert app.metrics.counters["provider.fallback"] == 1
+
+
+def test_the_chain_refuses_an_interval_no_provider_serves_before_any_request(make_app, coinbase):
+    from marketdata.errors import UnsupportedIntervalError
+    from marketdata.providers.chain import FallbackChain
+    from marketdata.providers.registry import build_provider
+
+    app = make_app()
+    with app.provider_context({}) as ctx:
+        chain = FallbackChain([build_provider("kraken", ctx)])
+        with pytest.raises(UnsupportedIntervalError, match="kraken does not serve 6h"):
+            chain.fetch("BTC-USD", Interval.H6, Window(0, DAY))
+    assert coinbase.requests == []
+
+
+def test_with_redis_configured_every_provider_shares_its_rate_budget(make_app, redis_url):
+    from marketdata.providers.redis_ratelimit import RedisRateLimiter
+    from marketdata.providers.registry import build_provider
+
+    app = make_app(redis_url=redis_url, cache_prefix="test-shared-")
+    with app.provider_context({}) as ctx:
+        provider = build_provider("coinbase", ctx)
+        assert isinstance(provider._limiter, RedisRateLimiter)
+        provider._limiter.acquire()
+        assert not provider._limiter.degraded

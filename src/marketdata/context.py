@@ -6,12 +6,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from marketdata.config import LoadedSettings, Settings, load_settings
 from marketdata.observability.metrics import Metrics, NullMetrics
 
 if TYPE_CHECKING:
+    from redis import Redis
     from sqlalchemy import Engine
 
     from marketdata.providers.base import ProviderContext
@@ -34,6 +35,7 @@ class AppContext:
     _target: Target | None = None
     _engine: Engine | None = None
     _schema_checked: bool = False
+    _redis: Redis[Any] | None = None
 
     @classmethod
     def from_settings(
@@ -97,6 +99,7 @@ class AppContext:
             metrics=self.metrics,
             symbol_overrides=overrides,
             limiter_factory=self._limiter_factory(),
+            clock=lambda: self.clock().timestamp(),
         )
 
     def _limiter_factory(self) -> Callable[[str, RateLimit], RateLimiter]:
@@ -104,22 +107,30 @@ class AppContext:
 
         if not self.settings.redis_url:
             return LocalRateLimiter.create
-        try:
-            import redis
+        import redis
 
-            from marketdata.providers.redis_ratelimit import redis_limiter_factory
-        except ImportError:  # the shared limiter module is optional at this stage
-            return LocalRateLimiter.create
-        client = redis.Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
+        from marketdata.providers.redis_ratelimit import redis_limiter_factory
+
+        if self._redis is None:
+            # short timeouts: a slow Redis must not slow requests; the limiter degrades
+            self._redis = redis.Redis.from_url(
+                self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
+            )
+        return redis_limiter_factory(
+            self._redis, f"{self.settings.cache_prefix}marketdata:ratelimit:"
         )
-        return redis_limiter_factory(client, f"{self.settings.cache_prefix}marketdata:ratelimit:")
 
     def close(self) -> None:
-        """Release the engine's connections."""
+        """Release the engine's connections and the Redis client."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+        close_metrics = getattr(self.metrics, "close", None)
+        if close_metrics is not None:
+            close_metrics()
 
 
 def build_metrics(settings: Settings) -> Metrics:

@@ -380,8 +380,15 @@ def _fetch_and_store(
             raise RunInterruptedError(15)
         served = chain.fetch(pair.symbol, pair.interval, window)
         outcome.provider = served.provider
-        for failure in served.failures:
-            logger.warning("fell back for {} {}: {}", pair.symbol, pair.interval, failure)
+        if served.fell_back:
+            app.metrics.incr("provider.fallback")
+            logger.warning(
+                "{} {} served by {} after: {}",
+                pair.symbol,
+                pair.interval,
+                served.provider,
+                "; ".join(served.failures),
+            )
         batches.append(served.candles)
     with write_lock or _no_lock():
         started = time.perf_counter()

@@ -77,7 +77,11 @@ def run(argv: list[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGTERM, _on_sigterm)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="marketdata", standalone_mode=True)
+        try:
+            command.main(args=argv, prog_name="marketdata", standalone_mode=True)
+        finally:
+            if OPTIONS.app is not None:
+                OPTIONS.app.close()
     except MarketdataError as exc:
         _fail(exc.one_line(), exc.exit_code, exc)
     except KeyboardInterrupt as exc:

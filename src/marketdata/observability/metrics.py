@@ -76,3 +76,7 @@ class StatsdMetrics:
     def timing(self, name: str, ms: float) -> None:
         """Record a duration."""
         self._client.timing(name, ms)
+
+    def close(self) -> None:
+        """Close the UDP socket."""
+        self._client.close()

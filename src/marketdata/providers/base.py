@@ -83,6 +83,9 @@ class ProviderContext:
     symbol_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     limiter_factory: Callable[[str, RateLimit], RateLimiter] = LocalRateLimiter.create
     sleep: Callable[[float], None] = time.sleep
+    # "now" in epoch seconds for what a provider can still serve (Kraken's 720 bars, Yahoo's
+    # intraday reach): the run's clock, so a pinned clock pins the whole run
+    clock: Callable[[], float] = time.time
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -74,7 +74,7 @@ class KrakenProvider(HttpProvider):
         super().__init__(ctx)
         # Which candles are still open, and how far back Kraken reaches, depend on the clock;
         # tests replace this with a fixed time.
-        self.now: Callable[[], float] = time.time
+        self.now: Callable[[], float] = ctx.clock
 
     def map_symbol(self, symbol: str) -> str:
         """BTC-USD -> XBTUSD: Kraken calls BTC XBT and DOGE XDG; crypto pairs only."""
