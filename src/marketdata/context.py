@@ -34,6 +34,8 @@ class AppContext:
     metrics: Metrics = field(default_factory=NullMetrics)
     _target: Target | None = None
     _engine: Engine | None = None
+    # replaces the rate limiters (tests pass one that never waits, as stamina's testing mode)
+    limiter_factory: Callable[[str, RateLimit], RateLimiter] | None = None
     _schema_checked: bool = False
     _redis: Redis[Any] | None = None
 
@@ -105,6 +107,8 @@ class AppContext:
     def _limiter_factory(self) -> Callable[[str, RateLimit], RateLimiter]:
         from marketdata.providers.ratelimit import LocalRateLimiter
 
+        if self.limiter_factory is not None:
+            return self.limiter_factory
         if not self.settings.redis_url:
             return LocalRateLimiter.create
         import redis

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -14,33 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.helpers import one_error_line, run
 from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.market import walk
 from tests.fakes.server import Reply, serve
 
 DAY = 86_400
-
-
-@pytest.fixture
-def env(tmp_path) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
-    return {
-        **keep,
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "COLUMNS": "200",
-    }
-
-
-def run(args, env, *, cwd=None, timeout=60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "marketdata", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture
@@ -52,14 +30,6 @@ def coinbase():
     with serve(fake) as server:
         server.fake = fake
         yield server
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("marketdata: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 def test_help_lists_every_command(env):

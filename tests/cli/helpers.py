@@ -1,0 +1,25 @@
+"""Running the installed command as a user would, for the CLI tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run(args, env, *, cwd=None, timeout=60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "marketdata", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("marketdata: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
