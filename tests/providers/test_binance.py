@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-
 import httpx
 import pytest
 
@@ -19,32 +16,12 @@ from marketdata.providers.binance import BinanceProvider
 from marketdata.providers.ratelimit import RateLimit
 from tests.fakes.binance import FakeBinance, banned, encode, error, rate_limited
 from tests.fakes.market import walk
-from tests.fakes.server import FakeServer, Reply, serve
+from tests.fakes.server import Reply
 
 HOUR = 3_600
 DAY = 86_400
 START = 1_704_067_200  # 2024-01-01
 CLOCK = START + 30.0  # 30 s into a minute
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[FakeServer]:
-    """One loopback server for the module (stopping one costs 0.5 s); tests swap its fake."""
-    with serve(lambda request: Reply(500, "no fake installed")) as server:
-        yield server
-
-
-@pytest.fixture
-def serve_fake(
-    shared_server: FakeServer,
-) -> Callable[[FakeBinance], AbstractContextManager[FakeServer]]:
-    @contextmanager
-    def use(fake: FakeBinance) -> Iterator[FakeServer]:
-        shared_server.handler = fake
-        shared_server.requests.clear()
-        yield shared_server
-
-    return use
 
 
 @pytest.fixture

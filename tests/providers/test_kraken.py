@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-
 import pytest
 
 from marketdata.domain import Interval, Window
@@ -19,7 +16,7 @@ from marketdata.providers.kraken import KrakenProvider
 from marketdata.providers.ratelimit import RateLimit
 from tests.fakes.kraken import FakeKraken, encode, error_body, zero_filled
 from tests.fakes.market import walk
-from tests.fakes.server import FakeServer, Reply, serve
+from tests.fakes.server import Reply
 
 DAY = 86_400
 HOUR = 3_600
@@ -33,26 +30,6 @@ class NoWait:
 
     def acquire(self) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[FakeServer]:
-    """One loopback server for the module (stopping one costs 0.5 s); tests swap its fake."""
-    with serve(lambda request: Reply(500, "no fake installed")) as server:
-        yield server
-
-
-@pytest.fixture
-def serve_fake(
-    shared_server: FakeServer,
-) -> Callable[[FakeKraken], AbstractContextManager[FakeServer]]:
-    @contextmanager
-    def use(fake: FakeKraken) -> Iterator[FakeServer]:
-        shared_server.handler = fake
-        shared_server.requests.clear()
-        yield shared_server
-
-    return use
 
 
 @pytest.fixture
