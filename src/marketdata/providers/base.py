@@ -20,6 +20,7 @@ from marketdata.errors import (
     BadPayloadError,
     ProviderError,
     ProviderUnavailableError,
+    SymbolNotListedError,
     UnsupportedIntervalError,
 )
 from marketdata.observability.metrics import Metrics, NullMetrics
@@ -129,6 +130,7 @@ class BaseProvider:
     intervals: ClassVar[frozenset[Interval]] = frozenset()
     max_rows_per_request: ClassVar[int] = 1000
     rate_limit: ClassVar[RateLimit] = RateLimit(per_second=5.0, burst=5)
+    symbol_word: ClassVar[str] = "ID"  # what the provider calls its own symbol, for hints
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
@@ -146,6 +148,20 @@ class BaseProvider:
     def map_symbol(self, symbol: str) -> str:
         """Default mapping: the canonical symbol as it is."""
         return symbol
+
+    def not_listed(
+        self, symbol: str | None, detail: str = "", *, hint: str | None = None
+    ) -> SymbolNotListedError:
+        """The per-symbol error for a symbol this provider does not list, with by default the
+        hint to map it to the provider's own name (`symbol_word`: PRODUCT, PAIR, ID ...)."""
+        return SymbolNotListedError(
+            f"{self.name} does not list {symbol}" + (f": {detail}" if detail else ""),
+            provider=self.name,
+            symbol=symbol,
+            hint=hint
+            or "check the symbol, or map it with `marketdata markets add "
+            f"{symbol or 'SYMBOL'} --provider-symbol {self.name}={self.symbol_word}`",
+        )
 
     def require_interval(self, interval: Interval) -> None:
         """Refuse an interval this provider does not serve, before any request is sent."""

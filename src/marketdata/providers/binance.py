@@ -12,7 +12,6 @@ from marketdata.errors import (
     BadPayloadError,
     ProviderError,
     ProviderUnavailableError,
-    SymbolNotListedError,
 )
 from marketdata.providers.base import HttpProvider, bad_row, retry_after_seconds
 from marketdata.providers.ratelimit import RateLimit
@@ -67,21 +66,13 @@ class BinanceProvider(HttpProvider):
     def map_symbol(self, symbol: str) -> str:
         """BTC-USDT -> BTCUSDT, only for quotes Binance really has (no USD market)."""
         if not is_crypto(symbol):
-            raise SymbolNotListedError(
-                f"binance does not list {symbol}",
-                provider=self.name,
-                symbol=symbol,
-                hint="binance lists crypto pairs (BASE-QUOTE) only; to use a Binance symbol "
-                f"anyway, map it with `marketdata markets add {symbol} "
-                "--provider-symbol binance=ID`",
-            )
+            raise self.not_listed(symbol, "it lists crypto pairs (BASE-QUOTE) only")
         base, quote = symbol.split("-")
         if quote not in QUOTES:
             instead = f"{base}USDT" if quote == "USD" else "ID"
-            raise SymbolNotListedError(
-                f"binance does not list {symbol}: it has no {quote} market",
-                provider=self.name,
-                symbol=symbol,
+            raise self.not_listed(
+                symbol,
+                f"it has no {quote} market",
                 hint=f"{quote} is not USDT or USDC; if another quote will do, map it explicitly "
                 f"with `marketdata markets add {symbol} --provider-symbol binance={instead}`",
             )
@@ -172,13 +163,7 @@ class BinanceProvider(HttpProvider):
         code, msg = _error_of(response)
         if status == 400 and code == INVALID_SYMBOL:
             market = self.provider_symbol(symbol) if symbol else "?"
-            return SymbolNotListedError(
-                f"binance does not list {symbol} (asked for {market}: {msg or 'Invalid symbol.'})",
-                provider=self.name,
-                symbol=symbol,
-                hint="check the symbol, or map it with `marketdata markets add "
-                f"{symbol or 'SYMBOL'} --provider-symbol binance=ID`",
-            )
+            return self.not_listed(symbol, f"asked for {market}: {msg or 'Invalid symbol.'}")
         if status == 451:
             return BadPayloadError(
                 "binance refuses to serve this location (HTTP 451: restricted location)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from marketdata.domain import Candles, Interval, Window, utc_from_epoch
-from marketdata.errors import ProviderError, SymbolNotListedError
+from marketdata.errors import ProviderError
 from marketdata.providers.base import HttpProvider, bad_row
 from marketdata.providers.ratelimit import RateLimit
 
@@ -24,6 +24,7 @@ class CoinbaseProvider(HttpProvider):
     max_rows_per_request: ClassVar[int] = 300
     # Documented public limit: 10 requests/s per IP, bursts of 15.
     rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10.0, burst=15)
+    symbol_word: ClassVar[str] = "PRODUCT"
 
     def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:
         """One request of at most 300 buckets; rows before `start` or missing are normal."""
@@ -60,13 +61,7 @@ class CoinbaseProvider(HttpProvider):
     def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:
         """404 (`NotFound`) means the product is not listed."""
         if response.status_code == 404:
-            return SymbolNotListedError(
-                f"coinbase does not list {symbol}",
-                provider=self.name,
-                symbol=symbol,
-                hint="check the symbol, or map it with `marketdata markets add SYMBOL "
-                "--provider-symbol coinbase=PRODUCT`",
-            )
+            return self.not_listed(symbol)
         return super().classify(response, symbol)
 
     def check(self) -> float:

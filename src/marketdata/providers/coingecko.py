@@ -237,10 +237,9 @@ class CoinGeckoProvider(HttpProvider):
     def _vs_currency(self, symbol: str) -> str:
         vs = self._split(symbol)[1].lower()
         if vs not in VS_CURRENCIES:
-            raise SymbolNotListedError(
-                f"coingecko does not list {symbol}: {vs} is not a CoinGecko vs_currency",
-                provider=self.name,
-                symbol=symbol,
+            raise self.not_listed(
+                symbol,
+                f"{vs} is not a CoinGecko vs_currency",
                 hint="quote in USD, EUR, BTC... (USDT is not a vs_currency)",
             )
         return vs
@@ -252,10 +251,9 @@ class CoinGeckoProvider(HttpProvider):
             return None
 
     def _not_listed(self, symbol: str | None, reason: str) -> SymbolNotListedError:
-        return SymbolNotListedError(
-            f"coingecko does not list {symbol}: {reason}",
-            provider=self.name,
-            symbol=symbol,
+        return self.not_listed(
+            symbol,
+            reason,
             hint="map it to a CoinGecko coin id with `marketdata markets add SYMBOL "
             "--provider-symbol coingecko=ID` (the API id on the coin's CoinGecko page)",
         )

@@ -13,7 +13,6 @@ from marketdata.errors import (
     OutOfReachError,
     ProviderError,
     ProviderUnavailableError,
-    SymbolNotListedError,
 )
 from marketdata.providers.base import HttpProvider, bad_row
 from marketdata.providers.ratelimit import RateLimit
@@ -79,13 +78,7 @@ class KrakenProvider(HttpProvider):
     def map_symbol(self, symbol: str) -> str:
         """BTC-USD -> XBTUSD: Kraken calls BTC XBT and DOGE XDG; crypto pairs only."""
         if not is_crypto(symbol):
-            raise SymbolNotListedError(
-                f"kraken does not list {symbol}",
-                provider=self.name,
-                symbol=symbol,
-                hint="kraken lists crypto pairs (BASE-QUOTE) only; to use a Kraken pair anyway, "
-                f"map it with `marketdata markets add {symbol} --provider-symbol kraken=PAIR`",
-            )
+            raise self.not_listed(symbol, "it lists crypto pairs (BASE-QUOTE) only")
         base, quote = symbol.split("-")
         return ASSET_CODES.get(base, base) + ASSET_CODES.get(quote, quote)
 
@@ -215,13 +208,7 @@ class KrakenProvider(HttpProvider):
             return None
         if UNKNOWN_PAIR in errors:
             pair = self.provider_symbol(symbol) if symbol else "?"
-            return SymbolNotListedError(
-                f"kraken does not list {symbol} (asked for pair {pair})",
-                provider=self.name,
-                symbol=symbol,
-                hint="check the symbol, or map it with `marketdata markets add "
-                f"{symbol or 'SYMBOL'} --provider-symbol kraken=PAIR`",
-            )
+            return self.not_listed(symbol, f"asked for pair {pair}")
         transient = [e for e in errors if e in TRANSIENT_ERRORS]
         if transient:
             limited = any(e in RATE_LIMIT_ERRORS for e in transient)
