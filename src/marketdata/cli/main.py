@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from marketdata.cli import analytics as analytics_cli
 from marketdata.cli import config_cmd, db, ingest, markets, providers
 from marketdata.cli.state import OPTIONS
 
@@ -59,6 +60,7 @@ def main(
 
 
 ingest.register(app)
+analytics_cli.register(app)
 app.add_typer(markets.app, name="markets")
 app.add_typer(providers.app, name="providers")
 providers.register(app)

@@ -1,0 +1,283 @@
+"""Read-side reports over stored candles: latest values, aggregates, comparisons, rebuilds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, cast, get_args
+
+import numpy as np
+
+from marketdata.analytics.aggregates import AggregateBars, Period, aggregate
+from marketdata.analytics.comparisons import Comparison, compare
+from marketdata.analytics.indicators import INDICATOR_NAMES, compute_indicators
+from marketdata.analytics.roi import roi
+from marketdata.derive import analytics_intervals, bars_per_year, rebuild
+from marketdata.domain import Candles, Interval, parse_symbol, parse_symbols
+from marketdata.errors import InputError, NoDataError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from marketdata.context import AppContext
+
+DEFAULT_LAST = 20
+DEFAULT_WINDOW = 30
+PERIODS: tuple[str, ...] = get_args(Period)
+CANDLE_KEYS = ("ts", "open", "high", "low", "close", "volume", *INDICATOR_NAMES)
+"""The keys of one row of `ShowReport.records()`, in order."""
+
+
+@dataclass(frozen=True)
+class ShowReport:
+    """The latest candles of a pair with every indicator, and the pair's ROI.
+
+    Attributes:
+        symbol: Canonical symbol.
+        interval: Bar interval.
+        candles: The latest candles, ascending; `indicators` is always set.
+        roi: ROI per key of analytics.roi.ROI_KEYS, as of the latest stored close.
+        computed: True when the indicators were computed from the stored closes now (the
+            interval is not in ANALYTICS_INTERVALS, or its derived values were never stored).
+    """
+
+    symbol: str
+    interval: Interval
+    candles: Candles
+    roi: dict[str, float | None]
+    computed: bool
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per candle, keys as CANDLE_KEYS; ts in epoch seconds, NaN where undefined."""
+        assert self.candles.indicators is not None
+        columns: list[list[Any]] = [
+            self.candles.ts.tolist(),
+            *(getattr(self.candles, name).tolist() for name in CANDLE_KEYS[1:6]),
+            *(self.candles.indicators[name].tolist() for name in INDICATOR_NAMES),
+        ]
+        return [dict(zip(CANDLE_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class RebuiltPair:
+    """What `rebuild_analytics` did to one stored pair."""
+
+    symbol: str
+    interval: str
+    rows: int
+    updated: int  # rows whose derived values differed (and were rewritten unless a dry run)
+    locked: bool = False  # another process held the pair: left alone
+
+
+def show(
+    app: AppContext, symbol: str, interval: Interval = Interval.D1, last: int = DEFAULT_LAST
+) -> ShowReport:
+    """The latest `last` candles of a pair with their indicators, and its ROI.
+
+    Stored indicators are used where ANALYTICS_INTERVALS keeps them; otherwise they are
+    computed from every stored close of the pair (drawdown needs the whole history's peak).
+
+    Raises:
+        InputError: For a malformed symbol or `last` below 1.
+        NoDataError: When nothing is stored for the pair.
+    """
+    symbol = parse_symbol(symbol)
+    if last < 1:
+        raise InputError(f"--last must be at least 1, not {last}")
+    with _reading(app, [symbol], interval) as conn:
+        history = _history(conn, symbol, interval)
+        latest: Candles | None = None
+        if interval in analytics_intervals(app.settings):
+            from marketdata.storage.candles import read_candles
+
+            latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
+    computed = latest is None or _never_derived(latest, len(history))
+    if latest is None or computed:
+        derived = compute_indicators(
+            history.close, periods_per_year=bars_per_year(symbol, interval)
+        )
+        latest = history.with_indicators(derived.columns()).take(slice(-last, None))
+    # ROI as of the latest candle shown, should a write have landed between the two reads
+    history = history.take(history.ts <= latest.ts[-1])
+    return ShowReport(symbol, interval, latest, roi(history.ts, history.close), computed)
+
+
+def aggregates(app: AppContext, symbol: str, period: str, last: int | None = None) -> AggregateBars:
+    """The stored daily candles of a symbol rolled up into ISO weeks or calendar months.
+
+    Args:
+        app: The application context.
+        symbol: The symbol (validated).
+        period: "week" or "month".
+        last: Keep only the latest N periods (returns still come from the whole history).
+
+    Raises:
+        InputError: For a malformed symbol, an unknown period or `last` below 1.
+        NoDataError: When no daily candles are stored for the symbol.
+    """
+    symbol = parse_symbol(symbol)
+    if period not in PERIODS:
+        raise InputError(f"unknown period {period!r}", hint=f"choose {' or '.join(PERIODS)}")
+    if last is not None and last < 1:
+        raise InputError(f"--last must be at least 1, not {last}")
+    with _reading(app, [symbol], Interval.D1) as conn:
+        daily = _history(conn, symbol, Interval.D1)
+    bars = aggregate(
+        daily.ts, daily.open, daily.high, daily.low, daily.close, daily.volume, cast(Period, period)
+    )
+    if last is None or last >= len(bars):
+        return bars
+    keep = slice(-last, None)
+    return AggregateBars(*(getattr(bars, f.name)[keep] for f in fields(AggregateBars)))
+
+
+def aggregate_records(bars: AggregateBars) -> list[dict[str, Any]]:
+    """One dict per period ("period_start" in epoch seconds ... "bars", "return")."""
+    columns = {name: values.tolist() for name, values in bars.columns().items()}
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def comparison(
+    app: AppContext,
+    symbols: Sequence[str],
+    window: int = DEFAULT_WINDOW,
+    benchmark: str | None = None,
+) -> Comparison:
+    """Compare symbols over their last `window` common daily log returns (stored 1d candles).
+
+    Raises:
+        InputError: Fewer than two symbols, a window below 2, or a benchmark not compared.
+        NoDataError: A symbol has no daily candles, or the symbols share too few days.
+    """
+    chosen = parse_symbols(symbols)
+    if len(chosen) < 2:
+        raise InputError(
+            f"compare needs at least two symbols, got {len(chosen)}",
+            hint="e.g. `marketdata compare BTC-USD ETH-USD`",
+        )
+    if window < 2:
+        raise InputError(f"--window must be at least 2 returns, not {window}")
+    if benchmark is not None:
+        benchmark = parse_symbol(benchmark)
+        if benchmark not in chosen:
+            raise InputError(
+                f"benchmark {benchmark} is not among the compared symbols {', '.join(chosen)}",
+                hint="add it to the symbols",
+            )
+    with _reading(app, chosen, Interval.D1) as conn:
+        daily = {symbol: _history(conn, symbol, Interval.D1, required=False) for symbol in chosen}
+    missing = [symbol for symbol, candles in daily.items() if len(candles) == 0]
+    if missing:
+        raise _nothing_stored(missing, Interval.D1)
+    try:
+        return compare(
+            {symbol: (c.ts, c.close) for symbol, c in daily.items()},
+            window=window,
+            periods_per_year={symbol: bars_per_year(symbol, Interval.D1) for symbol in chosen},
+            benchmark=benchmark,
+        )
+    except ValueError as exc:
+        raise NoDataError(str(exc), hint="ingest more daily history for them") from None
+
+
+def rebuild_analytics(
+    app: AppContext, symbols: Sequence[str] | None = None, *, dry_run: bool = False
+) -> list[RebuiltPair]:
+    """Recompute the derived data of every stored pair in ANALYTICS_INTERVALS.
+
+    Each pair is rebuilt in its own transaction under its pair lock (a pair being ingested
+    is reported locked and left alone). A dry run computes the same counts inside the
+    transaction and rolls it back, so nothing is written.
+
+    Raises:
+        InputError: For a malformed symbol.
+        NoDataError: When symbols are given and nothing at all is stored for them.
+    """
+    from marketdata.storage.candles import stored_pairs
+    from marketdata.storage.engine import connect
+    from marketdata.storage.locks import pair_lock
+
+    chosen = parse_symbols(symbols or [])
+    if not app.database_exists():
+        if chosen:
+            raise _nothing_stored(chosen, None)
+        return []
+    wanted = analytics_intervals(app.settings)
+    done: list[RebuiltPair] = []
+    with connect(app.engine(), app.target) as conn:
+        pairs = stored_pairs(conn, chosen or None)
+        conn.rollback()
+        if chosen and not pairs:
+            raise _nothing_stored(chosen, None)
+        for symbol, name in pairs:
+            interval = Interval.parse(name)
+            if interval not in wanted:
+                continue
+            with pair_lock(conn, symbol, name, app.lock_dir()) as taken:
+                if not taken:
+                    done.append(RebuiltPair(symbol, name, 0, 0, locked=True))
+                    continue
+                with conn.begin() as transaction:
+                    rows, updated = rebuild(conn, symbol, interval)
+                    if dry_run:
+                        transaction.rollback()
+                done.append(RebuiltPair(symbol, name, rows, updated))
+    return done
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _reading(app: AppContext, symbols: Sequence[str], interval: Interval) -> Iterator[Connection]:
+    """A connection to read from; NoDataError when there is no database at all."""
+    from marketdata.storage.engine import connect
+
+    # a read must not create the embedded database file as a side effect
+    if not app.database_exists():
+        raise _nothing_stored(symbols, interval)
+    with connect(app.engine(), app.target) as conn:
+        yield conn
+
+
+def _history(
+    conn: Connection, symbol: str, interval: Interval, *, required: bool = True
+) -> Candles:
+    """Every stored candle of a pair (no derived columns); NoDataError if none and required."""
+    from marketdata.storage.candles import read_candles
+
+    candles = read_candles(conn, symbol, interval)
+    if required and len(candles) == 0:
+        raise _nothing_stored([symbol], interval, conn)
+    return candles
+
+
+def _never_derived(latest: Candles, stored: int) -> bool:
+    """Whether stored derived values are missing (the pair predates ANALYTICS_INTERVALS).
+
+    The newest row's log return is defined whenever the pair has two closes, so NaN there
+    means the row was never derived.
+    """
+    assert latest.indicators is not None
+    return stored > 1 and bool(np.isnan(latest.indicators["log_return"][-1]))
+
+
+def _nothing_stored(
+    symbols: Sequence[str], interval: Interval | None, conn: Connection | None = None
+) -> NoDataError:
+    """'nothing stored for X 1d', with the ingest command that fills it (one line)."""
+    names = ", ".join(symbols)
+    flag = f" --interval {interval}" if interval is not None else ""
+    what = f"{names} {interval}" if interval is not None else names
+    others = ""
+    if conn is not None and interval is not None and len(symbols) == 1:
+        from marketdata.storage.candles import stored_pairs
+
+        stored = [iv for _, iv in stored_pairs(conn, list(symbols)) if iv != interval.value]
+        if stored:
+            others = f"{names} has {', '.join(stored)} stored; or "
+    return NoDataError(
+        f"nothing stored for {what}",
+        hint=f"{others}run `marketdata ingest --symbols {','.join(symbols)}{flag}` first",
+    )
