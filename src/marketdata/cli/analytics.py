@@ -38,9 +38,11 @@ RebuildSymbols = Annotated[
 ]
 
 
-SHOW_COLUMNS = (
-    *("open", "high", "low", "close", "volume", "return", "log ret"),
-    *("vol 7", "vol 30", "vol 90", "drawdown", "sma 20", "sma 50", "sma 200"),
+# Two tables, so that each fits a normal terminal: the candles, then their indicators.
+CANDLE_COLUMNS = ("open", "high", "low", "close", "volume")
+INDICATOR_COLUMNS = (
+    *("return", "log ret", "vol 7", "vol 30", "vol 90", "drawdown"),
+    *("sma 20", "sma 50", "sma 200"),
 )
 
 
@@ -167,19 +169,25 @@ def _render_show(report: ShowReport, *, chart: bool, volume: bool) -> None:
     daily = report.interval.seconds >= 86_400
     caption = " (indicators computed from stored closes)" if report.computed else ""
     render.table(
-        f"{report.symbol} {report.interval}: latest {len(rows)} candles{caption}",
-        ["ts", *SHOW_COLUMNS],
+        f"{report.symbol} {report.interval}: latest {len(rows)} candles",
+        ["ts", *CANDLE_COLUMNS],
+        [(_when(r["ts"], daily), *(r[k] for k in CANDLE_COLUMNS)) for r in rows],
+        right=CANDLE_COLUMNS,
+    )
+    render.table(
+        f"indicators{caption} (volatility annualised)",
+        ["ts", *INDICATOR_COLUMNS],
         [
             (
                 _when(r["ts"], daily),
-                *(r[k] for k in ("open", "high", "low", "close", "volume")),
-                *(_pct(r[k]) for k in ("return", "log_return", "volatility_7", "volatility_30")),
-                *(_pct(r[k]) for k in ("volatility_90", "drawdown")),
-                *(r[k] for k in ("sma_20", "sma_50", "sma_200")),
+                *(_pct(r[k]) for k in ("return", "log_return")),
+                *(_pct(r[k], digits=1) for k in ("volatility_7", "volatility_30")),
+                *(_pct(r[k], digits=1) for k in ("volatility_90", "drawdown")),
+                *(_short(r[k]) for k in ("sma_20", "sma_50", "sma_200")),
             )
             for r in rows
         ],
-        right=SHOW_COLUMNS,
+        right=INDICATOR_COLUMNS,
     )
     line = Text()
     for key, value in report.roi.items():
@@ -310,10 +318,17 @@ def _when(epoch: int, daily: bool) -> str:
     return text[:10] if daily else text[:16].replace("T", " ")
 
 
-def _pct(value: float | None, *, signed: bool = False) -> str:
+def _pct(value: float | None, *, signed: bool = False, digits: int = 2) -> str:
     if value is None or not math.isfinite(value):
         return ""
-    return f"{value * 100:+.2f}%" if signed else f"{value * 100:.2f}%"
+    return f"{value * 100:+.{digits}f}%" if signed else f"{value * 100:.{digits}f}%"
+
+
+def _short(value: float | None) -> str:
+    """Five significant digits: moving averages are for reading trends, not prices."""
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:,.5g}"
 
 
 def _sign_style(value: float | None) -> str:

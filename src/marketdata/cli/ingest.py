@@ -219,9 +219,9 @@ def _render_result(result: RunResult, *, json: bool) -> None:
             "status",
             "provider",
             "fetched",
-            "inserted",
+            "new",
             "updated",
-            "unchanged",
+            "same",
             "rejected",
         ],
         [
@@ -238,7 +238,7 @@ def _render_result(result: RunResult, *, json: bool) -> None:
             )
             for o in sorted(result.outcomes, key=lambda o: (o.symbol, o.interval))
         ],
-        right=("fetched", "inserted", "updated", "unchanged", "rejected"),
+        right=("fetched", "new", "updated", "same", "rejected"),
     )
     for o in result.outcomes:
         if o.error:

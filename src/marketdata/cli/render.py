@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -45,9 +46,22 @@ def table(
     right: Sequence[str] = (),
 ) -> None:
     """A simple table on stdout."""
-    grid = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        grid.add_column(column, justify="right" if column in right else "left")
+    # a rule under the header and one blank between columns: tables must fit 80 columns
+    grid = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        pad_edge=False,
+        show_edge=False,
+    )
+    for index, column in enumerate(columns):
+        grid.add_column(
+            column,
+            justify="right" if column in right else "left",
+            no_wrap=index == 0,  # the row's key (a symbol) is never cut
+        )
     for row in rows:
         grid.add_row(*(fmt(v) for v in row))
     out.print(grid)

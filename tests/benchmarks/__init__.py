@@ -1,0 +1,1 @@
+"""Benchmarks printed by `make bench`: figures against targets, not pass/fail tests."""
