@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SYMBOLS = [f"SYM{i:03d}-USD" for i in range(1, 101)]
 BARS = 10_000
 MINUTE = 60
+NOTE_WIDTH = 100
 # A pinned window in the past, so every run ingests the very same candles.
 WINDOW_START = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
 WINDOW_END = WINDOW_START + BARS * MINUTE
@@ -95,7 +97,7 @@ def render(report: Report, title: str) -> str:
             f.scenario,
             "" if f.rows is None else f"{f.rows:,}",
             "" if f.seconds is None else _seconds(f.seconds),
-            "" if f.rows_per_second is None else f"{f.rows_per_second:,.0f}",
+            "" if f.rows_per_second is None else _rate(f.rows_per_second),
             f.ratio,
             "" if f.peak_mb is None else f"{f.peak_mb:.0f}",
             f.target,
@@ -115,11 +117,20 @@ def render(report: Report, title: str) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     out = [title, "", fmt(header), rule, *(fmt(row) for row in lines), ""]
-    out += [f"* {text}" for text in report.notes]
+    for text in report.notes:
+        out += textwrap.wrap(
+            text, NOTE_WIDTH, initial_indent="* ", subsequent_indent="  ", break_on_hyphens=False
+        )
     failed = sum(1 for f in report.figures if f.passed is False)
     passed = sum(1 for f in report.figures if f.passed is True)
     out += ["", f"{passed} targets met, {failed} missed (figures are informational: exit 0)"]
     return "\n".join(out)
+
+
+def _rate(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    return f"{value / 1e3:.0f}k" if value >= 1e4 else f"{value:.0f}"
 
 
 def _seconds(value: float) -> str:
