@@ -49,9 +49,12 @@ class MarketdataError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        """The message and, when there is one, what to do next, on a single line."""
+        """The message and, when there is one, what to do next, on a single line, with every
+        known secret masked (this line goes to stderr, logs, JSON and the run ledger)."""
+        from marketdata.redact import scrub
+
         text = self.message if not self.hint else f"{self.message}: {self.hint}"
-        return " ".join(text.split())
+        return scrub(" ".join(text.split()))
 
 
 class InputError(MarketdataError):

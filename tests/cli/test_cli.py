@@ -119,30 +119,6 @@ def test_a_partial_run_exits_3_and_still_writes_the_good_symbol(env, coinbase):
     assert "coinbase does not list NOPE-USD" in result.stderr
 
 
-def test_sigterm_rolls_back_the_pair_in_flight_and_exits_143(env, coinbase, tmp_path):
-    coinbase.fake.fail_next = [Reply(200, [], delay=2.0)]
-    env["COINBASE_BASE_URL"] = coinbase.url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketdata", "ingest", "--symbols", "BTC-USD"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 10
-    while not coinbase.requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 143, stderr
-    assert time.monotonic() - started < 8
-    database = tmp_path / "data" / "marketdata" / "marketdata.sqlite3"
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("select status from ingestion_runs").fetchall() == [("interrupted",)]
-        assert conn.execute("select count(*) from candles").fetchone() == (0,)
-
-
 def test_config_show_masks_secrets_and_names_sources(env):
     env["DATABASE_URL"] = "postgresql://md:topsecret@db:5432/md"
     env["ALERT_WEBHOOK_URL"] = "https://hooks.example/services/TOKENTOKEN123"
@@ -190,3 +166,47 @@ def test_migrations_work_from_any_directory(env, tmp_path):
     assert run(["db", "downgrade", "base"], env, cwd=elsewhere).returncode == 0
     assert run(["db", "check"], env, cwd=elsewhere).returncode == 1
     assert Path(tmp_path / "x.sqlite3").exists()
+
+
+def test_a_provider_password_never_reaches_output_logs_or_the_run_ledger(env, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env["COINBASE_BASE_URL"] = f"http://proxyuser:pr0xyPassw0rd@127.0.0.1:{port}"
+    env["HTTP_RETRY_ATTEMPTS"] = "1"
+    result = run(["ingest", "--symbols", "BTC-USD", "--json"], env)
+    assert result.returncode == 1
+    assert "unreachable at http://proxyuser:***@127.0.0.1" in result.stdout
+    assert "pr0xyPassw0rd" not in result.stdout + result.stderr
+    database = tmp_path / "data" / "marketdata" / "marketdata.sqlite3"
+    with sqlite3.connect(database) as conn:
+        stored = conn.execute("select error from ingestion_runs").fetchall()
+        stored += conn.execute("select error from ingestion_outcomes").fetchall()
+    assert stored and all("pr0xyPassw0rd" not in (row[0] or "") for row in stored)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_rolls_back_the_pair_in_flight_exits_with_its_code_and_records_the_run(
+    env, coinbase, tmp_path, signum, code
+):
+    coinbase.fake.fail_next = [Reply(200, [], delay=2.0)]
+    env["COINBASE_BASE_URL"] = coinbase.url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "marketdata", "ingest", "--symbols", "BTC-USD"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while not coinbase.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    started = time.monotonic()
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == code, stderr
+    assert time.monotonic() - started < 8
+    database = tmp_path / "data" / "marketdata" / "marketdata.sqlite3"
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("select status from ingestion_runs").fetchall() == [("interrupted",)]
+        assert conn.execute("select count(*) from candles").fetchone() == (0,)

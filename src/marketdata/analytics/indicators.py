@@ -37,6 +37,17 @@ _CALENDAR_DAYS = 365
 # blocks, so this must be at least the longest window.
 _BLOCK = 256
 
+# compute_tail computes up to this many new rows on its own (see _short_tail). Its running sums
+# then span at most LOOKBACK + _SHORT_TAIL values, about one _BLOCK, so it rounds no worse than
+# the full path; it is faster far beyond this, but its error grows with the span.
+_SHORT_TAIL = 64
+
+# The windows of each row of _short_tail's running sums: log returns, their squares, closes.
+_TAIL_WINDOWS = np.array([VOLATILITY_WINDOWS, VOLATILITY_WINDOWS, SMA_WINDOWS])[:, :, None]
+_TAIL_ROWS = np.arange(len(_TAIL_WINDOWS))[:, None, None]
+_VOLATILITY_WINDOWS = np.array(VOLATILITY_WINDOWS, dtype=np.float64)[:, None]
+_SMA_WINDOWS = np.array(SMA_WINDOWS, dtype=np.float64)[:, None]
+
 
 @dataclass(frozen=True, slots=True)
 class Indicators:
@@ -193,13 +204,16 @@ def compute_tail(
     new = np.asarray(new_close, dtype=np.float64)
     close = np.concatenate([before, new]) if len(before) else new
     peak = math.nan if prior_peak is None else prior_peak
+    # The usual update is a few new candles after a full history of clean closes: that case
+    # needs none of _compute's handling of gaps and short series.
+    if len(before) == LOOKBACK and 0 < len(new) <= _SHORT_TAIL and _clean(close):
+        return _short_tail(close, len(new), periods_per_year, peak)
     return _compute(close, len(before), periods_per_year, peak)
 
 
 def _compute(close: FloatArray, skip: int, periods_per_year: float, peak: float) -> Indicators:
     """Indicators for close[skip:]; close[:skip] only fills the windows of the first rows."""
-    # NaN > 0 is False, so this also rules out missing closes.
-    clean = bool(np.all(close > 0)) and bool(np.all(close < np.inf))
+    clean = _clean(close)
     return_, log_return = _returns(close)
     vol_7, vol_30, vol_90 = _volatilities(log_return, periods_per_year, clean)
     sma_20, sma_50, sma_200 = _moving_averages(close, clean)
@@ -218,6 +232,56 @@ def _compute(close: FloatArray, skip: int, periods_per_year: float, peak: float)
         sma_50=sma_50[skip:],
         sma_200=sma_200[skip:],
     )
+
+
+def _short_tail(close: FloatArray, m: int, periods_per_year: float, peak: float) -> Indicators:
+    """Indicators for the last m of LOOKBACK + m clean closes, computed at those rows only.
+
+    The same formulas as _compute, but every window sum of the m rows comes from one gather
+    over one set of running sums, instead of whole-series passes per window whose results
+    would be thrown away but for the last m values.
+    """
+    n = len(close)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Huge but finite price ratios can still overflow; _compute stays quiet about it too.
+        ratio = close[1:] / close[:-1]
+        log_return = np.log(ratio)
+        # Running sums from a leading 0.0 of log returns, their squares and closes, each row
+        # aligned on the closes (the first close has no log return: a 0.0 in its place).
+        values = np.zeros((len(_TAIL_WINDOWS), n + 1))
+        values[0, 2:] = log_return
+        np.multiply(log_return, log_return, out=values[1, 2:])
+        # Centred on a close as in _compute, which keeps flat prices exactly at their level.
+        centre = float(close[0])
+        np.subtract(close, centre, out=values[2, 1:])
+        running = np.cumsum(values, axis=1)
+        # ends: the running-sum index just past each new row; sums[row, window, i] is the sum
+        # of the window's values ending at new row i. A window of zero returns adds nothing
+        # to its running sum, so flat prices give exactly zero s1 and s2, and zero volatility.
+        ends = np.arange(n - m + 1, n + 1)
+        sums = running[:, None, ends] - running[_TAIL_ROWS, ends - _TAIL_WINDOWS]
+        s1, s2 = sums[0], sums[1]
+        w = _VOLATILITY_WINDOWS
+        volatility = np.sqrt(np.maximum((s2 - s1 * s1 / w) / (w - 1), 0.0) * periods_per_year)
+        average = sums[2] / _SMA_WINDOWS + centre
+        return_ = ratio[-m:] - 1.0
+    return Indicators(
+        return_=return_,
+        log_return=log_return[-m:],
+        volatility_7=volatility[0],
+        volatility_30=volatility[1],
+        volatility_90=volatility[2],
+        drawdown=_drawdown(close[-m:], peak),
+        sma_20=average[0],
+        sma_50=average[1],
+        sma_200=average[2],
+    )
+
+
+def _clean(close: FloatArray) -> bool:
+    """Whether every close is a positive finite number (True for no closes)."""
+    # min() is NaN if any close is, and NaN > 0 is False, so this rules out missing closes.
+    return not len(close) or bool(close.min() > 0 and close.max() < math.inf)
 
 
 def _returns(close: FloatArray) -> tuple[FloatArray, FloatArray]:

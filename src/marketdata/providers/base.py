@@ -24,6 +24,7 @@ from marketdata.errors import (
     UnsupportedIntervalError,
 )
 from marketdata.observability.metrics import Metrics, NullMetrics
+from marketdata.redact import mask_url
 from marketdata.providers.ratelimit import LocalRateLimiter, RateLimit, RateLimiter
 
 if TYPE_CHECKING:
@@ -265,7 +266,7 @@ class HttpProvider(BaseProvider):
         except httpx.HTTPError as exc:
             metrics.incr(f"provider.{self.name}.errors")
             raise ProviderUnavailableError(
-                f"{self.name} unreachable at {self.base_url}: {type(exc).__name__}",
+                f"{self.name} unreachable at {mask_url(self.base_url)}: {type(exc).__name__}",
                 provider=self.name,
                 symbol=symbol,
             ) from None
