@@ -71,3 +71,11 @@ def test_passwords_tokens_and_keys_are_masked_everywhere():
 
 def test_mask_url_hides_secret_query_values_only():
     assert mask_url("https://x/api?apikey=abc&s=aapl.us") == "https://x/api?apikey=***&s=aapl.us"
+
+
+def test_urls_without_secrets_are_shown_exactly_as_written():
+    assert (
+        mask_url("sqlite:////var/lib/marketdata/x.sqlite3")
+        == "sqlite:////var/lib/marketdata/x.sqlite3"
+    )
+    assert mask_url("https://api.kraken.com") == "https://api.kraken.com"

@@ -50,7 +50,9 @@ def mask_url(url: str, *, hide_path: bool = False) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         masked = [(k, MASK if _looks_secret(k) or hide_path else v) for k, v in pairs]
-        query = urlencode(masked, safe="*")
+        query = urlencode(masked, safe="*") if masked != pairs else query
+    if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
+        return url  # nothing secret: keep it exactly as written (sqlite:////abs/path)
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
