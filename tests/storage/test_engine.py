@@ -1,0 +1,51 @@
+"""Which database a DATABASE_URL means, and how an unreachable one is reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketdata.config import load_settings
+from marketdata.errors import ConfigError, DatabaseUnavailableError, ExitCode
+from marketdata.storage.engine import connect, create_engine, resolve_target
+
+
+def target_for(url: str | None):
+    return resolve_target(load_settings({"database_url": url}, environ={}).settings)
+
+
+def test_no_database_url_means_the_embedded_sqlite_file_in_the_data_directory(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    target = target_for(None)
+    assert target.embedded and target.dialect == "sqlite"
+    assert target.shown == str(tmp_path / "marketdata" / "marketdata.sqlite3")
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
+def test_libpq_style_urls_use_psycopg(scheme):
+    target = target_for(f"{scheme}://md:pw@db.example:6543/market")
+    assert target.url.drivername == "postgresql+psycopg"
+    assert target.host_port == "db.example:6543"
+    assert target.shown == f"{scheme}://md:***@db.example:6543/market"
+
+
+@pytest.mark.parametrize("url", ["not a url", "mysql://x/y", "postgresql://u:pw@h:port/db"])
+def test_malformed_or_foreign_urls_are_usage_errors_naming_the_variable(url):
+    with pytest.raises(ConfigError, match="DATABASE_URL") as caught:
+        target_for(url)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "pw@" not in caught.value.one_line()
+
+
+def test_an_unreachable_server_is_temporarily_unavailable_naming_host_and_port():
+    settings = load_settings({"database_url": "postgresql://u@127.0.0.1:1/x"}, environ={}).settings
+    target = resolve_target(settings)
+    engine = create_engine(settings, target)
+    with (
+        pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1:1") as caught,
+        connect(engine, target),
+    ):
+        pass
+    assert caught.value.exit_code == ExitCode.TEMPFAIL
+    engine.dispose()
