@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from marketdata.context import AppContext
+    from marketdata.providers.base import ProviderContext
     from marketdata.providers.chain import FallbackChain
+    from marketdata.storage.markets import Market
 
 DAY = 86_400
 MAX_LOOKBACK_DAYS = 36_500
@@ -121,7 +123,7 @@ def resolve_symbols(app: AppContext, request: IngestRequest) -> tuple[list[str],
     return symbols, disabled
 
 
-def _markets(app: AppContext) -> list:  # type: ignore[type-arg]
+def _markets(app: AppContext) -> list[Market]:
     if not app.database_exists():
         return []
     from marketdata.storage.engine import connect
@@ -208,8 +210,9 @@ def _with_costs(app: AppContext, provider_name: str, pair: PairPlan) -> PairPlan
     if pair.skip:
         return pair
     cls = provider_class(provider_name)
-    provider = cls(app.provider_context({}))  # type: ignore[call-arg]
-    requests = sum(provider.requests_needed(pair.interval, w) for w in pair.windows)
+    with app.provider_context({}) as ctx:
+        provider = cls(ctx)
+        requests = sum(provider.requests_needed(pair.interval, w) for w in pair.windows)
     limit = cls.rate_limit
     seconds = max(0.0, (requests - limit.burst) / limit.per_second)
     return PairPlan(
@@ -274,11 +277,11 @@ def run_ingest(
     return result
 
 
-def _build_chain(names: Sequence[str], ctx: object) -> FallbackChain:
+def _build_chain(names: Sequence[str], ctx: ProviderContext) -> FallbackChain:
     from marketdata.providers.chain import FallbackChain
     from marketdata.providers.registry import build_provider
 
-    return FallbackChain([build_provider(name, ctx) for name in names])  # type: ignore[arg-type]
+    return FallbackChain([build_provider(name, ctx) for name in names])
 
 
 def _run_pairs(

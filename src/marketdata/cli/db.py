@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from marketdata.cli import render
 from marketdata.cli.state import build_app
+
+if TYPE_CHECKING:
+    from marketdata.context import AppContext
 
 app = typer.Typer(help="Database schema: migrate, inspect, check.", no_args_is_help=True)
 
@@ -96,11 +99,9 @@ def check(json: JsonFlag = False) -> None:
     health.raise_for_problems()
 
 
-def _current(ctx: object) -> str | None:
-    from marketdata.context import AppContext
+def _current(ctx: AppContext) -> str | None:
     from marketdata.storage.engine import connect
-    from marketdata.storage.migrate import current_revision
+    from marketdata.storage.migrate import stored_revision
 
-    assert isinstance(ctx, AppContext)
     with connect(ctx.engine(migrate=False), ctx.target) as conn:
-        return current_revision(conn)
+        return stored_revision(conn)

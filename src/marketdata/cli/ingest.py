@@ -68,7 +68,7 @@ def ingest(
 
     request = IngestRequest(
         symbols=parse_symbol_flags(symbols),
-        intervals=parse_intervals(interval),  # type: ignore[arg-type]
+        intervals=parse_intervals(interval),
         providers=[provider] if provider else [],
         since=parse_time(since, name="--since") if since else None,
         until=parse_time(until, name="--until") if until else None,
@@ -95,7 +95,7 @@ def replay(
 
     request = IngestRequest(
         symbols=parse_symbol_flags(symbols),
-        intervals=parse_intervals(interval),  # type: ignore[arg-type]
+        intervals=parse_intervals(interval),
         providers=[provider] if provider else [],
         mode=Mode.REPLAY,
         lookback_days=lookback_days,
@@ -295,7 +295,7 @@ def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False
     with connect(ctx.engine(), ctx.target) as conn:
         for symbol in chosen:
             for iv in intervals:
-                for gap in stored_gaps(conn, symbol, iv):  # type: ignore[arg-type]
+                for gap in stored_gaps(conn, symbol, iv):
                     found.append(
                         {
                             "symbol": symbol,

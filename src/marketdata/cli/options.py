@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from marketdata.domain import Interval
 
 Symbols = Annotated[
     list[str] | None,
@@ -45,7 +48,7 @@ LookbackDays = Annotated[
 ]
 
 
-def parse_intervals(values: list[str] | None, default: str = "1d") -> list[object]:
+def parse_intervals(values: list[str] | None, default: str = "1d") -> list[Interval]:
     """Interval flags to Interval values (comma lists allowed); exit 2 on an unknown one."""
     from marketdata.domain import Interval
 

@@ -24,8 +24,8 @@ from marketdata.errors import (
     UnsupportedIntervalError,
 )
 from marketdata.observability.metrics import Metrics, NullMetrics
-from marketdata.redact import mask_url
 from marketdata.providers.ratelimit import LocalRateLimiter, RateLimit, RateLimiter
+from marketdata.redact import mask_url
 
 if TYPE_CHECKING:
     import httpx
@@ -51,6 +51,10 @@ class Provider(Protocol):
     intervals: ClassVar[frozenset[Interval]]
     max_rows_per_request: ClassVar[int]
     rate_limit: ClassVar[RateLimit]
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        """Providers are built from the run's context (and never build their own client)."""
+        ...
 
     def provider_symbol(self, symbol: str) -> str:
         """The provider's own name for a canonical symbol."""

@@ -58,4 +58,4 @@ def provider_class(name: str) -> type[Provider]:
 
 def build_provider(name: str, ctx: ProviderContext) -> Provider:
     """An instance of the named provider, handed the shared context."""
-    return provider_class(name)(ctx)  # type: ignore[call-arg]
+    return provider_class(name)(ctx)
