@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from numpy.typing import NDArray
 
+from marketdata.analytics import indicators
 from marketdata.analytics.indicators import (
+    _SHORT_TAIL,
     INDICATOR_NAMES,
     LOOKBACK,
     SMA_WINDOWS,
@@ -271,6 +275,179 @@ def test_drawdown_of_a_tail_measures_from_the_peak_before_it() -> None:
     )
 
     np.testing.assert_allclose(tail.drawdown, [-0.5, -0.25, 0.0], rtol=1e-15)
+
+
+@pytest.fixture
+def paths_taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Which of compute_tail's two paths ran, in call order: "short tail" or "general"."""
+    taken: list[str] = []
+
+    def spy(name: str, real: Callable[..., Indicators]) -> Callable[..., Indicators]:
+        def wrapper(*args: Any) -> Indicators:
+            taken.append(name)
+            return real(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(indicators, "_short_tail", spy("short tail", indicators._short_tail))
+    monkeypatch.setattr(indicators, "_compute", spy("general", indicators._compute))
+    return taken
+
+
+def tail_of(close: FloatArray, m: int, ppy: float = 365.0 * 1440) -> Indicators:
+    """compute_tail for the last m closes, given the LOOKBACK closes before them."""
+    split = len(close) - m
+    return compute_tail(
+        close[split - LOOKBACK : split],
+        close[split:],
+        periods_per_year=ppy,
+        prior_peak=float(np.fmax.reduce(close[:split])),
+    )
+
+
+@pytest.mark.parametrize("m", [1, 2, 13, _SHORT_TAIL])
+@pytest.mark.parametrize(("seed", "level", "sigma"), [(20, 100.0, 0.02), (21, 60_000.0, 0.001)])
+def test_a_short_clean_tail_takes_the_short_path_and_equals_the_full_recompute(
+    paths_taken: list[str], m: int, seed: int, level: float, sigma: float
+) -> None:
+    close = random_walk(5000, seed=seed, level=level, sigma=sigma)
+    ppy = 365.0 * 1440
+    full = compute_indicators(close, periods_per_year=ppy)
+    paths_taken.clear()
+
+    tail = tail_of(close, m, ppy)
+
+    assert paths_taken == ["short tail"]
+    assert len(tail) == m
+    assert_same_columns(tail, rows_from(full, len(close) - m), rtol=1e-12)
+    assert not any(np.isnan(values).any() for values in tail.columns().values())
+
+
+def test_one_past_the_short_tail_limit_takes_the_general_path_with_the_same_results(
+    paths_taken: list[str],
+) -> None:
+    close = random_walk(3000, seed=22)
+    full = compute_indicators(close, periods_per_year=365)
+    paths_taken.clear()
+
+    at_limit = tail_of(close, _SHORT_TAIL, 365.0)
+    past_limit = tail_of(close, _SHORT_TAIL + 1, 365.0)
+
+    assert paths_taken == ["short tail", "general"]
+    assert_same_columns(at_limit, rows_from(full, len(close) - _SHORT_TAIL), rtol=1e-12)
+    assert_same_columns(past_limit, rows_from(full, len(close) - _SHORT_TAIL - 1), rtol=1e-12)
+    assert_same_columns(rows_from(past_limit, 1), at_limit, rtol=1e-12)
+
+
+def test_a_short_tail_of_flat_prices_has_exactly_zero_volatility_and_level_averages(
+    paths_taken: list[str],
+) -> None:
+    close = np.full(LOOKBACK + 10, 123.45)
+
+    tail = tail_of(close, 10)
+
+    assert paths_taken == ["short tail"]
+    for window in VOLATILITY_WINDOWS:
+        assert (tail.columns()[f"volatility_{window}"] == 0.0).all()
+    for window in SMA_WINDOWS:
+        assert (tail.columns()[f"sma_{window}"] == 123.45).all()
+    assert (tail.drawdown == 0.0).all()
+    assert (tail.return_ == 0.0).all()
+    assert (tail.log_return == 0.0).all()
+
+
+def test_a_short_tail_after_a_volatile_stretch_turns_flat_has_exactly_zero_volatility(
+    paths_taken: list[str],
+) -> None:
+    # The last 100 closes are flat; the running sums carry the volatile returns before them.
+    close = random_walk(1000, seed=23)
+    close[-100:] = 87.654321
+    m = 10
+    full = compute_indicators(close, periods_per_year=365.0 * 1440)
+    paths_taken.clear()
+
+    tail = tail_of(close, m)
+
+    assert paths_taken == ["short tail"]
+    assert (tail.volatility_7 == 0.0).all()
+    assert (tail.volatility_30 == 0.0).all()
+    assert (tail.volatility_90 == 0.0).all()
+    assert (tail.sma_50 == 87.654321).all()
+    assert (tail.sma_200 > 0.0).all()
+    assert_same_columns(tail, rows_from(full, len(close) - m), rtol=1e-12)
+
+
+@pytest.mark.parametrize("growth", [1.01, 1.001, 1.0001, 0.999])
+def test_a_short_tail_of_a_steady_trend_has_a_negligible_volatility_never_nan(
+    paths_taken: list[str], growth: float
+) -> None:
+    # Equal log returns: the one-pass variance cancels to rounding noise, which may come out
+    # negative before the clip.
+    close = 100.0 * growth ** np.arange(LOOKBACK + 30.0)
+
+    tail = tail_of(close, 30)
+
+    assert paths_taken == ["short tail"]
+    for window in VOLATILITY_WINDOWS:
+        volatility = tail.columns()[f"volatility_{window}"]
+        assert not np.isnan(volatility).any()
+        assert (volatility < 1e-5).all()
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("new", math.nan),
+        ("previous", math.nan),
+        ("new", 0.0),
+        ("previous", -5.0),
+        ("new", math.inf),
+    ],
+)
+def test_a_tail_holding_a_bad_close_falls_back_to_the_general_path(
+    paths_taken: list[str], where: str, value: float
+) -> None:
+    close = random_walk(1000, seed=24)
+    m = 5
+    close[-2 if where == "new" else -m - 30] = value
+    full = compute_indicators(close, periods_per_year=365.0 * 1440)
+    paths_taken.clear()
+
+    tail = tail_of(close, m)
+
+    assert paths_taken == ["general"]
+    assert_same_columns(tail, rows_from(full, len(close) - m), rtol=1e-12)
+    # Either bad close falls inside the windows of the last two rows.
+    assert np.isnan(tail.volatility_90[-2:]).all()
+
+
+@pytest.mark.parametrize("history", [0, 1, LOOKBACK - 1])
+def test_a_tail_with_fewer_than_lookback_previous_closes_falls_back_to_the_general_path(
+    paths_taken: list[str], history: int
+) -> None:
+    close = random_walk(history + 3, seed=25)
+    full = compute_indicators(close, periods_per_year=365)
+    paths_taken.clear()
+
+    tail = compute_tail(
+        close[:history],
+        close[history:],
+        periods_per_year=365,
+        prior_peak=float(close[:history].max()) if history else None,
+    )
+
+    assert paths_taken == ["general"]
+    assert_same_columns(tail, rows_from(full, history), rtol=1e-12)
+
+
+def test_no_new_closes_give_empty_columns(paths_taken: list[str]) -> None:
+    tail = compute_tail(
+        random_walk(LOOKBACK, seed=26), np.empty(0), periods_per_year=365, prior_peak=None
+    )
+
+    assert paths_taken == ["general"]
+    assert len(tail) == 0
+    assert all(len(values) == 0 for values in tail.columns().values())
 
 
 def test_state_after_a_series_equals_the_state_advanced_step_by_step() -> None:

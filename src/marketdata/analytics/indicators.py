@@ -238,21 +238,22 @@ def _short_tail(close: FloatArray, m: int, periods_per_year: float, peak: float)
     """Indicators for the last m of LOOKBACK + m clean closes, computed at those rows only.
 
     The same formulas as _compute, but every window sum of the m rows comes from one gather
-    over one set of running sums, instead of whole-series passes per window whose results
-    would be thrown away but for the last m values.
+    over one set of running sums, instead of a pass over the whole input per window whose
+    results would all be thrown away but the last m.
     """
     n = len(close)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # Huge but finite price ratios can still overflow; _compute stays quiet about it too.
         ratio = close[1:] / close[:-1]
         log_return = np.log(ratio)
-        # Running sums from a leading 0.0 of log returns, their squares and closes, each row
-        # aligned on the closes (the first close has no log return: a 0.0 in its place).
+        # Rows: log returns, their squares, closes less a centre. Column k + 1 holds close k's
+        # value (0.0 for the log return the first close lacks), after a 0.0 to start the sums.
         values = np.zeros((len(_TAIL_WINDOWS), n + 1))
         values[0, 2:] = log_return
         np.multiply(log_return, log_return, out=values[1, 2:])
-        # Centred on a close as in _compute, which keeps flat prices exactly at their level.
-        centre = float(close[0])
+        # Centred on a close as in _compute, but on the latest: then any window of flat prices
+        # up to it sums to exactly zero, and its average is exactly that price.
+        centre = float(close[-1])
         np.subtract(close, centre, out=values[2, 1:])
         running = np.cumsum(values, axis=1)
         # ends: the running-sum index just past each new row; sums[row, window, i] is the sum
