@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from loguru import logger
 
@@ -99,7 +99,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-ProgressHook = Callable[[PairOutcome], None]
+class Progress(Protocol):
+    """Told how many pairs a run has, then of each pair as it finishes (in any order)."""
+
+    def started(self, pairs: int) -> None:
+        """The run begins with this many pairs."""
+
+    def pair_done(self, outcome: PairOutcome) -> None:
+        """One pair finished (written, skipped or failed)."""
 
 
 # ---------------------------------------------------------------------------------- planning
@@ -224,7 +231,7 @@ def _with_costs(app: AppContext, provider_name: str, pair: PairPlan) -> PairPlan
 
 
 def run_ingest(
-    app: AppContext, request: IngestRequest, progress: ProgressHook | None = None
+    app: AppContext, request: IngestRequest, progress: Progress | None = None
 ) -> RunResult:
     """Run the request: every pair in its own transaction; a failing pair spoils no other."""
     from marketdata.storage.engine import connect
@@ -250,6 +257,8 @@ def run_ingest(
     log.info(
         "run {} started: {} pairs via {}", result.run_id, len(plan.pairs), ",".join(plan.providers)
     )
+    if progress is not None:
+        progress.started(len(plan.pairs))
     cancel = threading.Event()
     interrupt: RunInterruptedError | None = None
     provider_ctx = app.provider_context(overrides)
@@ -290,7 +299,7 @@ def _run_pairs(
     chain: FallbackChain,
     run_id: int,
     cancel: threading.Event,
-    progress: ProgressHook | None,
+    progress: Progress | None,
 ) -> list[PairOutcome]:
     outcomes: list[PairOutcome] = []
     size = app.settings.ingestion_batch_size
@@ -312,7 +321,7 @@ def _run_pairs(
                         outcome = future.result()
                         outcomes.append(outcome)
                         if progress is not None:
-                            progress(outcome)
+                            progress.pair_done(outcome)
             except BaseException:
                 cancel.set()
                 for future in futures:

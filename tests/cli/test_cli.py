@@ -117,6 +117,8 @@ def test_a_partial_run_exits_3_and_still_writes_the_good_symbol(env, coinbase):
     assert result.returncode == 3
     assert "1 of 2 pairs failed" in one_error_line(result)
     assert "coinbase does not list NOPE-USD" in result.stderr
+    # not a terminal: a log line per pair instead of a progress bar, no escape codes
+    assert "BTC-USD 1d ok: " in result.stderr and "\x1b[" not in result.stderr
 
 
 def test_config_show_masks_secrets_and_names_sources(env):

@@ -122,8 +122,8 @@ def _run(ctx: AppContext, request: IngestRequest, *, dry_run: bool, json: bool) 
     if dry_run:
         _render_plan(build_plan(ctx, request, with_costs=True), json=json)
         return
-    with _progress(json) as hook:
-        result = run_ingest(ctx, request, hook)
+    with _Progress(json) as progress:
+        result = run_ingest(ctx, request, progress)
     _render_result(result, json=json)
     failed = [o for o in result.outcomes if o.status == "failed"]
     if result.status.value == "partial":
@@ -134,19 +134,24 @@ def _run(ctx: AppContext, request: IngestRequest, *, dry_run: bool, json: bool) 
         raise MarketdataError(f"run {result.run_id} failed: {result.error}")
 
 
-class _progress:
-    """A Rich progress bar on an interactive terminal; a log line per pair elsewhere."""
+class _Progress:
+    """A Rich progress bar on an interactive terminal; a log line per pair elsewhere
+    (under systemd, in pipes, with --json)."""
 
     def __init__(self, json: bool) -> None:
         from marketdata.config import stderr_is_journal
 
         self.live = render.err.is_terminal and not stderr_is_journal() and not json
         self.bar: Any = None
+        self.task: Any = None
         self.rows = 0
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> _Progress:
+        return self
+
+    def started(self, pairs: int) -> None:
         if not self.live:
-            return self._log
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -165,10 +170,12 @@ class _progress:
             transient=True,
         )
         self.bar.start()
-        self.task = self.bar.add_task("ingesting", total=None, rows=0)
-        return self._advance
+        self.task = self.bar.add_task("ingesting", total=pairs, rows=0)
 
-    def _advance(self, outcome: PairOutcome) -> None:
+    def pair_done(self, outcome: PairOutcome) -> None:
+        if self.bar is None:
+            self._log(outcome)
+            return
         self.rows += outcome.inserted + outcome.updated
         self.bar.update(
             self.task, advance=1, rows=self.rows, description=f"{outcome.symbol} {outcome.interval}"
