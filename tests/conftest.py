@@ -160,13 +160,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 @pytest.fixture
 def app_factory(database_url: str) -> Iterator[Callable[..., AppContext]]:
     """Build AppContexts on the test database with setting overrides; closed afterwards."""
+    from marketdata.observability.alerts import RecordingAlerts
     from marketdata.observability.metrics import RecordingMetrics
 
     built: list[AppContext] = []
 
     def build(**overrides: Any) -> AppContext:
         values = {"database_url": database_url, "http_retry_attempts": 2, **overrides}
-        app = AppContext(load_settings(values, environ={}), metrics=RecordingMetrics())
+        app = AppContext(
+            load_settings(values, environ={}), metrics=RecordingMetrics(), alerts=RecordingAlerts()
+        )
         built.append(app)
         return app
 

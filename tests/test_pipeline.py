@@ -106,6 +106,8 @@ def test_one_failing_symbol_makes_a_partial_run_and_spoils_no_other(make_app):
     failed = [o for o in result.outcomes if o.status == "failed"]
     assert [o.symbol for o in failed] == ["NOPE-USD"]
     assert "coinbase does not list NOPE-USD" in failed[0].error
+    [alert] = app.alerts.sent
+    assert alert.severity == "warning" and "1 of 2 pairs failed" in alert.title
     with connect(app.engine(), app.target) as conn:
         assert count_candles(conn, "BTC-USD") == 31
         assert recent_runs(conn)[0].status == "partial"
@@ -216,6 +218,12 @@ def test_a_provider_outage_falls_back_to_the_next_in_the_chain(make_app, fake):
         assert {o["provider"] for o in outcomes_of(conn, result.run_id)} == {"kraken"}
         assert read_candles(conn, "BTC-USD", Interval.D1).provider == "kraken"
     assert app.metrics.counters["provider.fallback"] == 1
+    [alert] = app.alerts.sent
+    assert (alert.severity, alert.title) == (
+        "warning",
+        "BTC-USD 1d served by fallback provider kraken",
+    )
+    assert "coinbase: coinbase answered HTTP 503" in alert.text
 
 
 def test_the_chain_refuses_an_interval_no_provider_serves_before_any_request(make_app, coinbase):

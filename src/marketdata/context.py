@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marketdata.config import LoadedSettings, Settings, load_settings
+from marketdata.observability.alerts import Alerts, NullAlerts
 from marketdata.observability.metrics import Metrics, NullMetrics
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class AppContext:
     loaded: LoadedSettings
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=NullMetrics)
+    alerts: Alerts = field(default_factory=NullAlerts)
     _target: Target | None = None
     _engine: Engine | None = None
     # replaces the rate limiters (tests pass one that never waits, as stamina's testing mode)
@@ -49,7 +51,9 @@ class AppContext:
     ) -> AppContext:
         """Load settings (flags > env > env file > defaults) and pick the metrics sink."""
         loaded = load_settings(flags, env_file=env_file, environ=environ)
-        return cls(loaded, metrics=build_metrics(loaded.settings))
+        return cls(
+            loaded, metrics=build_metrics(loaded.settings), alerts=build_alerts(loaded.settings)
+        )
 
     @property
     def settings(self) -> Settings:
@@ -150,3 +154,12 @@ def build_metrics(settings: Settings) -> Metrics:
 
         logger.warning("STATSD_HOST {} cannot be resolved; metrics are off", settings.statsd_host)
         return NullMetrics()
+
+
+def build_alerts(settings: Settings) -> Alerts:
+    """A webhook sink when ALERT_WEBHOOK_URL is set, filtered by ALERT_MIN_SEVERITY."""
+    if not settings.alert_webhook_url:
+        return NullAlerts()
+    from marketdata.observability.alerts import WebhookAlerts
+
+    return WebhookAlerts(settings.alert_webhook_url, settings.alert_min_severity)

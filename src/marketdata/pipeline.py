@@ -29,6 +29,7 @@ from marketdata.errors import (
     ProviderError,
     RunInterruptedError,
 )
+from marketdata.observability.alerts import Alert
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -394,6 +395,14 @@ def _fetch_and_store(
         outcome.provider = served.provider
         if served.fell_back:
             app.metrics.incr("provider.fallback")
+            app.alerts.send(
+                Alert(
+                    "warning",
+                    f"{pair.symbol} {pair.interval} served by fallback provider {served.provider}",
+                    "; ".join(served.failures),
+                    run_id,
+                )
+            )
             logger.warning(
                 "{} {} served by {} after: {}",
                 pair.symbol,
@@ -451,6 +460,7 @@ def _first_error(result: RunResult) -> str | None:
 
 
 def _report(app: AppContext, result: RunResult) -> None:
+    _alert(app, result)
     metrics = app.metrics
     status = result.status
     name = {
@@ -473,3 +483,19 @@ def _report(app: AppContext, result: RunResult) -> None:
         result.rows_updated,
         sum(1 for o in result.outcomes if o.status == "failed"),
     )
+
+
+def _alert(app: AppContext, result: RunResult) -> None:
+    """A failed run is an error, a partial or interrupted one a warning; success says nothing."""
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    if result.status is RunStatus.SUCCESS:
+        return
+    severity = "error" if result.status is RunStatus.FAILURE else "warning"
+    lines = [f"{o.symbol} {o.interval}: {o.error}" for o in failed[:10]]
+    if len(failed) > 10:
+        lines.append(f"... and {len(failed) - 10} more")
+    text = "; ".join(lines) or (result.error or "")
+    title = f"ingestion run {result.run_id} {result.status.value}"
+    if failed:
+        title += f": {len(failed)} of {len(result.outcomes)} pairs failed"
+    app.alerts.send(Alert(severity, title, text, result.run_id))

@@ -212,3 +212,18 @@ def test_an_interrupt_rolls_back_the_pair_in_flight_exits_with_its_code_and_reco
     with sqlite3.connect(database) as conn:
         assert conn.execute("select status from ingestion_runs").fetchall() == [("interrupted",)]
         assert conn.execute("select count(*) from candles").fetchone() == (0,)
+
+
+def test_alert_test_posts_to_the_webhook_and_masks_its_token(env):
+    received = []
+
+    def hook(request):
+        received.append(json.loads(request.body))
+        return Reply(200, "ok")
+
+    with serve(hook) as server:
+        env["ALERT_WEBHOOK_URL"] = server.url + "/services/T0KEN0123456"
+        result = run(["alert", "test", "--severity", "error"], env)
+    assert result.returncode == 0, result.stderr
+    assert received[0]["severity"] == "error" and received[0]["title"] == "marketdata test alert"
+    assert "T0KEN0123456" not in result.stderr + result.stdout

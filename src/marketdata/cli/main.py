@@ -9,8 +9,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers
 from marketdata.cli import analytics as analytics_cli
-from marketdata.cli import config_cmd, db, ingest, markets, providers
 from marketdata.cli.state import OPTIONS
 
 app = typer.Typer(
@@ -66,6 +66,7 @@ app.add_typer(providers.app, name="providers")
 providers.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(alert_cmd.app, name="alert")
 
 
 def run(argv: list[str] | None = None) -> NoReturn:
