@@ -366,6 +366,17 @@ def _snippet(response: httpx.Response) -> str:
     return f": {text}" if text else ""
 
 
+def finite_number(value: Any) -> float:
+    """A finite float from a JSON number or a decimal string (as Kraken, Binance and Stooq
+    send them); ValueError for anything else, booleans, NaN and infinities included."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
 def bad_row(provider: str, symbol: str, row: Any, reason: str) -> BadPayloadError:
     """A BadPayloadError naming provider, symbol and the offending row."""
     shown = repr(row)

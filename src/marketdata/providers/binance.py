@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,7 +12,7 @@ from marketdata.errors import (
     ProviderError,
     ProviderUnavailableError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, retry_after_seconds
+from marketdata.providers.base import HttpProvider, bad_row, finite_number, retry_after_seconds
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ class BinanceProvider(HttpProvider):
             if open_ms % 1000:
                 raise bad_row(self.name, symbol, row, "open time is not a whole second")
             try:
-                open_, high, low, close, volume = (_number(value) for value in row[1:6])
+                open_, high, low, close, volume = (finite_number(value) for value in row[1:6])
             except ValueError:
                 raise bad_row(self.name, symbol, row, "a value is not a number") from None
             rows.append((open_ms // 1000, open_, high, low, close, volume))
@@ -210,13 +209,3 @@ def _error_of(response: httpx.Response) -> tuple[int | None, str | None]:
         return None, None
     code, msg = body.get("code"), body.get("msg")
     return (code if isinstance(code, int) else None), (msg if isinstance(msg, str) else None)
-
-
-def _number(value: Any) -> float:
-    """A finite float from Binance's decimal strings (plain JSON numbers are taken too)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(value)
-    return number

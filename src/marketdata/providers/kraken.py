@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,7 +13,7 @@ from marketdata.errors import (
     ProviderError,
     ProviderUnavailableError,
 )
-from marketdata.providers.base import HttpProvider, bad_row
+from marketdata.providers.base import HttpProvider, bad_row, finite_number
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -182,8 +181,8 @@ class KrakenProvider(HttpProvider):
             if not _is_int(row[0]):
                 raise bad_row(self.name, symbol, row, "time is not an integer")
             try:
-                open_, high, low, close = (_number(value) for value in row[1:5])
-                volume = _number(row[6])
+                open_, high, low, close = (finite_number(value) for value in row[1:5])
+                volume = finite_number(row[6])
             except ValueError:
                 raise bad_row(self.name, symbol, row, "a value is not a number") from None
             rows.append((int(row[0]), open_, high, low, close, volume))
@@ -231,13 +230,3 @@ class KrakenProvider(HttpProvider):
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> float:
-    """A finite float from Kraken's decimal strings (plain JSON numbers are taken too)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(value)
-    return number

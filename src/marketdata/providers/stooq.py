@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, ClassVar
@@ -35,7 +34,7 @@ from marketdata.errors import (
     ProviderUnavailableError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row
+from marketdata.providers.base import HttpProvider, bad_row, finite_number
 from marketdata.providers.ratelimit import RateLimit
 from marketdata.redact import MASK
 
@@ -145,9 +144,11 @@ class StooqProvider(HttpProvider):
             if ts is None:
                 raise bad_row(self.name, symbol, ",".join(fields), "date is not YYYY-MM-DD")
             try:
-                prices = [_number(fields[at[name]]) for name in ("open", "high", "low", "close")]
+                prices = [
+                    finite_number(fields[at[name]]) for name in ("open", "high", "low", "close")
+                ]
                 raw_volume = fields[volume_at].strip() if volume_at is not None else ""
-                volume = _number(raw_volume) if raw_volume else 0.0
+                volume = finite_number(raw_volume) if raw_volume else 0.0
             except ValueError:
                 raise bad_row(
                     self.name, symbol, ",".join(fields), "a value is not a number"
@@ -257,11 +258,3 @@ def _parse_date(text: str) -> int | None:
     except ValueError:
         return None
     return (day - EPOCH).days * DAY
-
-
-def _number(text: str) -> float:
-    """A plain decimal; anything else (empty, nan, inf) raises ValueError."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
