@@ -270,7 +270,7 @@ class HttpProvider(BaseProvider):
         except httpx.HTTPError as exc:
             metrics.incr(f"provider.{self.name}.errors")
             raise ProviderUnavailableError(
-                f"{self.name} unreachable at {mask_url(self.base_url)}: {type(exc).__name__}",
+                f"{self.name} unreachable at {mask_url(self.base_url)}: {_cause(exc)}",
                 provider=self.name,
                 symbol=symbol,
             ) from None
@@ -359,6 +359,12 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     if math.isnan(seconds):
         return None
     return max(seconds, 0.0)
+
+
+def _cause(exc: Exception) -> str:
+    """The exception's own words (e.g. 'Temporary failure in name resolution'), one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__} ({text[:120]})" if text else type(exc).__name__
 
 
 def _snippet(response: httpx.Response) -> str:
