@@ -227,3 +227,18 @@ def test_alert_test_posts_to_the_webhook_and_masks_its_token(env):
     assert result.returncode == 0, result.stderr
     assert received[0]["severity"] == "error" and received[0]["title"] == "marketdata test alert"
     assert "T0KEN0123456" not in result.stderr + result.stdout
+
+
+def test_a_server_that_never_answers_is_reported_after_the_connect_timeout_not_a_hang(env):
+    with socket.socket() as silent:  # accepts connections, never speaks PostgreSQL
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        env["DATABASE_URL"] = f"postgresql://md@127.0.0.1:{port}/md"
+        env["DB_CONNECT_TIMEOUT"] = "2"
+        started = time.monotonic()
+        result = run(["db", "check"], env)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 75, result.stderr
+    assert 1.5 < elapsed < 10
+    assert f"127.0.0.1:{port}" in one_error_line(result)
