@@ -242,3 +242,18 @@ def test_a_server_that_never_answers_is_reported_after_the_connect_timeout_not_a
     assert result.returncode == 75, result.stderr
     assert 1.5 < elapsed < 10
     assert f"127.0.0.1:{port}" in one_error_line(result)
+
+
+def test_a_dry_run_on_a_fresh_machine_plans_without_creating_the_database(env, tmp_path):
+    result = run(
+        ["ingest", "--symbols", "BTC-USD,ETH-USD", "--interval", "1h,1d", "--dry-run", "--json"],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["dry_run"] is True and plan["providers"] == ["coinbase"]
+    hourly = next(p for p in plan["pairs"] if p["symbol"] == "BTC-USD" and p["interval"] == "1h")
+    assert 90 * 24 <= hourly["bars"] <= 90 * 24 + 1  # the open hour, depending on the minute
+    assert hourly["requests"] == -(-hourly["bars"] // 300)
+    assert hourly["seconds"] >= 0
+    assert not (tmp_path / "data" / "marketdata").exists()

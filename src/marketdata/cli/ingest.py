@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -164,21 +165,28 @@ class _Progress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rows]} rows"),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TextColumn("{task.fields[rate]:,.0f} rows/s"),
             TimeRemainingColumn(),
             console=render.err,
             transient=True,
         )
         self.bar.start()
-        self.task = self.bar.add_task("ingesting", total=pairs, rows=0)
+        self.task = self.bar.add_task("ingesting", total=pairs, rows=0, rate=0.0)
+        self.started_at = time.monotonic()
 
     def pair_done(self, outcome: PairOutcome) -> None:
         if self.bar is None:
             self._log(outcome)
             return
         self.rows += outcome.inserted + outcome.updated
+        rate = self.rows / max(time.monotonic() - self.started_at, 1e-3)
         self.bar.update(
-            self.task, advance=1, rows=self.rows, description=f"{outcome.symbol} {outcome.interval}"
+            self.task,
+            advance=1,
+            rows=self.rows,
+            rate=rate,
+            description=f"{outcome.symbol} {outcome.interval}",
         )
 
     def _log(self, outcome: PairOutcome) -> None:
