@@ -62,31 +62,55 @@ def read_candles(
 
     c = candles_table.c
     derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
-    query = select(c.ts, c.open, c.high, c.low, c.close, c.volume, c.provider, *derived).where(
-        c.symbol == symbol, c.interval == interval.value
-    )
+    query = select(
+        _epoch_seconds(conn, c.ts), c.open, c.high, c.low, c.close, c.volume, c.provider, *derived
+    ).where(c.symbol == symbol, c.interval == interval.value)
     if start is not None:
         query = query.where(c.ts >= utc_from_epoch(start))
     if end is not None:
         query = query.where(c.ts < utc_from_epoch(end))
     query = query.order_by(c.ts.desc()).limit(last) if last is not None else query.order_by(c.ts)
-    rows = list(conn.execute(query).all())
-    if last is not None:
-        rows.reverse()
-    provider = rows[-1][6] if rows else ""
-    batch = Candles.from_rows(
-        symbol, interval, provider, [(epoch_of(_aware(r[0])), *r[1:6]) for r in rows]
+    rows = conn.execute(query).all()
+    if not rows:
+        empty = Candles.empty(symbol, interval, "")
+        if not with_indicators:
+            return empty
+        return empty.with_indicators(
+            {name: np.empty(0, dtype=np.float64) for name in INDICATOR_COLUMNS}
+        )
+    # one array per column, straight from the row tuples; numpy turns NULL into NaN
+    order = slice(None, None, -1) if last is not None else slice(None)
+    columns = list(zip(*rows[order], strict=True))
+    provider = str(columns[6][-1])
+    open_, high, low, close, volume = (np.array(columns[i], dtype=np.float64) for i in range(1, 6))
+    batch = Candles(
+        symbol,
+        interval,
+        provider,
+        np.array(columns[0], dtype=np.int64),
+        open_,
+        high,
+        low,
+        close,
+        volume,
     )
     if not with_indicators:
         return batch
-    columns = {
-        public: np.array([r[7 + i] for r in rows], dtype=np.float64)
-        if rows
-        else np.empty(0, dtype=np.float64)
-        for i, public in enumerate(INDICATOR_COLUMNS)
-    }
-    # numpy turns NULL (SQLite, or rows never derived) into NaN, like PostgreSQL's stored NaN
-    return batch.with_indicators(columns)
+    return batch.with_indicators(
+        {
+            public: np.array(columns[7 + i], dtype=np.float64)
+            for i, public in enumerate(INDICATOR_COLUMNS)
+        }
+    )
+
+
+def _epoch_seconds(conn: Connection, column: Any) -> Any:
+    """SQL for a timestamp column as integer epoch seconds: no datetime per row in Python."""
+    from sqlalchemy import BigInteger, cast, func
+
+    if conn.dialect.name == "postgresql":
+        return cast(func.extract("epoch", column), BigInteger)
+    return cast(func.strftime("%s", column), BigInteger)
 
 
 def previous_closes(
@@ -261,9 +285,11 @@ def stored_timestamps(conn: Connection, symbol: str, interval: Interval) -> NDAr
 
     c = candles_table.c
     rows = conn.execute(
-        select(c.ts).where(c.symbol == symbol, c.interval == interval.value).order_by(c.ts)
+        select(_epoch_seconds(conn, c.ts))
+        .where(c.symbol == symbol, c.interval == interval.value)
+        .order_by(c.ts)
     ).scalars()
-    return np.fromiter((epoch_of(_aware(v)) for v in rows), dtype=np.int64)
+    return np.fromiter(rows, dtype=np.int64)
 
 
 def stored_pairs(conn: Connection, symbols: list[str] | None = None) -> list[tuple[str, str]]:
