@@ -12,6 +12,7 @@
     │   ├── ProviderUnavailableError         transient: outage, 5xx, timeouts, 429
     │   ├── SymbolNotListedError             permanent: provider does not list it
     │   ├── OutOfReachError                  permanent: window beyond what it serves
+    │   ├── AccessRefusedError               permanent: key missing or refused, location blocked
     │   └── BadPayloadError                  permanent: body is not what the API promises
     ├── PartialRunError             exit 3   some pairs failed, others were written
     └── RunInterruptedError         exit 130 / 143
@@ -125,6 +126,11 @@ class SymbolNotListedError(ProviderError):
 
 class OutOfReachError(ProviderError):
     """The asked window lies beyond what the provider serves."""
+
+
+class AccessRefusedError(ProviderError):
+    """The provider refuses us: an API key missing or refused, a blocked location or a bot
+    check. Retrying will not help; the next provider in the chain may."""
 
 
 class BadPayloadError(ProviderError):

@@ -7,6 +7,7 @@ import pytest
 
 from marketdata.domain import Interval, Window
 from marketdata.errors import (
+    AccessRefusedError,
     BadPayloadError,
     ProviderUnavailableError,
     SymbolNotListedError,
@@ -207,7 +208,7 @@ def test_a_geo_block_is_permanent_and_says_so(serve_fake, fake, provider_for):
     fake.geo_blocked = True
     with (
         serve_fake(fake) as server,
-        pytest.raises(BadPayloadError, match="restricted location") as caught,
+        pytest.raises(AccessRefusedError, match="restricted location") as caught,
     ):
         provider_for(server.url).fetch("BTC-USDT", Interval.D1, Window(START, START + DAY))
     assert len(server.requests) == 1

@@ -6,6 +6,7 @@ import pytest
 
 from marketdata.domain import Interval, Window
 from marketdata.errors import (
+    AccessRefusedError,
     BadPayloadError,
     OutOfReachError,
     ProviderUnavailableError,
@@ -309,7 +310,7 @@ def test_the_demo_key_goes_in_a_header_and_never_into_the_url_or_errors(
         assert server.requests[0].headers["x-cg-demo-api-key"] == secret
         assert all(secret not in str(v) for v in server.requests[0].query.values())
         fake.required_key = "another"
-        with pytest.raises(BadPayloadError, match="error 10002") as caught:
+        with pytest.raises(AccessRefusedError, match="error 10002") as caught:
             provider.fetch("BTC-USD", Interval.D1, Window(FIRST, FIRST + DAY))
     assert secret not in caught.value.one_line()
     assert "COINGECKO_API_KEY" in (caught.value.hint or "")

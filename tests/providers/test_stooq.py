@@ -8,6 +8,7 @@ import pytest
 
 from marketdata.domain import Interval, Window
 from marketdata.errors import (
+    AccessRefusedError,
     BadPayloadError,
     ProviderUnavailableError,
     SymbolNotListedError,
@@ -170,7 +171,7 @@ def test_the_api_key_page_without_a_key_says_to_set_one(serve_fake, fake, provid
     fake.mode = "apikey"
     with (
         serve_fake(fake) as server,
-        pytest.raises(BadPayloadError, match="requires an API key") as caught,
+        pytest.raises(AccessRefusedError, match="requires an API key") as caught,
     ):
         provider_for(server.url).fetch("AAPL", Interval.D1, FEB)
     assert "STOOQ_API_KEY" in (caught.value.hint or "")
@@ -187,14 +188,14 @@ def test_the_key_is_sent_as_apikey_and_a_refused_key_never_shows_in_the_error(
         assert len(provider.fetch("AAPL", Interval.D1, FEB)) == 21
         assert server.requests[0].query["apikey"] == SECRET
         fake.required_key = "another"
-        with pytest.raises(BadPayloadError, match="refused STOOQ_API_KEY") as caught:
+        with pytest.raises(AccessRefusedError, match="refused STOOQ_API_KEY") as caught:
             provider.fetch("AAPL", Interval.D1, FEB)
     assert SECRET not in caught.value.one_line()
 
 
 def test_a_bot_check_page_is_named_as_such(serve_fake, fake, provider_for):
     fake.mode = "challenge"
-    with serve_fake(fake) as server, pytest.raises(BadPayloadError, match="bot-check"):
+    with serve_fake(fake) as server, pytest.raises(AccessRefusedError, match="bot-check"):
         provider_for(server.url).fetch("AAPL", Interval.D1, FEB)
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from marketdata.domain import Candles, Interval, Window, is_crypto
 from marketdata.errors import (
+    AccessRefusedError,
     BadPayloadError,
     ProviderError,
     ProviderUnavailableError,
@@ -164,7 +165,7 @@ class BinanceProvider(HttpProvider):
             market = self.provider_symbol(symbol) if symbol else "?"
             return self.not_listed(symbol, f"asked for {market}: {msg or 'Invalid symbol.'}")
         if status == 451:
-            return BadPayloadError(
+            return AccessRefusedError(
                 "binance refuses to serve this location (HTTP 451: restricted location)",
                 provider=self.name,
                 symbol=symbol,

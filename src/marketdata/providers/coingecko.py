@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from marketdata.domain import CRYPTO_PATTERN, Candles, Interval, Window, utc_from_epoch
 from marketdata.errors import (
+    AccessRefusedError,
     BadPayloadError,
     OutOfReachError,
     ProviderError,
@@ -214,7 +215,7 @@ class CoinGeckoProvider(HttpProvider):
                     hint=f"keyless and Demo access reach back {REACH_DAYS} days only",
                 )
             if code in API_KEY_ERRORS:
-                return BadPayloadError(
+                return AccessRefusedError(
                     f"coingecko refused the request (error {code}: {message})",
                     provider=self.name,
                     symbol=symbol,

@@ -11,7 +11,7 @@
     shared retry loop does not hammer a quota that only resets tomorrow; later fetches in the
     same run fail at once without a request.
   - HTML (the "get an API key" page, or the `/__verify` proof-of-work bot check): a
-    BadPayloadError saying STOOQ_API_KEY is missing or refused, or that a bot check blocked us.
+    AccessRefusedError saying STOOQ_API_KEY is missing or refused, or a bot check blocked us.
 - Since about March 2026 downloads need an API key, sent as the `apikey` query parameter (the
   parameter name is unverified). It is a secret: error messages never carry the URL, and any
   body text shown in one has the key masked.
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from marketdata.domain import Candles, Interval, Window, is_crypto
 from marketdata.errors import (
+    AccessRefusedError,
     BadPayloadError,
     ProviderError,
     ProviderUnavailableError,
@@ -187,7 +188,7 @@ class StooqProvider(HttpProvider):
             symbol=symbol,
         )
 
-    def _html_error(self, symbol: str | None, head: str) -> BadPayloadError:
+    def _html_error(self, symbol: str | None, head: str) -> AccessRefusedError:
         has_key = bool(self.ctx.settings.api_key(self.name))
         if "__verify" in head:
             message = "stooq answered with a bot-check page (/__verify) instead of CSV"
@@ -202,7 +203,7 @@ class StooqProvider(HttpProvider):
         else:
             message = "stooq answered with an HTML page instead of CSV"
             hint = "STOOQ_API_KEY may be required or invalid, or a bot check blocked the request"
-        return BadPayloadError(
+        return AccessRefusedError(
             f"{message} for {symbol}", provider=self.name, symbol=symbol, hint=hint
         )
 
