@@ -65,6 +65,7 @@ def test_a_malformed_database_url_names_the_variable_masked(env):
     [
         (["ingest", "--symbols", "BTC USD!"], "invalid symbol 'BTC USD!'"),
         (["ingest", "--symbols", "BTC-USD", "--interval", "2d"], "unknown interval '2d'"),
+        (["ingest", "--symbols", "BTC-USD", "--interval", ""], "--interval is empty"),
         (["ingest", "--symbols", "BTC-USD", "--provider", "nosuch"], "unknown provider 'nosuch'"),
         (
             ["ingest", "--symbols", "BTC-USD", "--since", "2024-02-01", "--until", "2024-01-01"],

@@ -52,7 +52,13 @@ def parse_intervals(values: list[str] | None, default: str = "1d") -> list[Inter
     """Interval flags to Interval values (comma lists allowed); exit 2 on an unknown one."""
     from marketdata.domain import Interval
 
+    from marketdata.errors import UnsupportedIntervalError
+
     raw = [p for v in (values or [default]) for p in v.split(",") if p.strip()]
+    if not raw:
+        raise UnsupportedIntervalError(
+            "--interval is empty", hint="give one of 1m, 5m, 15m, 1h, 6h, 1d"
+        )
     seen: dict[Interval, None] = {}
     for part in raw:
         seen.setdefault(Interval.parse(part), None)
