@@ -51,7 +51,6 @@ LookbackDays = Annotated[
 def parse_intervals(values: list[str] | None, default: str = "1d") -> list[Interval]:
     """Interval flags to Interval values (comma lists allowed); exit 2 on an unknown one."""
     from marketdata.domain import Interval
-
     from marketdata.errors import UnsupportedIntervalError
 
     raw = [p for v in (values or [default]) for p in v.split(",") if p.strip()]
