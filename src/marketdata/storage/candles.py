@@ -202,10 +202,42 @@ def _records(batch: Candles, now: datetime) -> list[dict[str, Any]]:
 
 
 def _sqlite_insert(conn: Connection, batch: Candles, now: datetime) -> int:
+    """Insert new rows with one executemany on the driver connection.
+
+    Timestamps are formatted with numpy in the text form SQLAlchemy's SQLite DateTime uses
+    ('YYYY-MM-DD HH:MM:SS.ffffff'), so reads and range queries see the same values; going
+    through SQLAlchemy would convert every row's datetime in Python (about 4x slower).
+    """
     if len(batch) == 0:
         return 0
-    conn.execute(candles_table.insert(), _records(batch, now))
+    names = ["symbol", "interval", "ts", *PRICE_COLUMNS, "provider", "ingested_at"]
+    columns: list[Any] = [
+        _sqlite_timestamps(batch.ts).tolist(),
+        *(getattr(batch, name).tolist() for name in PRICE_COLUMNS),
+    ]
+    if batch.indicators is not None:
+        names += list(INDICATOR_COLUMNS.values())
+        # sqlite3 stores a float NaN as NULL, as the schema means "undefined"
+        columns += [batch.indicators[public].tolist() for public in INDICATOR_COLUMNS]
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    head = (batch.symbol, batch.interval.value)
+    rows = [
+        (*head, ts, o, h, lo, c, v, batch.provider, stamp, *rest)
+        for ts, o, h, lo, c, v, *rest in zip(*columns, strict=True)
+    ]
+    placeholders = ", ".join("?" for _ in names)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.executemany(
+        f"INSERT INTO candles ({', '.join(names)}) VALUES ({placeholders})",
+        rows,
+    )
     return len(batch)
+
+
+def _sqlite_timestamps(ts: NDArray[np.int64]) -> NDArray[np.str_]:
+    text = np.datetime_as_string(ts.astype("datetime64[s]"), unit="s")
+    return np.char.add(np.char.replace(text, "T", " "), ".000000")
 
 
 def _sqlite_merge(conn: Connection, overlap: Candles, now: datetime) -> tuple[int, int]:
