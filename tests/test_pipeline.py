@@ -249,3 +249,31 @@ def test_with_redis_configured_every_provider_shares_its_rate_budget(make_app, r
         assert isinstance(provider._limiter, RedisRateLimiter)
         provider._limiter.acquire()
         assert not provider._limiter.degraded
+
+
+class ExplodingProvider:
+    """A provider with a bug: it raises something that is not a ProviderError."""
+
+    name = "exploding"
+    intervals = frozenset(Interval)
+    max_rows_per_request = 1000
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    def fetch(self, symbol, interval, window):
+        raise RuntimeError("boom in the provider")
+
+
+def test_an_unexpected_error_ends_the_run_recorded_as_a_failure_and_raised(make_app, monkeypatch):
+    from marketdata.providers import registry
+
+    monkeypatch.setitem(registry.PROVIDERS, "exploding", f"{__name__}:ExplodingProvider")
+    app = make_app()
+    with pytest.raises(RuntimeError, match="boom in the provider"):
+        ingest(app, providers=["exploding"])
+    with connect(app.engine(), app.target) as conn:
+        [run] = recent_runs(conn)
+    assert (run.status, run.error) == ("failure", "RuntimeError: boom in the provider")
+    assert run.finished_at is not None
+    assert app.metrics.counters["ingestion.failure"] == 1

@@ -237,7 +237,7 @@ def run_ingest(
     """Run the request: every pair in its own transaction; a failing pair spoils no other."""
     from marketdata.storage.engine import connect
     from marketdata.storage.markets import symbol_overrides
-    from marketdata.storage.runs import finish_run, start_run
+    from marketdata.storage.runs import start_run
 
     engine = app.engine()
     plan = build_plan(app, request)
@@ -261,30 +261,43 @@ def run_ingest(
     if progress is not None:
         progress.started(len(plan.pairs))
     cancel = threading.Event()
-    interrupt: RunInterruptedError | None = None
+    stopped: BaseException | None = None  # an interrupt, or an error that ended the run
     provider_ctx = app.provider_context(overrides)
     try:
         chain = _build_chain(plan.providers, provider_ctx)
-        result.outcomes = _run_pairs(app, plan, chain, result.run_id, cancel, progress)
-    except RunInterruptedError as exc:
-        interrupt = exc
-        result.error = exc.message
+        _run_pairs(app, plan, chain, result.run_id, cancel, progress, result.outcomes)
     except KeyboardInterrupt:
-        interrupt = RunInterruptedError(2)
-        result.error = interrupt.message
+        stopped = RunInterruptedError(2)
+    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, then raised again below
+        stopped = exc
     finally:
         provider_ctx.close()
         result.finished_at = app.clock()
-        result.status = _status(result, interrupted=interrupt is not None)
-        if result.error is None and result.status is RunStatus.FAILURE:
-            result.error = _first_error(result)
-        with connect(engine, app.target) as conn:
+        result.status = _status(result, stopped)
+        result.error = _run_error(result, stopped)
+        _finish(app, result)
+        _report(app, result)
+    if stopped is not None:
+        raise stopped
+    return result
+
+
+def _finish(app: AppContext, result: RunResult) -> None:
+    """Close the run's ledger row; if the database is gone too, say so and carry on."""
+    from marketdata.storage.engine import connect
+    from marketdata.storage.runs import finish_run
+
+    try:
+        with connect(app.engine(), app.target) as conn:
             finish_run(conn, result)
             conn.commit()
-        _report(app, result)
-    if interrupt is not None:
-        raise interrupt
-    return result
+    except MarketdataError as exc:
+        logger.error(
+            "run {} could not be recorded as {}: {}",
+            result.run_id,
+            result.status.value,
+            exc.one_line(),
+        )
 
 
 def _build_chain(names: Sequence[str], ctx: ProviderContext) -> FallbackChain:
@@ -301,8 +314,9 @@ def _run_pairs(
     run_id: int,
     cancel: threading.Event,
     progress: Progress | None,
-) -> list[PairOutcome]:
-    outcomes: list[PairOutcome] = []
+    outcomes: list[PairOutcome],
+) -> None:
+    """Process every pair, appending each outcome as it finishes (kept if the run stops)."""
     size = app.settings.ingestion_batch_size
     write_lock = threading.Lock() if app.target.dialect == "sqlite" else None
     workers = app.settings.ingestion_concurrency
@@ -328,7 +342,6 @@ def _run_pairs(
                 for future in futures:
                     future.cancel()
                 raise
-    return outcomes
 
 
 def _process_pair(
@@ -444,9 +457,11 @@ def _record_failure(app: AppContext, run_id: int, outcome: PairOutcome) -> None:
         record_outcome(conn, run_id, outcome)
 
 
-def _status(result: RunResult, *, interrupted: bool) -> RunStatus:
-    if interrupted:
+def _status(result: RunResult, stopped: BaseException | None) -> RunStatus:
+    if isinstance(stopped, RunInterruptedError):
         return RunStatus.INTERRUPTED
+    if stopped is not None:
+        return RunStatus.FAILURE
     failed = sum(1 for o in result.outcomes if o.status == "failed")
     if failed == 0:
         return RunStatus.SUCCESS
@@ -455,8 +470,18 @@ def _status(result: RunResult, *, interrupted: bool) -> RunStatus:
     return RunStatus.PARTIAL
 
 
-def _first_error(result: RunResult) -> str | None:
-    return next((o.error for o in result.outcomes if o.error), None)
+def _run_error(result: RunResult, stopped: BaseException | None) -> str | None:
+    """What the ledger says went wrong: the exception that ended the run, else the first
+    pair's error when every pair failed."""
+    if isinstance(stopped, MarketdataError):
+        return stopped.one_line()
+    if stopped is not None:
+        from marketdata.redact import scrub
+
+        return scrub(f"{type(stopped).__name__}: {stopped}")
+    if result.status is RunStatus.FAILURE:
+        return next((o.error for o in result.outcomes if o.error), None)
+    return None
 
 
 def _report(app: AppContext, result: RunResult) -> None:
