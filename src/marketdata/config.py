@@ -237,13 +237,6 @@ def default_data_dir() -> Path:
     return Path(user_data_dir("marketdata", appauthor=False))
 
 
-def default_cache_dir() -> Path:
-    """Where the disk cache lives when CACHE_DIR is not set."""
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("marketdata", appauthor=False))
-
-
 def systemd_invocation() -> bool:
     """True when started by systemd (a timer or service), for the run's trigger."""
     return bool(os.environ.get("INVOCATION_ID"))

@@ -103,9 +103,6 @@ def epoch_of(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-COLUMNS = ("ts", "open", "high", "low", "close", "volume")
-
-
 @dataclass(frozen=True, slots=True)
 class Candles:
     """A batch of candles for one (symbol, interval), held as columns.

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -97,7 +97,6 @@ class Plan:
     pairs: list[PairPlan]
     providers: list[str]
     mode: Mode
-    notes: list[str] = field(default_factory=list)
 
 
 class Progress(Protocol):
