@@ -28,6 +28,7 @@ from marketdata.verify import (
     verify,
 )
 from tests.fakes.kraken import FakeKraken
+from tests.fakes.limits import no_wait
 from tests.fakes.market import walk
 from tests.fakes.server import Reply, serve
 
@@ -36,13 +37,6 @@ NOW = datetime(2024, 4, 10, 12, 0, tzinfo=UTC)
 TODAY = 1_712_707_200  # 2024-04-10T00:00Z: the daily bar still open at NOW
 HISTORY = 60
 ROWS = walk(TODAY - (HISTORY - 1) * DAY, DAY, HISTORY)  # ends with TODAY's (open) bar
-
-
-class NoWait:
-    """Kraken's real limiter allows one request a second; tests need not wait."""
-
-    def acquire(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -63,7 +57,7 @@ def app(app_factory, kraken):
     app = app_factory(kraken_base_url=kraken.url)
     # the run's clock is the providers' clock too: Kraken decides which bars are closed by it
     app.clock = lambda: NOW
-    app.limiter_factory = lambda name, limit: NoWait()
+    app.limiter_factory = no_wait
     return app
 
 

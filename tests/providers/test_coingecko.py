@@ -15,6 +15,7 @@ from marketdata.errors import (
 )
 from marketdata.providers.coingecko import CoinGeckoProvider
 from tests.fakes.coingecko import RATE_LIMITED, FakeCoinGecko, hourly_points
+from tests.fakes.limits import no_wait
 from tests.fakes.server import Reply
 
 HOUR = 3600
@@ -22,11 +23,6 @@ DAY = 86_400
 NOW = 1_717_200_000 + 12 * HOUR  # 2024-06-01 12:00 UTC
 FIRST = NOW - 12 * HOUR - 300 * DAY  # a UTC midnight, 300 days back
 POINTS = hourly_points(FIRST, 300 * 24 + 12)
-
-
-class _Unlimited:
-    def acquire(self) -> None:
-        pass
 
 
 def expected_daily(points, start, end):
@@ -52,7 +48,7 @@ def provider_for(provider_context):
     def build(url: str, **overrides) -> CoinGeckoProvider:
         symbols = overrides.pop("symbols", {})
         ctx = provider_context(coingecko_base_url=url, **overrides)
-        ctx.limiter_factory = lambda name, limit: _Unlimited()
+        ctx.limiter_factory = no_wait
         ctx.symbol_overrides = {"coingecko": symbols}
         provider = CoinGeckoProvider(ctx)
         provider.now = lambda: NOW

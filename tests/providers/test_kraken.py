@@ -15,6 +15,7 @@ from marketdata.errors import (
 from marketdata.providers.kraken import KrakenProvider
 from marketdata.providers.ratelimit import RateLimit
 from tests.fakes.kraken import FakeKraken, encode, error_body, zero_filled
+from tests.fakes.limits import NoWait, no_wait
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
 
@@ -23,13 +24,6 @@ HOUR = 3_600
 TODAY = 1_735_689_600  # 2025-01-01: the daily candle still open at NOW
 NOW = TODAY + 3 * HOUR + 17
 OLDEST = TODAY - 719 * DAY  # the oldest of the 720 daily rows Kraken serves at NOW
-
-
-class NoWait:
-    """A rate limiter that never blocks (Kraken's real one allows 1 request/s)."""
-
-    def acquire(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -43,7 +37,7 @@ def fake() -> FakeKraken:
 def provider_for(provider_context):
     def build(url: str, overrides: dict[str, str] | None = None, **settings) -> KrakenProvider:
         ctx = provider_context(kraken_base_url=url, **settings)
-        ctx.limiter_factory = lambda name, limit: NoWait()
+        ctx.limiter_factory = no_wait
         if overrides:
             ctx.symbol_overrides = {"kraken": overrides}
         provider = KrakenProvider(ctx)

@@ -15,6 +15,7 @@ from marketdata.errors import (
     UnsupportedIntervalError,
 )
 from marketdata.providers.stooq import StooqProvider
+from tests.fakes.limits import no_wait
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
 from tests.fakes.stooq import FakeStooq, Series
@@ -45,11 +46,6 @@ SPX = [
 FEB = Window(midnight(date(2024, 2, 1)), midnight(date(2024, 3, 1)))
 
 
-class _Unlimited:
-    def acquire(self) -> None:
-        pass
-
-
 @pytest.fixture
 def fake() -> FakeStooq:
     return FakeStooq(
@@ -62,7 +58,7 @@ def provider_for(provider_context):
     def build(url: str, **overrides) -> StooqProvider:
         symbols = overrides.pop("symbols", {})
         ctx = provider_context(stooq_base_url=url, **overrides)
-        ctx.limiter_factory = lambda name, limit: _Unlimited()
+        ctx.limiter_factory = no_wait
         ctx.symbol_overrides = {"stooq": symbols}
         return StooqProvider(ctx)
 

@@ -16,6 +16,7 @@ from marketdata.errors import (
     UnsupportedIntervalError,
 )
 from marketdata.providers.yahoo import YahooProvider
+from tests.fakes.limits import no_wait
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
 from tests.fakes.yahoo import FakeYahoo, Listing, session_open
@@ -50,11 +51,6 @@ AAPL_DAILY = [
 BTC_1M = [(r[0], *r[1:5], r[5]) for r in walk(NOW - 20 * DAY, 60, 20 * 1440, seed=3)]
 
 
-class _Unlimited:
-    def acquire(self) -> None:
-        pass
-
-
 @pytest.fixture
 def fake() -> FakeYahoo:
     return FakeYahoo(
@@ -72,7 +68,7 @@ def provider_for(provider_context):
     def build(url: str, **overrides) -> YahooProvider:
         symbols = overrides.pop("symbols", {})
         ctx = provider_context(yahoo_base_url=url, **overrides)
-        ctx.limiter_factory = lambda name, limit: _Unlimited()
+        ctx.limiter_factory = no_wait
         ctx.symbol_overrides = {"yahoo": symbols}
         provider = YahooProvider(ctx)
         provider.now = lambda: NOW
