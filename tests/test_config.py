@@ -79,3 +79,31 @@ def test_urls_without_secrets_are_shown_exactly_as_written():
         == "sqlite:////var/lib/marketdata/x.sqlite3"
     )
     assert mask_url("https://api.kraken.com") == "https://api.kraken.com"
+
+
+def test_alert_stale_after_is_a_duration_and_a_bad_one_names_the_variable():
+    assert (
+        load_settings({"alert_stale_after": "90m"}, environ={}).settings.stale_after_seconds == 5400
+    )
+    with pytest.raises(ConfigError, match=r"ALERT_STALE_AFTER=2 hours is invalid: .*90s, 15m"):
+        load_settings({"alert_stale_after": "2 hours"}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("45s", 45), ("15m", 900), ("2h", 7200), ("90d", 7_776_000), (" 2W ", 1_209_600)],
+)
+def test_durations_are_a_whole_number_and_a_unit(raw, seconds):
+    from marketdata.domain import parse_duration
+
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "2", "h", "0h", "-1d", "1.5h", "2 hours", "1y"])
+def test_a_malformed_duration_is_bad_input_naming_the_option(raw):
+    from marketdata.domain import parse_duration
+    from marketdata.errors import InputError
+
+    with pytest.raises(InputError, match="--older-than") as caught:
+        parse_duration(raw, name="--older-than")
+    assert caught.value.exit_code == ExitCode.USAGE

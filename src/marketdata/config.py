@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from marketdata.errors import ConfigError
+from marketdata.errors import ConfigError, InputError
 from marketdata.redact import mask_url, register_secret, url_secrets
 
 SYSTEM_ENV_FILE = Path("/etc/marketdata/marketdata.env")
@@ -82,6 +82,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("alert_stale_after")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        from marketdata.domain import parse_duration
+
+        try:
+            parse_duration(value)
+        except InputError as exc:
+            raise ValueError(exc.hint) from None
+        return value
+
+    @property
+    def stale_after_seconds(self) -> int:
+        """ALERT_STALE_AFTER in seconds."""
+        from marketdata.domain import parse_duration
+
+        return parse_duration(self.alert_stale_after, name="ALERT_STALE_AFTER")
 
     @field_validator("log_level", mode="before")
     @classmethod

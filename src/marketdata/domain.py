@@ -67,7 +67,7 @@ class Interval(Enum):
     @property
     def bars_per_day(self) -> int:
         """How many bars of this length make one 24-hour day."""
-        return 86_400 // self.seconds
+        return DAY // self.seconds
 
     @classmethod
     def parse(cls, raw: str) -> Interval:
@@ -88,7 +88,10 @@ class Interval(Enum):
         return self.value
 
 
-_INTERVAL_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_400}
+DAY = 86_400
+"""Seconds in a day: the one place this number is written."""
+
+_INTERVAL_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": DAY}
 
 
 def utc_from_epoch(epoch: int | float) -> datetime:
@@ -346,3 +349,23 @@ def parse_time(raw: str, *, name: str = "time") -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
+
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
+
+
+def parse_duration(raw: str, *, name: str = "duration") -> int:
+    """A duration such as '90s', '15m', '2h', '90d' or '2w' as whole seconds (above zero).
+
+    Raises:
+        InputError: Naming `name` when the text is not a number followed by s, m, h, d or w.
+    """
+    match = _DURATION.fullmatch(raw.strip().lower())
+    seconds = int(match[1]) * _DURATION_UNITS[match[2]] if match else 0
+    if seconds <= 0:
+        raise InputError(
+            f"{name} {raw!r} is not a duration",
+            hint="use a whole number and a unit: 90s, 15m, 2h, 90d or 2w",
+        )
+    return seconds

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from loguru import logger
 
 from marketdata.domain import (
+    DAY,
     Interval,
     PairOutcome,
     RunResult,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from marketdata.providers.chain import FallbackChain
     from marketdata.storage.markets import Market
 
-DAY = 86_400
 MAX_LOOKBACK_DAYS = 36_500
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from marketdata.domain import Candles, Interval, Window, epoch_of, utc_from_epoch
+from marketdata.domain import DAY, Candles, Interval, Window, epoch_of, utc_from_epoch
 from marketdata.errors import (
     ExitCode,
     InputError,
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from marketdata.context import AppContext
 
-DAY = 86_400
 MAX_LOOKBACK_DAYS = 36_500
 DEFAULT_LOOKBACK_DAYS = 30
 # Prices of one market agree closely across exchanges; volumes legitimately differ more (each

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from marketdata.domain import CRYPTO_PATTERN, Candles, Interval, Window, utc_from_epoch
+from marketdata.domain import CRYPTO_PATTERN, DAY, Candles, Interval, Window, utc_from_epoch
 from marketdata.errors import (
     AccessRefusedError,
     BadPayloadError,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
     from marketdata.providers.base import ProviderContext
 
-DAY = 86_400
 # Keyless and Demo plans serve history for the past 365 days only (error_code 10012).
 REACH_DAYS = 365
 # Spans up to 90 days come back hourly; longer ones would come back daily (one price a day).

@@ -27,7 +27,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from marketdata.domain import Candles, Interval, Window, is_crypto
+from marketdata.domain import DAY, Candles, Interval, Window, is_crypto
 from marketdata.errors import (
     AccessRefusedError,
     BadPayloadError,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
     from marketdata.providers.base import ProviderContext
 
-DAY = 86_400
 EPOCH = date(1970, 1, 1)
 # How far before the window the request starts, so that "No data" means "not listed".
 LOOKBACK_DAYS = 14

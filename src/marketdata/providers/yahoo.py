@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from marketdata.domain import Candles, Interval, Window, utc_from_epoch
+from marketdata.domain import DAY, Candles, Interval, Window, utc_from_epoch
 from marketdata.errors import (
     BadPayloadError,
     OutOfReachError,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     from marketdata.providers.base import ProviderContext
 
-DAY = 86_400
 EPOCH = date(1970, 1, 1)
 WIRE_INTERVALS = {
     Interval.M1: "1m",
