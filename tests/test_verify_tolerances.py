@@ -1,0 +1,71 @@
+"""`verify`'s two tolerances, each on its own: prices are held to --tolerance and volume to
+--volume-tolerance, whichever of the two is the tighter, each field right at and past its limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketdata.domain import DAY, Candles, Interval
+from marketdata.verify import FIELDS, PRICE_FIELDS, compare
+
+BASE = {"open": 100.0, "high": 104.0, "low": 96.0, "close": 102.0, "volume": 1000.0}
+
+
+def one_bar(**values: float) -> Candles:
+    row = {**BASE, **values}
+    return Candles.from_rows("X-Y", Interval.D1, "test", [(DAY, *(row[f] for f in FIELDS))])
+
+
+def scaled(field: str, difference: float) -> Candles:
+    """Their bar: `field` smaller by the relative `difference` (|a-b| / max(|a|, |b|))."""
+    return one_bar(**{field: BASE[field] * (1 - difference)})
+
+
+def flagged(field: str, difference: float, *, tolerance: float, volume_tolerance: float):
+    found = compare(
+        one_bar(),
+        scaled(field, difference),
+        tolerance=tolerance,
+        volume_tolerance=volume_tolerance,
+    )
+    return [m.field for m in found.mismatches]
+
+
+@pytest.mark.parametrize("field", PRICE_FIELDS)
+def test_a_price_is_held_to_the_price_tolerance_even_when_volume_s_is_tighter(field):
+    # 1% apart: inside a 2% price tolerance although the volume tolerance is 0.1%
+    assert flagged(field, 0.01, tolerance=0.02, volume_tolerance=0.001) == []
+    assert flagged(field, 0.01, tolerance=0.005, volume_tolerance=0.5) == [field]
+
+
+@pytest.mark.parametrize("field", PRICE_FIELDS)
+def test_a_price_exactly_at_the_tolerance_agrees_and_just_past_it_does_not(field):
+    assert flagged(field, 0.01, tolerance=0.01, volume_tolerance=0.0) == []
+    assert flagged(field, 0.0101, tolerance=0.01, volume_tolerance=1.0) == [field]
+
+
+def test_volume_is_held_to_the_volume_tolerance_even_when_the_price_one_is_tighter():
+    assert flagged("volume", 0.03, tolerance=0.001, volume_tolerance=0.05) == []
+    assert flagged("volume", 0.03, tolerance=0.5, volume_tolerance=0.02) == ["volume"]
+
+
+def test_volume_exactly_at_its_tolerance_agrees_and_just_past_it_does_not():
+    assert flagged("volume", 0.05, tolerance=0.0, volume_tolerance=0.05) == []
+    assert flagged("volume", 0.0501, tolerance=1.0, volume_tolerance=0.05) == ["volume"]
+
+
+def test_zero_tolerances_flag_any_difference_and_nothing_else():
+    assert flagged("close", 1e-9, tolerance=0.0, volume_tolerance=0.0) == ["close"]
+    assert flagged("volume", 1e-9, tolerance=0.0, volume_tolerance=0.0) == ["volume"]
+    identical = compare(one_bar(), one_bar(), tolerance=0.0, volume_tolerance=0.0)
+    assert (identical.compared, identical.mismatches) == (1, ())
+
+
+def test_every_field_past_its_own_tolerance_is_reported_in_field_order():
+    theirs = one_bar(**{f: BASE[f] * 0.9 for f in FIELDS})
+    found = compare(one_bar(), theirs, tolerance=0.05, volume_tolerance=0.05)
+    assert [m.field for m in found.mismatches] == list(FIELDS)
+    assert all(m.diff == pytest.approx(0.1) for m in found.mismatches)
+    assert [(m.ours, m.theirs) for m in found.mismatches] == [
+        (BASE[f], pytest.approx(BASE[f] * 0.9)) for f in FIELDS
+    ]
