@@ -87,6 +87,8 @@ class ProviderContext:
     metrics: Metrics = field(default_factory=NullMetrics)
     # provider name -> canonical symbol -> provider symbol (from the markets table)
     symbol_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # canonical symbol -> the trading calendar its market follows (from the markets table)
+    calendars: Mapping[str, str] = field(default_factory=dict)
     limiter_factory: Callable[[str, RateLimit], RateLimiter] = LocalRateLimiter.create
     sleep: Callable[[float], None] = time.sleep
     # "now" in epoch seconds for what a provider can still serve (Kraken's 720 bars, Yahoo's
