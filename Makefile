@@ -9,7 +9,7 @@ PROVIDER ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean pip-audit mutation
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,9 +32,13 @@ db-upgrade: $(STAMP) ## Apply migrations to DATABASE_URL (or the embedded databa
 test: $(STAMP) ## Run the whole test suite (needs PostgreSQL and Redis; see README)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, bandit security lint
 	$(BIN)/ruff check src tests migrations
 	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/bandit -q -c pyproject.toml -r src migrations
+
+pip-audit: $(STAMP) ## Known vulnerabilities in the installed dependencies (needs PyPI's advisory data)
+	$(BIN)/pip-audit --skip-editable --strict --progress-spinner off
 
 fmt: $(STAMP) ## Format and fix what ruff can
 	$(BIN)/ruff format src tests migrations

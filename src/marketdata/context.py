@@ -167,4 +167,6 @@ def build_alerts(settings: Settings) -> Alerts:
         return NullAlerts()
     from marketdata.observability.alerts import WebhookAlerts
 
-    return WebhookAlerts(settings.alert_webhook_url, settings.alert_min_severity)
+    return WebhookAlerts(
+        settings.alert_webhook_url, settings.alert_min_severity, ca_bundle=settings.http_ca_bundle
+    )

@@ -37,5 +37,10 @@ def build_app(**flags: Any) -> AppContext:
     configure_logging(
         settings.log_level, settings.log_format, settings.log_file, journal=stderr_is_journal()
     )
+    if app.loaded.warnings:
+        from loguru import logger
+
+        for warning in app.loaded.warnings:
+            logger.warning(warning)
     OPTIONS.app = app
     return app

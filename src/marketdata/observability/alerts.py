@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from marketdata.config import Settings
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -70,10 +72,13 @@ class RecordingAlerts:
 class WebhookAlerts:
     """POSTs each alert as JSON to ALERT_WEBHOOK_URL; failures are logged, never raised."""
 
-    def __init__(self, url: str, min_severity: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, min_severity: str, *, timeout: float = 5.0, ca_bundle: Path | None = None
+    ) -> None:
         self.url = url
         self.min_severity = min_severity
         self.timeout = timeout
+        self.ca_bundle = ca_bundle  # HTTP_CA_BUNDLE: TLS is verified, against these CAs
 
     def send(self, alert: Alert) -> bool:
         """Deliver one alert; a webhook that fails is reported in the log (URL masked)."""
@@ -83,9 +88,15 @@ class WebhookAlerts:
         from loguru import logger
 
         from marketdata.redact import mask_url
+        from marketdata.tls import ssl_context
 
         try:
-            response = httpx.post(self.url, json=alert.payload(), timeout=self.timeout)
+            response = httpx.post(
+                self.url,
+                json=alert.payload(),
+                timeout=self.timeout,
+                verify=ssl_context(self.ca_bundle),
+            )
         except httpx.HTTPError as exc:
             logger.warning(
                 "alert not delivered to {}: {}",
@@ -122,7 +133,7 @@ def send_test_alert(settings: Settings, severity: str) -> str:
     if not settings.alert_webhook_url:
         raise InputError("ALERT_WEBHOOK_URL is not set", hint="set it, then run this again")
     shown = mask_url(settings.alert_webhook_url, hide_path=True)
-    sink = WebhookAlerts(settings.alert_webhook_url, "info")
+    sink = WebhookAlerts(settings.alert_webhook_url, "info", ca_bundle=settings.http_ca_bundle)
     alert = Alert(severity, "marketdata test alert", "sent by `marketdata alert test`")
     if not sink.send(alert):
         raise MarketdataError(f"the webhook at {shown} did not accept the test alert")

@@ -26,6 +26,7 @@ from marketdata.errors import (
 from marketdata.observability.metrics import Metrics, NullMetrics
 from marketdata.providers.ratelimit import LocalRateLimiter, RateLimit, RateLimiter
 from marketdata.redact import mask_url
+from marketdata.tls import untrusted_certificate
 
 if TYPE_CHECKING:
     import httpx
@@ -121,9 +122,12 @@ def build_http_client(settings: Settings) -> httpx.Client:
     """The one place an httpx client is built: timeouts, keep-alive limits, headers."""
     import httpx
 
+    from marketdata.tls import ssl_context
+
     timeout = httpx.Timeout(settings.http_timeout, connect=min(settings.http_timeout, 5.0))
     return httpx.Client(
         timeout=timeout,
+        verify=ssl_context(settings.http_ca_bundle),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json, text/csv;q=0.9"},
         follow_redirects=True,
@@ -271,6 +275,16 @@ class HttpProvider(BaseProvider):
             ) from None
         except httpx.HTTPError as exc:
             metrics.incr(f"provider.{self.name}.errors")
+            refused = untrusted_certificate(exc)
+            if refused is not None:  # not transient: retrying the same certificate is futile
+                raise ProviderError(
+                    f"{self.name} at {mask_url(self.base_url)} presented a certificate that is "
+                    f"not trusted ({refused.verify_message})",
+                    provider=self.name,
+                    symbol=symbol,
+                    hint="if a proxy or mirror re-signs TLS, set HTTP_CA_BUNDLE to its CA "
+                    "certificate file",
+                ) from None
             raise ProviderUnavailableError(
                 f"{self.name} unreachable at {mask_url(self.base_url)}: {_cause(exc)}",
                 provider=self.name,
