@@ -399,6 +399,22 @@ def finite_number(value: Any) -> float:
     return number
 
 
+# Timestamps a payload may carry, in seconds: 1833 to 3058. Wider values cannot be dates
+# (datetime and numpy's int64 columns would overflow on them), only damage.
+EPOCH_RANGE = (-(2**32), 2**35)
+
+
+def epoch_int(value: Any, per_second: int = 1) -> int:
+    """Epoch seconds from a JSON integer time (`per_second=1000` for milliseconds); ValueError
+    for booleans, non-integers and times outside EPOCH_RANGE."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(value)
+    seconds = value // per_second
+    if not EPOCH_RANGE[0] <= seconds < EPOCH_RANGE[1]:
+        raise ValueError(value)
+    return seconds
+
+
 def bad_row(provider: str, symbol: str, row: Any, reason: str) -> BadPayloadError:
     """A BadPayloadError naming provider, symbol and the offending row."""
     shown = repr(row)
