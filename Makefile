@@ -52,5 +52,8 @@ check: lint typecheck test ## Everything CI runs
 bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
 	$(BIN)/python -m tests.benchmarks
 
+mutation: $(STAMP) ## Mutation testing of the data path (mutmut; long, not in make test); MUTATION.md
+	nice -n 10 $(BIN)/python -m tests.mutation
+
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants build dist src/*.egg-info

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,11 @@ from marketdata.providers.registry import build_provider
 from marketdata.validation import validate
 from tests.fakes.limits import no_wait
 from tests.fakes.server import Request
+
+# `make mutation` runs every mutant against the same examples, so a kill is not luck
+settings.register_profile("mutation", derandomize=True, database=None)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 FUZZ = settings(
     max_examples=30,
