@@ -238,3 +238,19 @@ def test_an_unknown_calendar_is_refused_before_anything_is_stored(synthetic_app)
 
     with connect(app.engine(), app.target) as conn:
         assert list_markets(conn) == []
+
+
+def test_crypto_and_fx_calendars_do_not_import_the_exchange_calendar_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from marketdata.calendars import calendar\n"
+        "from marketdata.domain import Interval\n"
+        "calendar('24/7').bars(0, 86400 * 10, Interval.H1)\n"
+        "calendar('24/5').bars(0, 86400 * 10, Interval.H1)\n"
+        "print(sorted(m for m in ('exchange_calendars', 'pandas') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
