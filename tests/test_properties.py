@@ -83,6 +83,34 @@ def test_symbol_lists_keep_order_drop_repeats_or_fail_as_usage_errors(values):
     assert all(SYMBOL_PATTERN.fullmatch(s) for s in symbols)
 
 
+@FUZZ
+@given(st.one_of(st.text(max_size=12), st.floats().map(str), st.floats().map(lambda f: f"{f}%")))
+def test_a_tolerance_option_is_a_fraction_from_0_to_1_or_one_usage_error(raw):
+    from marketdata.verify import parse_tolerance
+
+    try:
+        value = parse_tolerance(raw, name="--volume-tolerance")
+    except InputError as exc:
+        assert exc.exit_code == ExitCode.USAGE and "--volume-tolerance" in exc.one_line()
+        assert_one_clear_line(exc)
+        return
+    assert 0.0 <= value <= 1.0
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=24), st.datetimes().map(lambda d: d.isoformat())))
+def test_a_time_option_is_epoch_seconds_or_one_usage_error(raw):
+    from marketdata.domain import parse_time
+
+    try:
+        value = parse_time(raw, name="--since")
+    except InputError as exc:
+        assert exc.exit_code == ExitCode.USAGE and "--since" in exc.one_line()
+        assert_one_clear_line(exc)
+        return
+    assert isinstance(value, int)
+
+
 # ------------------------------------------------------------------------ command-line options
 
 
@@ -109,7 +137,10 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 
 option_text = st.one_of(
     st.text(max_size=12),
-    st.sampled_from(["1d", "1h", "5m", "7x", "", " ", "0", "-1", "1e9", "2024-01-31", "nan"]),
+    st.sampled_from(
+        ["1d", "1h", "5m", "7x", "", " ", "0", "-1", "1e9", "2024-01-31", "nan", "-99999999999999"]
+    ),
+    st.integers().map(str),
 )
 
 
