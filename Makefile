@@ -7,6 +7,7 @@ SYMBOLS ?= BTC-USD
 INTERVAL ?= 1d
 PROVIDER ?=
 PYTEST_ARGS ?=
+MUTANTS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean pip-audit mutation
@@ -53,7 +54,7 @@ bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios t
 	$(BIN)/python -m tests.benchmarks
 
 mutation: $(STAMP) ## Mutation testing of the data path (mutmut; long, not in make test); MUTATION.md
-	nice -n 10 $(BIN)/python -m tests.mutation
+	nice -n 10 $(BIN)/python -m tests.mutation $(MUTANTS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants build dist src/*.egg-info

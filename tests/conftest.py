@@ -153,6 +153,9 @@ def _truncate(url: str) -> None:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """An SQLite file migrated to head once per session; tests get a copy (a second each
     saved against migrating every test's own file)."""
+    given = os.environ.get("MARKETDATA_TEST_SQLITE_TEMPLATE")  # `make mutation` makes one
+    if given:
+        return given
     path = tmp_path_factory.mktemp("template") / "template.sqlite3"
     _migrate(f"sqlite:///{path}")
     return path

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 TARGET = 0.90
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
+    """Run mutmut (over `names`, mutmut's mutant names or globs, else every mutant)."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
@@ -31,19 +34,24 @@ def main() -> int:
     )
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     template = f"marketdata_mutation_{uuid.uuid4().hex[:10]}"
+    folder = Path(tempfile.mkdtemp(prefix="marketdata-mutation-"))
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{template}"'))
     try:
         url = server.set(database=template).render_as_string(hide_password=False)
         _migrate(url.replace("postgresql+psycopg://", "postgresql://", 1))
-        children = os.environ.get("MUTATION_CHILDREN", "2")
+        sqlite = folder / "template.sqlite3"
+        _migrate(f"sqlite:///{sqlite}")
         env = {
             **os.environ,
             "MARKETDATA_TEST_PG_TEMPLATE": template,
+            "MARKETDATA_TEST_SQLITE_TEMPLATE": str(sqlite),
             "HYPOTHESIS_PROFILE": "mutation",
         }
+        children = os.environ.get("MUTATION_CHILDREN", "2")
         run = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", children], env=env
+            [sys.executable, "-m", "mutmut", "run", "--max-children", children, *names],
+            env=env,
         )
         if run.returncode not in (0, 1):  # 1: some mutants survived
             return run.returncode
@@ -51,6 +59,7 @@ def main() -> int:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
         admin.dispose()
+        shutil.rmtree(folder, ignore_errors=True)
     return report()
 
 
@@ -71,4 +80,4 @@ def report() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(report() if "--report" in sys.argv else main())
+    sys.exit(report() if "--report" in sys.argv else main(sys.argv[1:]))
