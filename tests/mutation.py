@@ -69,6 +69,9 @@ def report() -> int:
     stats = json.loads(Path("mutants/mutmut-cicd-stats.json").read_text())
     killed = stats["killed"] + stats["timeout"]
     viable = stats["total"] - stats["skipped"]
+    if killed + stats["survived"] == 0:
+        print("mutation score: no mutant was tested (see mutmut's output above)")
+        return 1
     score = killed / viable if viable else 0.0
     print(
         f"mutation score: {killed} of {viable} viable mutants killed ({score:.1%}); "
