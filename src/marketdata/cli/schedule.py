@@ -1,0 +1,138 @@
+"""`marketdata schedule render|install|status|run`: the ingestion schedule, under systemd or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from marketdata.cli import render
+from marketdata.cli.options import Json
+from marketdata.cli.state import build_app
+
+if TYPE_CHECKING:
+    from marketdata.cron import Cron
+    from marketdata.systemd.units import UnitSet
+
+app = typer.Typer(
+    help="The ingestion schedule: systemd units from the cron expression, or a foreground "
+    "scheduler where there is no systemd.",
+    no_args_is_help=True,
+)
+
+CronOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cron",
+        help="A cron expression (five fields, or @hourly, @daily, ...); default: "
+        "INGESTION_CRON_EXPRESSION.",
+        show_default=False,
+    ),
+]
+Instance = Annotated[
+    str | None,
+    typer.Option(
+        "--instance",
+        help="A group of markets with its own env file (/etc/marketdata/NAME.env) and "
+        "schedule: adds the drop-ins of marketdata-ingest@NAME.",
+        show_default=False,
+    ),
+]
+Exec = Annotated[
+    Path | None,
+    typer.Option(
+        "--exec",
+        help="Absolute path of the marketdata command the units run (default: this one).",
+        show_default=False,
+    ),
+]
+ENV_EXAMPLE = "marketdata.env.example"
+
+
+@app.command("render")
+def render_cmd(
+    cron: CronOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help=f"Write the units and {ENV_EXAMPLE} into this directory (default: print them).",
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    instance: Instance = None,
+    executable: Exec = None,
+    json: Json = False,
+) -> None:
+    """Render the systemd units, with OnCalendar= converted from the cron expression."""
+    from marketdata.env_example import env_example
+
+    parsed, units = _units(cron, instance, executable)
+    if output is not None:
+        for path in units.write(output):
+            render.note(f"wrote {path}")
+        (output / ENV_EXAMPLE).write_text(env_example())
+        render.note(f"wrote {output / ENV_EXAMPLE}")
+    if json:
+        render.emit_json(
+            {"cron": parsed.text, "on_calendar": parsed.on_calendar(), "files": units.files}
+        )
+    elif output is None:
+        for name, text in units.files.items():
+            render.out.print(f"### {name}\n{text}", markup=False, highlight=False)
+
+
+@app.command("install")
+def install_cmd(
+    cron: CronOption = None,
+    instance: Instance = None,
+    executable: Exec = None,
+    unit_dir: Annotated[
+        Path, typer.Option("--unit-dir", help="Where systemd reads units.", file_okay=False)
+    ] = Path("/etc/systemd/system"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print each action instead of doing it.")
+    ] = False,
+    json: Json = False,
+) -> None:
+    """Copy the units to the unit directory, reload systemd and enable the timers."""
+    from marketdata.systemd.install import install, plan_install, timers_to_enable
+
+    _, units = _units(cron, instance, executable)
+    actions = plan_install(units, unit_dir, timers_to_enable(instance))
+    if not dry_run:
+        install(units, unit_dir, actions)
+    if json:
+        render.emit_json(
+            {
+                "dry_run": dry_run,
+                "actions": [{"action": a.kind, "target": a.target} for a in actions],
+            }
+        )
+        return
+    for action in actions:
+        if dry_run:
+            render.out.print(action.describe(), markup=False)
+        else:
+            render.note(f"{'done' if action.kind != 'unchanged' else 'kept'}: {action.describe()}")
+
+
+def _units(cron: str | None, instance: str | None, executable: Path | None) -> tuple[Cron, UnitSet]:
+    from marketdata.cron import parse
+    from marketdata.systemd.install import check_executable, installed_executable
+    from marketdata.systemd.units import check_instance, render_units
+
+    settings = build_app().settings
+    parsed = (
+        parse(cron, source="--cron")
+        if cron is not None
+        else parse(settings.ingestion_cron_expression)
+    )
+    if instance is not None:
+        check_instance(instance)
+    exe = executable if executable is not None else installed_executable()
+    check_executable(exe)
+    return parsed, render_units(parsed, exe, instance=instance)
