@@ -185,6 +185,8 @@ def load_settings(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = os.environ if environ is None else environ
     files = default_env_files(env_file)
+    if env_file is None and environ.get("INVOCATION_ID"):
+        files = _readable_under_systemd(files)
     file_values = _read_env_files(files)
     env_values = {
         name: environ[name.upper()] for name in Settings.model_fields if name.upper() in environ
@@ -219,6 +221,12 @@ class _FileValues(dict[str, str]):
 
     def source_of(self, name: str) -> str:
         return str(self.origin[name])
+
+
+def _readable_under_systemd(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Leave out a system env file the service cannot read: the unit's EnvironmentFile= was
+    read by systemd before it dropped privileges, so its values are in the environment."""
+    return tuple(p for p in files if p != SYSTEM_ENV_FILE or os.access(p, os.R_OK))
 
 
 def _read_env_files(files: tuple[Path, ...]) -> _FileValues:

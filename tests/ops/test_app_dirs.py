@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from marketdata.config import app_dir, load_settings
@@ -43,9 +46,53 @@ def test_the_embedded_database_is_created_in_state_directory(tmp_path, env):
     state = tmp_path / "var-lib-marketdata"
     state.mkdir()
     env = {**env, "STATE_DIRECTORY": str(state)}
-    result = run(
-        ["ingest", "--provider", "synthetic", "--symbols", "BTC-USD", "--interval", "1d"], env
-    )
+    result = run(["ingest", "-p", "synthetic", "-s", "BTC-USD", "--lookback-days", "3"], env)
     assert result.returncode == 0, result.stderr
     assert (state / "marketdata.sqlite3").is_file()
     assert not Path(env["XDG_DATA_HOME"]).exists()
+
+
+_LOAD = """
+import pathlib, sys
+import marketdata.config as config
+config.SYSTEM_ENV_FILE = pathlib.Path(sys.argv[1])
+environ = {"INGESTION_SYMBOLS": "AAPL", **({"INVOCATION_ID": "1"} if sys.argv[2] == "1" else {})}
+try:
+    loaded = config.load_settings(environ=environ)
+except config.ConfigError as exc:
+    sys.exit(exc.one_line())
+print(loaded.settings.ingestion_symbols, [str(p) for p in loaded.env_files])
+"""
+
+
+def _load_without_capabilities(env_file: Path, under_systemd: bool, cwd: Path):
+    """Load settings in a child that is root without capabilities, so a mode-0000 file is as
+    unreadable to it as a root-only env file is to the units' dynamic user."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed"
+    return subprocess.run(
+        [setpriv, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", _LOAD]
+        + [str(env_file), "1" if under_systemd else "0"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_a_service_skips_the_system_env_file_it_cannot_read_as_systemd_read_it(tmp_path):
+    env_file = tmp_path / "marketdata.env"
+    env_file.write_text("INGESTION_SYMBOLS=BTC-USD\n")
+    env_file.chmod(0)
+    result = _load_without_capabilities(env_file, under_systemd=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['AAPL'] []"
+
+
+def test_an_unreadable_env_file_outside_systemd_is_a_usage_error(tmp_path):
+    env_file = tmp_path / "marketdata.env"
+    env_file.write_text("INGESTION_SYMBOLS=BTC-USD\n")
+    env_file.chmod(0)
+    result = _load_without_capabilities(env_file, under_systemd=False, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot read env file {env_file}: Permission denied" in result.stderr
