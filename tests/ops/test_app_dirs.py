@@ -71,8 +71,10 @@ def _load_without_capabilities(env_file: Path, under_systemd: bool, cwd: Path):
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv (util-linux) is needed"
     return subprocess.run(
-        [setpriv, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", _LOAD]
-        + [str(env_file), "1" if under_systemd else "0"],
+        [
+            *(setpriv, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", _LOAD),
+            *(str(env_file), "1" if under_systemd else "0"),
+        ],
         capture_output=True,
         text=True,
         cwd=cwd,
