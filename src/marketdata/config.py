@@ -301,6 +301,11 @@ def systemd_invocation() -> bool:
     return bool(os.environ.get("INVOCATION_ID"))
 
 
+def systemd_monitor() -> dict[str, str]:
+    """What systemd tells an OnFailure= handler about the unit that failed ($MONITOR_*)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MONITOR_")}
+
+
 def stderr_is_journal() -> bool:
     """True when stderr is connected to journald (systemd's JOURNAL_STREAM matches fd 2)."""
     import sys

@@ -24,3 +24,20 @@ def test(
 
     shown = send_test_alert(build_app().settings, severity)
     render.note(f"test alert delivered to {shown}")
+
+
+@app.command("unit-failed")
+def unit_failed(
+    unit: Annotated[
+        str, typer.Argument(help="The systemd unit that failed (%i of the alert unit).")
+    ],
+) -> None:
+    """Send a critical alert that UNIT failed (run by marketdata-alert@UNIT.service for
+    failures the program could not report itself: killed, out of memory, broken install)."""
+    from loguru import logger
+
+    from marketdata.config import systemd_monitor
+    from marketdata.systemd.failure import send_unit_failure
+
+    alert = send_unit_failure(build_app().settings, unit, systemd_monitor())
+    logger.critical("{}: {}", alert.title, alert.text)
