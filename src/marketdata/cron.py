@@ -13,9 +13,11 @@ from __future__ import annotations
 import calendar
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from marketdata.domain import DAY
 from marketdata.errors import InputError
 
 MACROS = {
@@ -44,7 +46,7 @@ class _Field:
 SECOND = _Field("second", 0, 59)
 MINUTE = _Field("minute", 0, 59)
 HOUR = _Field("hour", 0, 23)
-DAY = _Field("day-of-month", 1, 31)
+MONTH_DAY = _Field("day-of-month", 1, 31)
 MONTH = _Field("month", 1, 12, MONTH_NAMES, 1)
 WEEKDAY = _Field("day-of-week", 0, 7, DAY_NAMES, 0)  # 0 and 7 are both Sunday
 _ITEM = re.compile(r"^(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/([0-9]+))?$")
@@ -79,18 +81,34 @@ class Cron:
         if self.days_restricted and self.weekdays_restricted:
             return [
                 f"{_weekdays(self.weekdays)} *-{months}-* {time}",
-                f"*-{months}-{_numbers(self.days, DAY)} {time}",
+                f"*-{months}-{_numbers(self.days, MONTH_DAY)} {time}",
             ]
-        days = _numbers(self.days, DAY)
+        days = _numbers(self.days, MONTH_DAY)
         prefix = f"{_weekdays(self.weekdays)} " if self.weekdays_restricted else ""
         return [f"{prefix}*-{months}-{days} {time}"]
 
+    def shortest_gap(self) -> int:
+        """Seconds between the two closest runs; a schedule that fires at most once a day
+        counts as 86400 (its days may be further apart)."""
+        times = sorted(
+            h * 3600 + m * 60 + s
+            for h, m, s in itertools.product(self.hours, self.minutes, self.seconds)
+        )
+        if len(times) == 1:
+            return DAY
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        return min(*gaps, times[0] + DAY - times[-1])
+
     def next_after(self, moment: datetime) -> datetime:
         """The first time strictly after `moment` (aware, in its time zone) this fires."""
+        return next(self.fires_after(moment))
+
+    def fires_after(self, moment: datetime) -> Iterator[datetime]:
+        """Every time after `moment` this fires, in order (croniter does the calendar work)."""
         from croniter import croniter
 
         text = _expand_macro(self.text)
-        return croniter(text, moment, second_at_beginning=self.has_seconds).get_next(datetime)
+        return croniter(text, moment, second_at_beginning=self.has_seconds).all_next(datetime)
 
 
 def parse(text: str, *, source: str = "INGESTION_CRON_EXPRESSION") -> Cron:
@@ -125,7 +143,7 @@ def parse(text: str, *, source: str = "INGESTION_CRON_EXPRESSION") -> Cron:
         seconds = _parse_field(fields.pop(0), SECOND, shown)
     minutes, hours, days, months, weekdays = (
         _parse_field(raw, spec, shown)
-        for raw, spec in zip(fields, (MINUTE, HOUR, DAY, MONTH, WEEKDAY), strict=True)
+        for raw, spec in zip(fields, (MINUTE, HOUR, MONTH_DAY, MONTH, WEEKDAY), strict=True)
     )
     weekdays = {0 if day == 7 else day for day in weekdays}
     cron = Cron(

@@ -82,7 +82,7 @@ def render_cmd(
         )
     elif output is None:
         for name, text in units.files.items():
-            render.out.print(f"### {name}\n{text}", markup=False, highlight=False)
+            render.out.print(f"### {name}\n{text}", markup=False, soft_wrap=True)
 
 
 @app.command("install")
@@ -115,7 +115,7 @@ def install_cmd(
         return
     for action in actions:
         if dry_run:
-            render.out.print(action.describe(), markup=False)
+            render.out.print(action.describe(), markup=False, soft_wrap=True)
         else:
             render.note(f"{'done' if action.kind != 'unchanged' else 'kept'}: {action.describe()}")
 
@@ -136,3 +136,77 @@ def _units(cron: str | None, instance: str | None, executable: Path | None) -> t
     exe = executable if executable is not None else installed_executable()
     check_executable(exe)
     return parsed, render_units(parsed, exe, instance=instance)
+
+
+@app.command("status")
+def status_cmd(
+    instance: Instance = None,
+    limit: Annotated[int, typer.Option("--limit", help="Runs to show.", min=1)] = 10,
+    json: Json = False,
+) -> None:
+    """The timers' last and next run (from systemctl, when there is systemd) beside the last
+    runs recorded in the database."""
+    from marketdata.storage.engine import connect
+    from marketdata.storage.runs import recent_runs
+    from marketdata.systemd.install import timers_to_enable
+    from marketdata.systemd.status import timer_status
+
+    ctx = build_app()
+    systemd = timer_status(timers_to_enable(instance))
+    with connect(ctx.engine(), ctx.target) as conn:
+        runs = recent_runs(conn, limit=limit)
+    if json:
+        render.emit_json(
+            {
+                "systemd": {
+                    "available": systemd.unavailable is None,
+                    "reason": systemd.unavailable,
+                    "timers": [t.__dict__ for t in systemd.timers],
+                },
+                "runs": [r.__dict__ for r in runs],
+            }
+        )
+        return
+    if systemd.unavailable:
+        render.note(f"systemd: {systemd.unavailable}")
+    else:
+        render.table(
+            "timers (systemd)",
+            ["timer", "state", "enabled", "last run", "next run", "last result"],
+            [
+                (
+                    t.timer,
+                    t.state,
+                    t.enabled,
+                    t.last_run,
+                    t.next_run,
+                    _result(t.last_result, t.last_exit_status),
+                )
+                for t in systemd.timers
+            ],
+        )
+    render.table(
+        f"last runs ({ctx.target.shown})",
+        ["run", "trigger", "started", "status", "rows", "seconds", "error"],
+        [
+            (
+                r.id,
+                r.trigger,
+                r.started_at,
+                r.status,
+                r.rows_inserted + r.rows_updated,
+                None if r.duration_ms is None else round(r.duration_ms / 1000, 1),
+                r.error,
+            )
+            for r in runs
+        ],
+        right=["run", "rows", "seconds"],
+    )
+    if not runs:
+        render.note("no runs recorded yet")
+
+
+def _result(result: str, status: int | None) -> str:
+    if not result:
+        return ""
+    return result if status is None else f"{result} (exit {status})"

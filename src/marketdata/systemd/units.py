@@ -9,12 +9,10 @@ for fifteen minutes.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from marketdata.config import SYSTEM_ENV_FILE
@@ -103,13 +101,8 @@ class Timing:
 
     @classmethod
     def of(cls, cron: Cron) -> Timing:
-        """The timing of a cron schedule, measured over its next 200 runs."""
-        moment = datetime(2024, 1, 1, tzinfo=UTC)
-        fires = []
-        for _ in range(200):
-            moment = cron.next_after(moment)
-            fires.append(moment)
-        gap = int(min((b - a).total_seconds() for a, b in itertools.pairwise(fires)))
+        """The timing of a cron schedule, from the shortest gap between two of its runs."""
+        gap = cron.shortest_gap()
         return cls(
             on_calendar=tuple(cron.on_calendar()),
             shortest_gap=gap,
