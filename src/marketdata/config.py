@@ -301,6 +301,11 @@ def systemd_invocation() -> bool:
     return bool(os.environ.get("INVOCATION_ID"))
 
 
+def environment_with(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus settings given by name (for a child process)."""
+    return {**os.environ, **{name.upper(): value for name, value in settings.items()}}
+
+
 def systemd_monitor() -> dict[str, str]:
     """What systemd tells an OnFailure= handler about the unit that failed ($MONITOR_*)."""
     return {k: v for k, v in os.environ.items() if k.startswith("MONITOR_")}

@@ -210,3 +210,45 @@ def _result(result: str, status: int | None) -> str:
     if not result:
         return ""
     return result if status is None else f"{result} (exit {status})"
+
+
+@app.command("run")
+def run_cmd(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The marketdata command to run, after -- (default: ingest --trigger timer).",
+            show_default=False,
+        ),
+    ] = None,
+    cron: CronOption = None,
+) -> None:
+    """Run the ingestion on the cron schedule in the foreground, for hosts without systemd
+    (containers): one run at a time, one catch-up run after a pause, and on SIGTERM or
+    Ctrl-C the run in flight rolls back its pair and the scheduler exits with its code."""
+    import signal
+    import sys
+
+    from marketdata.cli.state import OPTIONS
+    from marketdata.config import environment_with
+    from marketdata.cron import parse
+    from marketdata.scheduler import Scheduler
+
+    settings = build_app().settings
+    parsed = (
+        parse(cron, source="--cron")
+        if cron is not None
+        else parse(settings.ingestion_cron_expression)
+    )
+    argv = [sys.executable, "-m", "marketdata"]
+    if OPTIONS.env_file is not None:
+        argv += ["--env-file", str(OPTIONS.env_file)]
+    if OPTIONS.debug:
+        argv.append("--debug")
+    argv += command or ["ingest", "--trigger", "timer"]
+    # the global flags travel as variables: a --database-url password stays off command lines
+    given = {k: str(v) for k, v in OPTIONS.flags.items() if v is not None}
+    scheduler = Scheduler(parsed, argv, env=environment_with(given))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: scheduler.stop(received))
+    raise typer.Exit(scheduler.run())
