@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import sqlite3
@@ -108,7 +109,7 @@ def test_runs_never_overlap_and_sigterm_interrupts_the_run_in_flight(scheduler_e
     assert time.monotonic() - started < 15
     runs = stored_runs(database)
     assert [status for status, _, _ in runs] == ["success", "interrupted"]
-    for (_, _, finished), (_, next_started, _) in zip(runs, runs[1:], strict=False):
+    for (_, _, finished), (_, next_started, _) in itertools.pairwise(runs):
         assert finished is not None and finished <= next_started  # one at a time
     assert "scheduler stopped while idle" not in "\n".join(scheduler.lines)
 
