@@ -58,9 +58,7 @@ def mdwe_env(env) -> dict[str, str]:
     return env
 
 
-def test_ingest_and_show_run_without_writable_executable_memory(
-    mdwe_env, pg_database, redis_url
-):
+def test_ingest_and_show_run_without_writable_executable_memory(mdwe_env, pg_database, redis_url):
     fake = FakeCoinbase()
     fake.add("BTC-USD", 86400, [(1704067200 + i * 86400, 10, 12, 9, 11, 5) for i in range(40)])
     with serve(fake) as coinbase:

@@ -13,6 +13,7 @@ from marketdata.cli.state import build_app
 
 if TYPE_CHECKING:
     from marketdata.cron import Cron
+    from marketdata.systemd.status import SystemdStatus
     from marketdata.systemd.units import UnitSet
 
 app = typer.Typer(
@@ -153,6 +154,8 @@ def status_cmd(
 
     ctx = build_app()
     systemd = timer_status(timers_to_enable(instance))
+    if not json:  # shown before the database is asked: it may be what is down
+        _render_timers(systemd)
     with connect(ctx.engine(), ctx.target) as conn:
         runs = recent_runs(conn, limit=limit)
     if json:
@@ -167,24 +170,6 @@ def status_cmd(
             }
         )
         return
-    if systemd.unavailable:
-        render.note(f"systemd: {systemd.unavailable}")
-    else:
-        render.table(
-            "timers (systemd)",
-            ["timer", "state", "enabled", "last run", "next run", "last result"],
-            [
-                (
-                    t.timer,
-                    t.state,
-                    t.enabled,
-                    t.last_run,
-                    t.next_run,
-                    _result(t.last_result, t.last_exit_status),
-                )
-                for t in systemd.timers
-            ],
-        )
     render.table(
         f"last runs ({ctx.target.shown})",
         ["run", "trigger", "started", "status", "rows", "seconds", "error"],
@@ -204,6 +189,27 @@ def status_cmd(
     )
     if not runs:
         render.note("no runs recorded yet")
+
+
+def _render_timers(systemd: SystemdStatus) -> None:
+    if systemd.unavailable:
+        render.note(f"systemd: {systemd.unavailable}")
+        return
+    render.table(
+        "timers (systemd)",
+        ["timer", "state", "enabled", "last run", "next run", "last result"],
+        [
+            (
+                t.timer,
+                t.state,
+                t.enabled,
+                t.last_run,
+                t.next_run,
+                _result(t.last_result, t.last_exit_status),
+            )
+            for t in systemd.timers
+        ],
+    )
 
 
 def _result(result: str, status: int | None) -> str:
