@@ -44,3 +44,19 @@ def test_a_refused_alert_fails_the_alert_unit_and_no_webhook_is_a_usage_error(en
     unset = run(["alert", "unit-failed", "x.service"], env)
     assert unset.returncode == 2
     assert "ALERT_WEBHOOK_URL is not set" in one_error_line(unset)
+
+
+def test_a_partial_or_interrupted_run_is_not_alerted_twice(env):
+    received = []
+
+    def hook(request):
+        received.append(request)
+        return Reply(200, "ok")
+
+    with serve(hook) as server:
+        base = {**env, "ALERT_WEBHOOK_URL": server.url, "MONITOR_EXIT_CODE": "exited"}
+        partial = run(["alert", "unit-failed", "x.service"], {**base, "MONITOR_EXIT_STATUS": "3"})
+        failed = run(["alert", "unit-failed", "x.service"], {**base, "MONITOR_EXIT_STATUS": "75"})
+    assert (partial.returncode, failed.returncode) == (0, 0), partial.stderr + failed.stderr
+    assert "an outcome its run alerted on itself: not sent" in partial.stderr
+    assert len(received) == 1  # exit 75: the database was unreachable

@@ -39,5 +39,10 @@ def unit_failed(
     from marketdata.config import systemd_monitor
     from marketdata.systemd.failure import send_unit_failure
 
-    alert = send_unit_failure(build_app().settings, unit, systemd_monitor())
+    monitor = systemd_monitor()
+    alert = send_unit_failure(build_app().settings, unit, monitor)
+    if alert is None:
+        status = monitor.get("MONITOR_EXIT_STATUS")
+        render.note(f"{unit} exited {status}, an outcome its run alerted on itself: not sent")
+        return
     logger.critical("{}: {}", alert.title, alert.text)

@@ -5,8 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from marketdata.config import Settings
-from marketdata.errors import InputError, MarketdataError
+from marketdata.errors import ExitCode, InputError, MarketdataError
 from marketdata.observability.alerts import Alert, WebhookAlerts
+
+# Outcomes a run always alerts on itself (partial, interrupted): a second alert would repeat it.
+REPORTED_BY_THE_RUN = frozenset({ExitCode.PARTIAL, ExitCode.SIGINT, ExitCode.SIGTERM})
+
+
+def reported_by_the_run(monitor: Mapping[str, str]) -> bool:
+    """True when the unit failed because the run exited with an outcome it reports itself."""
+    status = monitor.get("MONITOR_EXIT_STATUS", "")
+    return (
+        monitor.get("MONITOR_EXIT_CODE") == "exited"
+        and status.isdigit()
+        and int(status) in REPORTED_BY_THE_RUN
+    )
 
 
 def unit_failure_alert(unit: str, monitor: Mapping[str, str]) -> Alert:
@@ -31,11 +44,14 @@ def unit_failure_alert(unit: str, monitor: Mapping[str, str]) -> Alert:
     return Alert("critical", f"systemd unit {unit} failed", text)
 
 
-def send_unit_failure(settings: Settings, unit: str, monitor: Mapping[str, str]) -> Alert:
-    """Send the alert whatever ALERT_MIN_SEVERITY; InputError without a webhook (the failure
-    would reach no one), MarketdataError when the webhook refuses it."""
+def send_unit_failure(settings: Settings, unit: str, monitor: Mapping[str, str]) -> Alert | None:
+    """Send the alert whatever ALERT_MIN_SEVERITY, unless the run reported the outcome itself
+    (then None); InputError without a webhook (the failure would reach no one),
+    MarketdataError when the webhook refuses it."""
     from marketdata.redact import mask_url
 
+    if reported_by_the_run(monitor):
+        return None
     if not settings.alert_webhook_url:
         raise InputError(
             f"ALERT_WEBHOOK_URL is not set: the failure of {unit} was not sent anywhere",

@@ -84,7 +84,7 @@ SANDBOX: Lines = (
     ("IOSchedulingClass", "best-effort"),
     ("IOSchedulingPriority", "7"),
     ("MemoryMax", "1G"),
-    ("TasksMax", "64"),
+    ("TasksMax", "256"),  # INGESTION_CONCURRENCY may be 64 threads
 )
 
 
