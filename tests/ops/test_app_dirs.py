@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from marketdata.config import app_dir, load_settings
-from tests.cli.helpers import run
 
 
 def test_systemd_directories_win_over_the_users_directories(tmp_path):
@@ -42,14 +41,17 @@ def test_log_file_defaults_into_logs_directory_and_an_explicit_one_wins(tmp_path
     assert (given.settings.log_file, given.sources["log_file"]) == (mine, "env")
 
 
-def test_the_embedded_database_is_created_in_state_directory(tmp_path, env):
+def test_the_embedded_database_is_created_in_state_directory(cli, tmp_path, monkeypatch):
     state = tmp_path / "var-lib-marketdata"
     state.mkdir()
-    env = {**env, "STATE_DIRECTORY": str(state)}
-    result = run(["ingest", "-p", "synthetic", "-s", "BTC-USD", "--lookback-days", "3"], env)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    result = cli(
+        ["ingest", "-p", "synthetic", "-s", "BTC-USD", "--lookback-days", "3"],
+        STATE_DIRECTORY=str(state),
+    )
     assert result.returncode == 0, result.stderr
     assert (state / "marketdata.sqlite3").is_file()
-    assert not Path(env["XDG_DATA_HOME"]).exists()
+    assert not (tmp_path / "data").exists()
 
 
 _LOAD = """

@@ -95,9 +95,14 @@ def test_install_writes_the_units_reloads_and_enables_then_keeps_identical_files
 def test_install_refuses_an_executable_the_sandbox_hides_and_a_failing_systemctl(
     cli, tmp_path, systemctl
 ):
-    hidden = cli(["schedule", "install", "--dry-run", "--exec", "/home/me/venv/bin/marketdata"])
+    home = ["--exec", "/home/me/venv/bin/marketdata"]
+    hidden = cli(["schedule", "install", "--dry-run", *home])
     assert hidden.returncode == 2
     assert "under /home, which the units' sandbox hides" in hidden.stderr
+    review = cli(["schedule", "render", *home])
+    assert (
+        review.returncode == 0 and "warning: /home/me/venv/bin/marketdata is under" in review.stderr
+    )
     systemctl.refuse(NOT_BOOTED)
     refused = cli(["schedule", "install", "--unit-dir", str(tmp_path / "u")])
     assert refused.returncode == 1

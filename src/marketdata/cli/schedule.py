@@ -71,7 +71,7 @@ def render_cmd(
     """Render the systemd units, with OnCalendar= converted from the cron expression."""
     from marketdata.env_example import env_example
 
-    parsed, units = _units(cron, instance, executable)
+    parsed, units = _units(cron, instance, executable, installing=False)
     if output is not None:
         for path in units.write(output):
             render.note(f"wrote {path}")
@@ -102,7 +102,7 @@ def install_cmd(
     """Copy the units to the unit directory, reload systemd and enable the timers."""
     from marketdata.systemd.install import install, plan_install, timers_to_enable
 
-    _, units = _units(cron, instance, executable)
+    _, units = _units(cron, instance, executable, installing=True)
     actions = plan_install(units, unit_dir, timers_to_enable(instance))
     if not dry_run:
         install(units, unit_dir, actions)
@@ -121,7 +121,9 @@ def install_cmd(
             render.note(f"{'done' if action.kind != 'unchanged' else 'kept'}: {action.describe()}")
 
 
-def _units(cron: str | None, instance: str | None, executable: Path | None) -> tuple[Cron, UnitSet]:
+def _units(
+    cron: str | None, instance: str | None, executable: Path | None, *, installing: bool
+) -> tuple[Cron, UnitSet]:
     from marketdata.cron import parse
     from marketdata.systemd.install import check_executable, installed_executable
     from marketdata.systemd.units import check_instance, render_units
@@ -134,8 +136,15 @@ def _units(cron: str | None, instance: str | None, executable: Path | None) -> t
     )
     if instance is not None:
         check_instance(instance)
+    from marketdata.errors import InputError
+
     exe = executable if executable is not None else installed_executable()
-    check_executable(exe)
+    try:
+        check_executable(exe)
+    except InputError as exc:
+        if installing or not exe.is_absolute():
+            raise
+        render.note(f"warning: {exc.one_line()}")  # rendering for review is fine
     return parsed, render_units(parsed, exe, instance=instance)
 
 
