@@ -100,10 +100,17 @@ def install_cmd(
     json: Json = False,
 ) -> None:
     """Copy the units to the unit directory, reload systemd and enable the timers."""
+    from marketdata.config import SYSTEM_ENV_FILE
     from marketdata.systemd.install import install, plan_install, timers_to_enable
 
     _, units = _units(cron, instance, executable, installing=True)
     actions = plan_install(units, unit_dir, timers_to_enable(instance))
+    group_env = SYSTEM_ENV_FILE.parent / f"{instance}.env"
+    if instance is not None and not group_env.is_file():
+        render.note(
+            f"warning: {group_env} does not exist: marketdata-ingest@{instance} "
+            "will not start until it does"
+        )
     if not dry_run:
         install(units, unit_dir, actions)
     if json:
