@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 MUTANTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean pip-audit mutation
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify pip-audit mutation
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ check: lint typecheck test ## Everything CI runs
 
 bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
 	$(BIN)/python -m tests.benchmarks
+
+deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
+	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \
+		schedule render --exec /opt/marketdata/bin/marketdata --output deploy
+
+deploy-verify: $(STAMP) ## systemd-analyze verify + security, cron checks, the runbook's commands
+	$(BIN)/pytest -q tests/ops
 
 mutation: $(STAMP) ## Mutation testing of the data path (mutmut; long, not in make test); MUTATION.md
 	nice -n 10 $(BIN)/python -m tests.mutation $(MUTANTS)

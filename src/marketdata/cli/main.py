@@ -9,7 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers
+from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
 from marketdata.cli.state import OPTIONS
 
@@ -67,6 +67,7 @@ providers.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(alert_cmd.app, name="alert")
+app.add_typer(schedule.app, name="schedule")
 
 
 def run(argv: list[str] | None = None) -> NoReturn:
