@@ -254,3 +254,25 @@ def test_crypto_and_fx_calendars_do_not_import_the_exchange_calendar_library():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_bars_start_at_the_first_grid_point_at_or_after_the_start():
+    assert calendar(ALWAYS).bars(1, 181, Interval.M1).tolist() == [60, 120, 180]
+    assert calendar(ALWAYS).bars(-90, 60, Interval.M1).tolist() == [-60, 0]
+
+
+def test_a_bar_after_the_last_known_session_or_between_sessions_does_not_trade():
+    from marketdata.calendars import _Sessions
+
+    day = np.array([0, 1], dtype=np.int64)
+    sessions = _Sessions(
+        days=day,
+        opens=day * DAY + 10 * HOUR,
+        closes=day * DAY + 16 * HOUR,
+        break_starts=day * DAY + 12 * HOUR,
+        break_ends=day * DAY + 13 * HOUR,
+    )
+    hours = np.arange(0, 3 * DAY, HOUR, dtype=np.int64)
+    trading = hours[sessions.overlaps(hours, HOUR)]
+    expected = [d * DAY + h * HOUR for d in (0, 1) for h in (10, 11, 13, 14, 15)]
+    assert trading.tolist() == expected  # nothing in the break, nothing after day 1's close

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from marketdata.domain import DAY, Candles, Interval
-from marketdata.verify import FIELDS, PRICE_FIELDS, compare
+from marketdata.errors import InputError
+from marketdata.verify import FIELDS, PRICE_FIELDS, compare, parse_tolerance, relative_difference
 
 BASE = {"open": 100.0, "high": 104.0, "low": 96.0, "close": 102.0, "volume": 1000.0}
 
@@ -69,3 +71,35 @@ def test_every_field_past_its_own_tolerance_is_reported_in_field_order():
     assert [(m.ours, m.theirs) for m in found.mismatches] == [
         (BASE[f], pytest.approx(BASE[f] * 0.9)) for f in FIELDS
     ]
+
+
+def test_relative_difference_is_over_the_larger_magnitude_and_zero_for_two_zeros():
+    ours = np.array([0.0, 1.0, -2.0, 0.0, 4.0])
+    theirs = np.array([0.0, 0.5, 2.0, 3.0, 4.0])
+    assert relative_difference(ours, theirs).tolist() == [0.0, 0.5, 2.0, 1.0, 0.0]
+
+
+def test_a_bare_1_is_a_tolerance_of_100_percent_and_a_bare_2_is_refused():
+    assert parse_tolerance("1") == 1.0
+    assert parse_tolerance("100%") == 1.0
+    with pytest.raises(InputError, match="more than 100%"):
+        parse_tolerance("1.5")
+
+
+def test_the_summary_counts_values_and_candles_that_differ():
+    from marketdata.domain import Window
+    from marketdata.verify import Mismatch, VerifyReport
+
+    def report(mismatches):
+        return VerifyReport(
+            "X-Y", Interval.D1, ("coinbase",), "kraken", Window(0, 3 * DAY), 2 * DAY,
+            0.005, 0.05, 2, tuple(mismatches), (), (),
+        )  # fmt: skip
+
+    one = Mismatch(DAY, "close", 1.0, 2.0, 0.5)
+    assert report([one]).summary() == (
+        "X-Y 1d: 1 value differs in 1 of 2 candles from kraken, 0 only in ours, 0 only in kraken"
+    )
+    two = Mismatch(DAY, "open", 1.0, 2.0, 0.5)
+    assert report([one, two]).summary().startswith("X-Y 1d: 2 values differ in 1 of 2 candles")
+    assert report([]).summary() == "X-Y 1d: all 2 candles agree with kraken"

@@ -174,7 +174,8 @@ def relative_difference(
 ) -> NDArray[np.float64]:
     """|a-b| / max(|a|,|b|) elementwise; 0 where both are 0, NaN where either is NaN."""
     scale = np.maximum(np.abs(ours), np.abs(theirs))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a zero scale means both are zero: 0/0, whose NaN np.where replaces
+    with np.errstate(invalid="ignore"):
         return np.where(scale == 0, 0.0, np.abs(ours - theirs) / scale)
 
 

@@ -214,3 +214,26 @@ def test_updating_indicators_touches_only_the_rows_that_differ(app_factory, colu
     assert value_of(after, column) == columns[column][CHANGED_ROW]
     assert value_of(after, column, CHANGED_ROW + 1) == original(first, column, CHANGED_ROW + 1)
     np.testing.assert_array_equal(after.close, first.close)
+
+
+def test_stored_pairs_lists_each_symbol_and_interval_once_in_order(app_factory):
+    from marketdata.storage.candles import stored_pairs
+
+    app = app_factory()
+    write(app, batch())
+    daily = Candles.from_rows("AAPL", Interval.D1, "yahoo", [(START, 1.0, 1.0, 1.0, 1.0, 1.0)])
+    write(app, daily)
+    with connect(app.engine(), app.target) as conn:
+        assert stored_pairs(conn) == [("AAPL", "1d"), ("BTC-USD", "1m")]
+        assert stored_pairs(conn, ["BTC-USD"]) == [("BTC-USD", "1m")]
+
+
+def test_rebuilding_a_pair_with_no_rows_or_one_row(app_factory):
+    from marketdata.derive import rebuild
+
+    app = app_factory()
+    one = Candles.from_rows("AAPL", Interval.D1, "yahoo", [(START, 1.0, 1.0, 1.0, 1.0, 1.0)])
+    write(app, one)
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        assert rebuild(conn, "NONE-USD", Interval.D1) == (0, 0)
+        assert rebuild(conn, "AAPL", Interval.D1) == (1, 1)  # one close: only its drawdown, 0
