@@ -203,6 +203,7 @@ def test_synthetic_equity_bars_follow_new_york_so_fourteen_days_of_hours_have_no
 
 def test_a_market_s_stored_calendar_decides_its_gaps_and_its_synthetic_bars(synthetic_app):
     app = synthetic_app()
+    add_market(app, "AAA", None, [], None, calendar="24/7")  # another market, listed first
     add_market(app, "ACME", None, [], None, calendar="24/5")
     run_ingest(app, IngestRequest(symbols=["ACME"], intervals=[Interval.H1]))
     with connect(app.engine(), app.target) as conn:
