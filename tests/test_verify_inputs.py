@@ -25,3 +25,27 @@ def test_default_symbols_are_the_setting_s_less_the_disabled(app_factory):
         ingestion_symbols="BTC-USD,ETH-USD,SOL-USD", ingestion_disabled_symbols="ETH-USD"
     )
     assert default_symbols(configured) == ["BTC-USD", "SOL-USD"]
+
+
+def test_only_the_window_s_candles_of_the_interval_name_the_providers(app_factory):
+    from marketdata.domain import DAY, Candles, Window
+    from marketdata.storage.candles import write_candles
+    from marketdata.storage.engine import connect
+    from marketdata.verify import stored_providers
+    from tests.test_verify import NOW, TODAY
+
+    fresh = app_factory()
+    bar = (1.0, 2.0, 0.5, 1.5, 10.0)
+    batches = [
+        Candles.from_rows("BTC-USD", Interval.D1, "coinbase", [(TODAY - 3 * DAY, *bar)]),
+        Candles.from_rows("BTC-USD", Interval.D1, "binance", [(TODAY - 30 * DAY, *bar)]),
+        Candles.from_rows("BTC-USD", Interval.D1, "yahoo", [(TODAY + DAY, *bar)]),
+        Candles.from_rows("BTC-USD", Interval.H1, "kraken", [(TODAY - 3 * DAY, *bar)]),
+        Candles.from_rows("ETH-USD", Interval.D1, "stooq", [(TODAY - 3 * DAY, *bar)]),
+    ]
+    with connect(fresh.engine(), fresh.target) as conn, conn.begin():
+        for batch in batches:
+            write_candles(conn, batch, NOW)
+    window = Window(TODAY - 7 * DAY, TODAY + DAY)
+    with connect(fresh.engine(), fresh.target) as conn:
+        assert stored_providers(conn, "BTC-USD", Interval.D1, window) == ("coinbase",)
