@@ -46,6 +46,6 @@ def test_only_the_window_s_candles_of_the_interval_name_the_providers(app_factor
     with connect(fresh.engine(), fresh.target) as conn, conn.begin():
         for batch in batches:
             write_candles(conn, batch, NOW)
-    window = Window(TODAY - 7 * DAY, TODAY + DAY)
+    window = Window(TODAY - 3 * DAY, TODAY + DAY)  # starts on the coinbase candle
     with connect(fresh.engine(), fresh.target) as conn:
         assert stored_providers(conn, "BTC-USD", Interval.D1, window) == ("coinbase",)

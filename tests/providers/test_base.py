@@ -56,3 +56,11 @@ def test_an_unreachable_server_is_reported_with_the_cause_in_its_own_words(setti
     line = raised.value.one_line()
     assert line.startswith(f"coinbase unreachable at http://127.0.0.1:{port}: ConnectError (")
     assert "refused" in line.lower() and line.endswith(")")
+
+
+def test_the_cause_of_a_failure_is_its_class_and_its_words_on_one_short_line():
+    from marketdata.providers.base import _cause
+
+    assert _cause(OSError("Connection\n   refused  now")) == "OSError (Connection refused now)"
+    assert _cause(TimeoutError()) == "TimeoutError"
+    assert _cause(ValueError("x" * 200)) == f"ValueError ({'x' * 120})"

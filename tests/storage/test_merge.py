@@ -221,11 +221,12 @@ def test_stored_pairs_lists_each_symbol_and_interval_once_in_order(app_factory):
 
     app = app_factory()
     write(app, batch())
-    daily = Candles.from_rows("AAPL", Interval.D1, "yahoo", [(START, 1.0, 1.0, 1.0, 1.0, 1.0)])
-    write(app, daily)
+    row = [(START, 1.0, 1.0, 1.0, 1.0, 1.0)]
+    write(app, Candles.from_rows("AAPL", Interval.M1, "yahoo", row))
+    write(app, Candles.from_rows("BTC-USD", Interval.D1, "coinbase", row))
     with connect(app.engine(), app.target) as conn:
-        assert stored_pairs(conn) == [("AAPL", "1d"), ("BTC-USD", "1m")]
-        assert stored_pairs(conn, ["BTC-USD"]) == [("BTC-USD", "1m")]
+        assert stored_pairs(conn) == [("AAPL", "1m"), ("BTC-USD", "1d"), ("BTC-USD", "1m")]
+        assert stored_pairs(conn, ["BTC-USD"]) == [("BTC-USD", "1d"), ("BTC-USD", "1m")]
 
 
 def test_rebuilding_a_pair_with_no_rows_or_one_row(app_factory):
