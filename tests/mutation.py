@@ -73,10 +73,12 @@ def report() -> int:
         print("mutation score: no mutant was tested (see mutmut's output above)")
         return 1
     score = killed / viable if viable else 0.0
+    tested = killed + stats["survived"] + stats["no_tests"] + stats["suspicious"]
     print(
         f"mutation score: {killed} of {viable} viable mutants killed ({score:.1%}); "
         f"survived {stats['survived']}, no test {stats['no_tests']}, "
-        f"suspicious {stats['suspicious']}, timeout {stats['timeout']}"
+        f"suspicious {stats['suspicious']}, timeout {stats['timeout']}; "
+        f"{viable - tested} not tested yet ({killed / max(tested, 1):.1%} of those tested)"
     )
     subprocess.run([sys.executable, "-m", "mutmut", "results"])
     return 0 if score >= TARGET else 1
