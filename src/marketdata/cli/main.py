@@ -11,6 +11,8 @@ import typer
 
 from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers
 from marketdata.cli import analytics as analytics_cli
+from marketdata.cli import metrics as metrics_cli
+from marketdata.cli import runs as runs_cli
 from marketdata.cli.state import OPTIONS
 
 app = typer.Typer(
@@ -67,6 +69,8 @@ providers.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(alert_cmd.app, name="alert")
+metrics_cli.register(app)
+runs_cli.register(app)
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

@@ -1,11 +1,16 @@
-"""Logging: loguru configured once at the CLI root; text or JSON on stderr, secrets scrubbed."""
+"""Logging: loguru configured once at the CLI root; text or JSON on stderr (plain lines with
+syslog priorities under journald), JSON lines in LOG_FILE, secrets scrubbed, and the context
+(run_id, trigger, symbol, interval, provider) every record of a run carries."""
 
 from __future__ import annotations
 
+import contextvars
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from marketdata.observability.logfile import DEFAULT_RETENTION, DEFAULT_ROTATION, SharedLogFile
 from marketdata.redact import scrub
 
 if TYPE_CHECKING:
@@ -16,7 +21,13 @@ _SYSLOG_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "SUCCESS": 5, "INFO
 
 
 def configure_logging(
-    level: str, fmt: str, log_file: Path | None = None, *, journal: bool = False
+    level: str,
+    fmt: str,
+    log_file: Path | None = None,
+    *,
+    journal: bool = False,
+    rotation: str = DEFAULT_ROTATION,
+    retention: str = DEFAULT_RETENTION,
 ) -> None:
     """Send logs to stderr (and LOG_FILE as JSON lines), scrubbing secrets from every record."""
     from loguru import logger
@@ -27,7 +38,7 @@ def configure_logging(
     text_format = (
         "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {message}"
         if not journal
-        else "{extra[priority]}{level: <7} {message}"
+        else "{extra[_priority]}{level: <7} {message}"
     )
     if journal:
         logger.configure(patcher=_journal_record)
@@ -40,8 +51,7 @@ def configure_logging(
         backtrace=False,
         diagnose=False,  # diagnose would print local variables, secrets included
     )
-    if log_file is not None:
-        logger.add(log_file, level=level, serialize=True, backtrace=False, diagnose=False)
+    add_log_file(log_file, level, rotation, retention)
 
 
 def _scrub_record(record: Record) -> None:
@@ -51,4 +61,81 @@ def _scrub_record(record: Record) -> None:
 def _journal_record(record: Record) -> None:
     _scrub_record(record)
     extra: dict[str, Any] = record["extra"]
-    extra["priority"] = f"<{_SYSLOG_PRIORITY.get(record['level'].name, 7)}>"
+    extra["_priority"] = _priority(record["level"].name)
+
+
+# ------------------------------------------------------------ LOG_FILE, journald, run context
+
+_log_file: SharedLogFile | None = None
+
+
+def add_log_file(path: Path | None, level: str, rotation: str, retention: str) -> None:
+    """(Re)open LOG_FILE as a sink of flat JSON lines, rotated and pruned, safe to share
+    between processes (see observability.logfile); None closes the previous one."""
+    global _log_file
+    from loguru import logger
+
+    from marketdata.observability.logfile import SharedLogFile, parse_retention, parse_rotation
+
+    if _log_file is not None:
+        _log_file.close()
+        _log_file = None
+    if path is None:
+        return
+    sink = SharedLogFile(
+        path,
+        parse_rotation(rotation),
+        parse_retention(retention),
+    )
+    logger.add(sink.write, level=level, format="{message}", backtrace=False, diagnose=False)
+    _log_file = sink
+
+
+def journal_prefix(level: str, *, journal: bool) -> str:
+    """The `<N>` syslog priority journald reads at the start of a line ('' off journald)."""
+    return _priority(level) if journal else ""
+
+
+def _priority(level: str) -> str:
+    return f"<{_SYSLOG_PRIORITY.get(level, 7)}>"
+
+
+class RunLogContext:
+    """Puts run_id and trigger on every record of a run, in this thread and in the pair
+    tasks started from it (they run in a copy of this context); `close` ends it."""
+
+    def __init__(self, run_id: int | None, trigger: str) -> None:
+        from loguru import logger
+
+        self._scope = logger.contextualize(run_id=run_id, trigger=trigger)
+        self._scope.__enter__()
+
+    def close(self) -> None:
+        """Stop adding the run's context (call from the thread that opened it)."""
+        self._scope.__exit__(None, None, None)
+
+
+def bind_pair(symbol: str, interval: str, provider: str | None = None) -> None:
+    """Add the pair (and the provider serving it, once known) to every later record of the
+    current pair task. Call inside the task's own context copy (contextvars.copy_context)."""
+    from loguru import logger
+
+    values = {"symbol": symbol, "interval": interval}
+    if provider is not None:
+        values["provider"] = provider
+    logger.contextualize(**values).__enter__()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def with_log_context(task: Callable[P, T]) -> Callable[P, T]:
+    """`task` to run in a copy of the caller's context (a worker thread starts with an empty
+    one), so its records carry the run's context and what it binds stays its own."""
+    context = contextvars.copy_context()
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return context.run(task, *args, **kwargs)
+
+    return run
