@@ -105,11 +105,15 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def _fail(message: str, code: int, exc: BaseException | None) -> NoReturn:
+    from marketdata.config import stderr_is_journal
+    from marketdata.observability.logging import journal_prefix
     from marketdata.redact import scrub
 
     if OPTIONS.debug and exc is not None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    print(f"marketdata: error: {scrub(message)}", file=sys.stderr)
+    # under journald the line carries its priority, so `journalctl -p err` finds it
+    prefix = journal_prefix("ERROR", journal=stderr_is_journal())
+    print(f"{prefix}marketdata: error: {scrub(message)}", file=sys.stderr)
     sys.exit(code)

@@ -137,7 +137,7 @@ class SharedLogFile:
         with self._lock:
             self._follow()
             if self._due(len(data)):
-                self._rotate()
+                self._rotate(len(data))
             os.write(self._fd, data)
 
     def close(self) -> None:
@@ -174,12 +174,12 @@ class SharedLogFile:
             return int(st.st_mtime // period) < int(self._clock() // period)
         return False
 
-    def _rotate(self) -> None:
+    def _rotate(self, incoming: int) -> None:
         from filelock import FileLock
 
         with FileLock(f"{self.path}.lock"):
             self._follow()  # another process may have rotated while we waited
-            if self._due(0):
+            if self._due(incoming):
                 self.path.rename(self._rotated_name(os.fstat(self._fd).st_mtime))
                 os.close(self._fd)
                 self._fd = self._open()

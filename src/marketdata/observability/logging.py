@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextvars
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from marketdata.observability.logfile import DEFAULT_RETENTION, DEFAULT_ROTATION, SharedLogFile
@@ -56,6 +57,7 @@ def configure_logging(
 
 def _scrub_record(record: Record) -> None:
     record["message"] = scrub(record["message"])
+    _add_context(record)
 
 
 def _journal_record(record: Record) -> None:
@@ -100,30 +102,39 @@ def _priority(level: str) -> str:
     return f"<{_SYSLOG_PRIORITY.get(level, 7)}>"
 
 
+# The context of the run (and pair) this thread of work belongs to; a patcher copies it into
+# every record's `extra`, so records logged deep inside a provider or the storage carry it.
+_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "marketdata_log_context", default=MappingProxyType({})
+)
+
+
+def _add_context(record: Record) -> None:
+    extra = record["extra"]
+    for key, value in _CONTEXT.get().items():
+        extra.setdefault(key, value)
+
+
 class RunLogContext:
     """Puts run_id and trigger on every record of a run, in this thread and in the pair
-    tasks started from it (they run in a copy of this context); `close` ends it."""
+    tasks started from it (with_log_context); `close` ends it."""
 
     def __init__(self, run_id: int | None, trigger: str) -> None:
-        from loguru import logger
-
-        self._scope = logger.contextualize(run_id=run_id, trigger=trigger)
-        self._scope.__enter__()
+        self._token = _CONTEXT.set({**_CONTEXT.get(), "run_id": run_id, "trigger": trigger})
 
     def close(self) -> None:
         """Stop adding the run's context (call from the thread that opened it)."""
-        self._scope.__exit__(None, None, None)
+        _CONTEXT.reset(self._token)
 
 
 def bind_pair(symbol: str, interval: str, provider: str | None = None) -> None:
     """Add the pair (and the provider serving it, once known) to every later record of the
-    current pair task. Call inside the task's own context copy (contextvars.copy_context)."""
-    from loguru import logger
-
-    values = {"symbol": symbol, "interval": interval}
+    current pair task. Call only inside a task's own copy of the context (with_log_context),
+    which ends with the task."""
+    values: dict[str, Any] = {"symbol": symbol, "interval": interval}
     if provider is not None:
         values["provider"] = provider
-    logger.contextualize(**values).__enter__()
+    _CONTEXT.set({**_CONTEXT.get(), **values})
 
 
 P = ParamSpec("P")
