@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from marketdata.domain import RunStatus
 from marketdata.storage.schema import ingestion_outcomes, ingestion_runs
@@ -115,41 +115,84 @@ def duration_quantiles(
     since: datetime | None = None,
     symbols: Sequence[str] | None = None,
 ) -> dict[tuple[str, str], dict[int, float]]:
-    """Nearest-rank percentiles of run durations, for all runs ('all', ''), per trigger
-    ('trigger', name) and per provider chain ('provider', chain).
+    """Nearest-rank percentiles of run durations (the value at rank ceil(q/100 * n)) for all
+    runs ('all', ''), per trigger ('trigger', name) and per provider chain ('provider', chain).
 
-    Ranked by window functions in SQL, so only the rows that are a percentile come back.
+    PostgreSQL computes them in one statement (percentile_disc over grouping sets); SQLite has
+    no percentile aggregate, so it returns the durations sorted, one narrow column pass.
     """
-    from sqlalchemy import Float, cast, func, or_, select
+    where = [
+        ingestion_runs.c.duration_ms.is_not(None),
+        *_finished_runs(since, symbols, conn.dialect.name),
+    ]
+    if conn.dialect.name == "postgresql":
+        return _percentile_disc(conn, quantiles, where)
+    return _nearest_ranks(conn, quantiles, where)
+
+
+def _percentile_disc(
+    conn: Connection, quantiles: Sequence[int], where: list[ColumnElement[bool]]
+) -> dict[tuple[str, str], dict[int, float]]:
+    from sqlalchemy import Float, cast, func, literal_column, select, text
+    from sqlalchemy.dialects.postgresql import ARRAY
 
     c = ingestion_runs.c
-    duration = cast(c.duration_ms, Float)
-    scopes = {"all": None, "trigger": c.trigger, "provider": c.providers}
-    columns: list[Any] = [duration.label("duration"), c.trigger, c.providers]
-    for name, key in scopes.items():
-        partition = [] if key is None else [key]
-        columns.append(
-            func.row_number().over(partition_by=partition, order_by=duration).label(f"r_{name}")
-        )
-        columns.append(func.count().over(partition_by=partition).label(f"n_{name}"))
-    ranked = (
-        select(*columns)
-        .where(c.duration_ms.is_not(None), *_finished_runs(since, symbols, conn.dialect.name))
-        .subquery("ranked")
+    fractions = literal_column(
+        "ARRAY[" + ", ".join(f"{q / 100:.2f}" for q in quantiles) + "]", ARRAY(Float)
     )
-    hits = []
-    for name in scopes:
-        rank, count = ranked.c[f"r_{name}"], ranked.c[f"n_{name}"]
-        # nearest rank: ceil(q * n / 100) in integer arithmetic, the same on both backends
-        hits += [rank == (count * q + 99) // 100 for q in quantiles]
-    rows = conn.execute(select(ranked).where(or_(*hits))).mappings()
+    values = func.percentile_disc(fractions).within_group(cast(c.duration_ms, Float))
+    query = (
+        select(
+            func.grouping(c.trigger),
+            func.grouping(c.providers),
+            c.trigger,
+            c.providers,
+            values.label("values"),
+        )
+        .where(*where)
+        .group_by(text("GROUPING SETS ((), (trigger), (providers))"))
+    )
     found: dict[tuple[str, str], dict[int, float]] = {}
-    for row in rows:
-        for name in scopes:
-            key = {"all": "", "trigger": row["trigger"], "provider": row["providers"]}[name]
-            for q in quantiles:
-                if row[f"r_{name}"] == (row[f"n_{name}"] * q + 99) // 100:
-                    found.setdefault((name, key), {})[q] = float(row["duration"])
+    for no_trigger, no_provider, trigger, providers, points in conn.execute(query):
+        if points is None:  # the grand total of no rows at all
+            continue
+        key = ("all", "")
+        if not no_trigger:
+            key = ("trigger", trigger)
+        elif not no_provider:
+            key = ("provider", providers)
+        found[key] = {q: float(v) for q, v in zip(quantiles, points, strict=True)}
+    return found
+
+
+def _nearest_ranks(
+    conn: Connection, quantiles: Sequence[int], where: list[ColumnElement[bool]]
+) -> dict[tuple[str, str], dict[int, float]]:
+    from sqlalchemy import Float, cast, func, select
+
+    c = ingestion_runs.c
+    sizes: dict[tuple[str, str], int] = {}
+    for trigger, providers, count in conn.execute(
+        select(c.trigger, c.providers, func.count()).where(*where).group_by(c.trigger, c.providers)
+    ):
+        for key in (("all", ""), ("trigger", trigger), ("provider", providers)):
+            sizes[key] = sizes.get(key, 0) + int(count)
+    targets: dict[tuple[str, str], dict[int, list[int]]] = {}
+    for key, n in sizes.items():
+        for q in quantiles:
+            targets.setdefault(key, {}).setdefault((n * q + 99) // 100, []).append(q)
+    ranks = dict.fromkeys(sizes, 0)
+    found: dict[tuple[str, str], dict[int, float]] = {key: {} for key in sizes}
+    rows = conn.execute(
+        select(cast(c.duration_ms, Float), c.trigger, c.providers)
+        .where(*where)
+        .order_by(c.duration_ms)
+    )
+    for duration, trigger, providers in rows:
+        for key in (("all", ""), ("trigger", trigger), ("provider", providers)):
+            ranks[key] += 1
+            for q in targets[key].get(ranks[key], ()):
+                found[key][q] = float(duration)
     return found
 
 
