@@ -114,6 +114,8 @@ def test_log_file_lines_are_flat_json_carrying_the_runs_context(env, tmp_path):
 
 
 def test_a_pairs_records_carry_symbol_interval_and_provider(app_factory, tmp_path):
+    from loguru import logger
+
     from marketdata.observability.logging import configure_logging
     from marketdata.pipeline import IngestRequest, run_ingest
 
@@ -125,7 +127,8 @@ def test_a_pairs_records_carry_symbol_interval_and_provider(app_factory, tmp_pat
             run_ingest(app, IngestRequest(symbols=["BTC-USD"], providers=["coinbase,synthetic"]))
         finally:
             app.close()
-            configure_logging("INFO", "text")
+            configure_logging("INFO", "text", None)
+            logger.remove()
     records = [json.loads(line) for line in log.read_text().splitlines()]
     fell_back = next(r for r in records if "served by synthetic" in r["message"])
     assert fell_back["symbol"] == "BTC-USD" and fell_back["interval"] == "1d"
