@@ -3,6 +3,7 @@ one alert per run from one client off the hot path, staleness, an unreachable da
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -355,3 +356,73 @@ def test_alert_test_needs_a_webhook_and_reports_a_refusal():
 
 def test_without_a_webhook_alerts_are_off():
     assert isinstance(build_alerts(load_settings(environ={}).settings), NullAlerts)
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL on loopback that a test can cut (refusing from then on)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.links: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.links += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65_536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        # shutdown wakes the accepting thread; a bare close would leave the socket listening
+        for sock in [self.server, *self.links]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_a_database_lost_during_a_run_sends_a_critical_alert_naming_the_run(pg_database):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_database)
+    proxy = Proxy(url.port or 5432)
+    receiver = Receiver()
+
+    def cut_then_fail(request):
+        proxy.cut()  # the database goes away while the provider is being asked
+        return Reply(503, "down")
+
+    with serve(receiver) as hook, serve(cut_then_fail) as coinbase:
+        app = app_for(
+            url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
+            alert_webhook_url=hook.url,
+            coinbase_base_url=coinbase.url,
+            db_connect_timeout=1,
+        )
+        try:
+            with pytest.raises(DatabaseUnavailableError):
+                run_ingest(app, IngestRequest(symbols=["BTC-USD"], trigger="timer"))
+        finally:
+            app.close()
+    critical = [b for b in receiver.bodies if b["severity"] == "critical"]
+    [body] = critical
+    assert (
+        body["title"]
+        == f"database unreachable: ingestion run {body['run_id']} could not be recorded"
+    )
+    assert body["run_id"] is not None and body["trigger"] == "timer"
+    assert f"127.0.0.1:{proxy.port}" in body["error"]

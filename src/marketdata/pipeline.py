@@ -284,16 +284,17 @@ def run_ingest(
         result.finished_at = app.clock()
         result.status = _status(result, stopped)
         result.error = _run_error(result, stopped)
-        _finish(app, result)
-        _report(app, result)
+        recorded = _finish(app, result)
+        _report(app, result, recorded=recorded)
         log_context.close()
     if stopped is not None:
         raise stopped
     return result
 
 
-def _finish(app: AppContext, result: RunResult) -> None:
-    """Close the run's ledger row; if the database is gone too, say so and carry on."""
+def _finish(app: AppContext, result: RunResult) -> bool:
+    """Close the run's ledger row; if the database is gone too, say so and carry on.
+    False when the row could not be written."""
     from marketdata.storage.engine import connect
     from marketdata.storage.runs import finish_run
 
@@ -301,6 +302,7 @@ def _finish(app: AppContext, result: RunResult) -> None:
         with connect(app.engine(), app.target) as conn:
             finish_run(conn, result)
             conn.commit()
+        return True
     except MarketdataError as exc:
         logger.error(
             "run {} could not be recorded as {}: {}",
@@ -317,6 +319,7 @@ def _finish(app: AppContext, result: RunResult) -> None:
                 symbols=sorted({o.symbol for o in result.outcomes}),
                 run_id=result.run_id,
             )
+        return False
 
 
 def _asked(app: AppContext, request: IngestRequest) -> tuple[list[str], list[str]]:
@@ -514,5 +517,5 @@ def _run_error(result: RunResult, stopped: BaseException | None) -> str | None:
     return None
 
 
-def _report(app: AppContext, result: RunResult) -> None:
-    reporting.report_run(app, result)
+def _report(app: AppContext, result: RunResult, *, recorded: bool) -> None:
+    reporting.report_run(app, result, database_reachable=recorded)

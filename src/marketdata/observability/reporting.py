@@ -26,14 +26,15 @@ _STATSD_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _STATSD_PART_MAX = 40
 
 
-def report_run(app: AppContext, result: RunResult) -> None:
-    """Metrics, alerts and the staleness check after a run (recorded or not)."""
+def report_run(app: AppContext, result: RunResult, *, database_reachable: bool = True) -> None:
+    """Metrics, alerts and, when the database answered the run's end, the staleness check."""
     log = logger.bind(run_id=result.run_id, trigger=result.trigger)
     try:
         _send_metrics(app, result)
         _alert_run(app, result)
         _alert_fallbacks(app, result)
-        check_staleness(app, result)
+        if database_reachable:
+            check_staleness(app, result)
     except Exception as exc:  # noqa: BLE001 - reporting must never change the run's outcome
         log.opt(exception=exc).error("reporting run {} failed: {}", result.run_id, exc)
     failed = [o for o in result.outcomes if o.status == "failed"]
