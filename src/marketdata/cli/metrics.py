@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from marketdata.cli import render
-from marketdata.cli.options import Json, Symbols, parse_symbol_flags
+from marketdata.cli.options import Json, StoredSymbols, parse_symbol_flags
 from marketdata.cli.state import build_app
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def metrics(
             show_default=False,
         ),
     ] = None,
-    symbols: Symbols = None,
+    symbols: StoredSymbols = None,
     format: Annotated[
         Format | None,
         typer.Option(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from marketdata.cli import render
-from marketdata.cli.options import Json, Symbols, parse_symbol_flags
+from marketdata.cli.options import Json, StoredSymbols, parse_symbol_flags
 from marketdata.cli.state import build_app
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _run_record(r: HistoryRow) -> dict[str, object]:
     }
 
 
-def status(symbols: Symbols = None, json: Json = False) -> None:
+def status(symbols: StoredSymbols = None, json: Json = False) -> None:
     """Each stored market: newest candle, its age and staleness, the last run's outcome for
     it, and whether it is stale. Exit 1 after the report when an enabled market is stale."""
     from marketdata.domain import format_duration
