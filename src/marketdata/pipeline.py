@@ -285,7 +285,7 @@ def run_ingest(
         result.status = _status(result, stopped)
         result.error = _run_error(result, stopped)
         recorded = _finish(app, result)
-        _report(app, result, recorded=recorded)
+        reporting.report_run(app, result, database_reachable=recorded)
         log_context.close()
     if stopped is not None:
         raise stopped
@@ -515,7 +515,3 @@ def _run_error(result: RunResult, stopped: BaseException | None) -> str | None:
     if result.status is RunStatus.FAILURE:
         return next((o.error for o in result.outcomes if o.error), None)
     return None
-
-
-def _report(app: AppContext, result: RunResult, *, recorded: bool) -> None:
-    reporting.report_run(app, result, database_reachable=recorded)
