@@ -222,7 +222,7 @@ def test_a_provider_outage_falls_back_to_the_next_in_the_chain(make_app, fake):
     [alert] = app.alerts.sent  # one per run, whatever the number of pairs
     assert (alert.severity, alert.title) == (
         "warning",
-        "1 pairs served by fallback provider kraken",
+        "1 pair served by fallback provider kraken",
     )
     assert alert.text.startswith("BTC-USD 1d by kraken after coinbase: coinbase answered HTTP 503")
 
