@@ -235,3 +235,12 @@ def test_the_textfile_is_replaced_atomically_and_leaves_no_temporary_file(conn, 
     assert target.read_text() == prometheus_text(report)
     assert sorted(p.name for p in target.parent.iterdir()) == ["marketdata.prom"]
     list(text_string_to_metric_families(target.read_text()))
+
+
+def test_a_status_recorded_by_a_newer_version_is_counted_in_json_and_prometheus(conn):
+    seed(conn, [("timer", "coinbase", "abandoned", 50.0, ["BTC-USD"])], running=False)
+    report = build_report(conn, NOW, 2 * HOUR)
+    assert report.as_dict()["ingestion_abandoned_total"] == 1
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(report))}
+    [sample] = families["ingestion_abandoned"].samples
+    assert sample.value == 1 and sample.labels == {"trigger": "timer", "provider": "coinbase"}

@@ -260,13 +260,15 @@ def _collector(report: MetricsReport) -> Collector:
 
     class ReportCollector(Collector):
         def collect(self) -> Iterable[Metric]:
+            # every finished state, and any other the history holds (a newer version's)
+            statuses = [*COUNTED, *sorted(set(report.total.counts) - set(COUNTED))]
             counters = {
                 status: CounterMetricFamily(
                     f"ingestion_{status}",
                     f"Ingestion runs that ended with status {status}.",
                     labels=labels,
                 )
-                for status in COUNTED
+                for status in statuses
             }
             rows = CounterMetricFamily(
                 "ingestion_rows_written", "Candles inserted or updated by runs.", labels=labels
