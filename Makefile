@@ -9,7 +9,7 @@ PROVIDER ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,13 @@ check: lint typecheck test ## Everything CI runs
 
 bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
 	$(BIN)/python -m tests.benchmarks
+
+deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
+	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \
+		schedule render --exec /opt/marketdata/bin/marketdata --output deploy
+
+deploy-verify: $(STAMP) ## systemd-analyze verify + security, cron checks, the runbook's commands
+	$(BIN)/pytest -q tests/ops
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -27,7 +27,8 @@ def clean_environment(
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
-    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    for name in ("INVOCATION_ID", "STATE_DIRECTORY", "CACHE_DIRECTORY", "LOGS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     monkeypatch.chdir(home)
 

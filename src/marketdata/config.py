@@ -211,11 +211,14 @@ def load_settings(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = os.environ if environ is None else environ
     files = default_env_files(env_file)
+    if env_file is None and environ.get("INVOCATION_ID"):
+        files = _readable_under_systemd(files)
     file_values = _read_env_files(files)
     env_values = {
         name: environ[name.upper()] for name in Settings.model_fields if name.upper() in environ
     }
-    merged: dict[str, Any] = {**file_values, **env_values, **flags}
+    defaults = _directory_defaults(environ)
+    merged: dict[str, Any] = {**defaults, **file_values, **env_values, **flags}
     try:
         # Settings is given every value explicitly so that `environ` (not os.environ) counts.
         settings = Settings.model_validate(merged)
@@ -230,6 +233,8 @@ def load_settings(
             sources[name] = "env"
         elif name in file_values:
             sources[name] = f"file {file_values.source_of(name)}"
+        elif name in defaults:
+            sources[name] = "default (systemd)"
         else:
             sources[name] = "default"
     return LoadedSettings(settings, sources, files)
@@ -242,6 +247,12 @@ class _FileValues(dict[str, str]):
 
     def source_of(self, name: str) -> str:
         return str(self.origin[name])
+
+
+def _readable_under_systemd(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Leave out a system env file the service cannot read: the unit's EnvironmentFile= was
+    read by systemd before it dropped privileges, so its values are in the environment."""
+    return tuple(p for p in files if p != SYSTEM_ENV_FILE or os.access(p, os.R_OK))
 
 
 def _read_env_files(files: tuple[Path, ...]) -> _FileValues:
@@ -274,16 +285,56 @@ def _config_error(exc: ValidationError, given: Mapping[str, Any]) -> ConfigError
     return ConfigError(f"{name.upper()}={shown!s} is invalid: {first['msg']}")
 
 
-def default_data_dir() -> Path:
-    """Where the embedded SQLite database lives (the user's data directory)."""
-    from platformdirs import user_data_dir
+AppDir = Literal["state", "cache", "logs"]
+# The variables systemd sets for StateDirectory=, CacheDirectory= and LogsDirectory= (v240+).
+_SYSTEMD_DIRS: dict[AppDir, str] = {
+    "state": "STATE_DIRECTORY",
+    "cache": "CACHE_DIRECTORY",
+    "logs": "LOGS_DIRECTORY",
+}
 
-    return Path(user_data_dir("marketdata", appauthor=False))
+
+def app_dir(kind: AppDir, environ: Mapping[str, str] | None = None) -> Path:
+    """The directory for the tool's state (the embedded SQLite file), cache or log files.
+
+    Under systemd it is the one the unit's StateDirectory=, CacheDirectory= or LogsDirectory=
+    made ($STATE_DIRECTORY, $CACHE_DIRECTORY, $LOGS_DIRECTORY; the first when a unit lists
+    several); elsewhere the user's data, cache and log directories. A dynamic user's home is
+    `/`, so the home-directory paths would not be writable inside the sandbox. A setting that
+    names a path wins over this default (the disk cache: `settings.cache_dir or app_dir("cache")`).
+    """
+    environ = os.environ if environ is None else environ
+    given = environ.get(_SYSTEMD_DIRS[kind], "").split(":")[0]
+    if given:
+        return Path(given)
+    import platformdirs
+
+    dirs = platformdirs.PlatformDirs("marketdata", appauthor=False)
+    if kind == "state":
+        return dirs.user_data_path
+    return dirs.user_cache_path if kind == "cache" else dirs.user_log_path
+
+
+def _directory_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Defaults that depend on systemd's directories: a JSON log file in $LOGS_DIRECTORY."""
+    if environ.get(_SYSTEMD_DIRS["logs"]):
+        return {"log_file": app_dir("logs", environ) / "marketdata.log"}
+    return {}
 
 
 def systemd_invocation() -> bool:
     """True when started by systemd (a timer or service), for the run's trigger."""
     return bool(os.environ.get("INVOCATION_ID"))
+
+
+def environment_with(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus settings given by name (for a child process)."""
+    return {**os.environ, **{name.upper(): value for name, value in settings.items()}}
+
+
+def systemd_monitor() -> dict[str, str]:
+    """What systemd tells an OnFailure= handler about the unit that failed ($MONITOR_*)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MONITOR_")}
 
 
 def stderr_is_journal() -> bool:

@@ -24,3 +24,25 @@ def test(
 
     shown = send_test_alert(build_app().settings, severity)
     render.note(f"test alert delivered to {shown}")
+
+
+@app.command("unit-failed")
+def unit_failed(
+    unit: Annotated[
+        str, typer.Argument(help="The systemd unit that failed (%i of the alert unit).")
+    ],
+) -> None:
+    """Send a critical alert that UNIT failed (run by marketdata-alert@UNIT.service for
+    failures the program could not report itself: killed, out of memory, broken install)."""
+    from loguru import logger
+
+    from marketdata.config import systemd_monitor
+    from marketdata.systemd.failure import send_unit_failure
+
+    monitor = systemd_monitor()
+    alert = send_unit_failure(build_app().settings, unit, monitor)
+    if alert is None:
+        status = monitor.get("MONITOR_EXIT_STATUS")
+        render.note(f"{unit} exited {status}, an outcome its run alerted on itself: not sent")
+        return
+    logger.critical("{}: {}", alert.title, alert.text)

@@ -32,3 +32,11 @@ def show(json: Json = False) -> None:
     render.table(None, ["setting", "value", "source"], [tuple(r.values()) for r in rows])
     files = ", ".join(str(p) for p in ctx.loaded.env_files) or "none"
     render.note(f"env files read: {files}; database: {ctx.target.shown}")
+
+
+@app.command()
+def example() -> None:
+    """Print an env file with every setting, its meaning and default (all commented out)."""
+    from marketdata.env_example import env_example
+
+    print(env_example(), end="")

@@ -99,6 +99,21 @@ def check(json: JsonFlag = False) -> None:
     health.raise_for_problems()
 
 
+@app.command()
+def shell(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="Passed on to psql or sqlite3, after --.", show_default=False),
+    ] = None,
+) -> None:
+    """Open psql (or sqlite3 for the embedded file) on the configured database; a password
+    goes to psql through a temporary passfile, never on its command line."""
+    from marketdata.storage.shell import open_shell
+
+    ctx = build_app()
+    raise typer.Exit(open_shell(ctx.target, args or ()))
+
+
 def _current(ctx: AppContext) -> str | None:
     from marketdata.storage.engine import connect
     from marketdata.storage.migrate import stored_revision

@@ -9,7 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers
+from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
 from marketdata.cli import metrics as metrics_cli
 from marketdata.cli import runs as runs_cli
@@ -69,6 +69,7 @@ providers.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(alert_cmd.app, name="alert")
+app.add_typer(schedule.app, name="schedule")
 metrics_cli.register(app)
 runs_cli.register(app)
 

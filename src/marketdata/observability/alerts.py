@@ -299,12 +299,17 @@ def send_test_alert(settings: Settings, severity: str) -> str:
     if not settings.alert_webhook_url:
         raise InputError("ALERT_WEBHOOK_URL is not set", hint="set it, then run this again")
     shown = mask_url(settings.alert_webhook_url, hide_path=True)
-    sink = WebhookAlerts(settings.alert_webhook_url, "info")
     alert = Alert(severity, "marketdata test alert", "sent by `marketdata alert test`")
-    try:
-        delivered = sink.deliver(alert)
-    finally:
-        sink.close()
-    if not delivered:
+    if not deliver_now(settings.alert_webhook_url, alert):
         raise MarketdataError(f"the webhook at {shown} did not accept the test alert")
     return shown
+
+
+def deliver_now(url: str, alert: Alert) -> bool:
+    """POST one alert and wait for the answer (with the usual retries), whatever the
+    threshold: for commands whose whole job is that alert. True when the webhook took it."""
+    sink = WebhookAlerts(url, "info")
+    try:
+        return sink.deliver(alert)
+    finally:
+        sink.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marketdata.config import Settings, default_data_dir
+from marketdata.config import Settings, app_dir
 from marketdata.errors import ConfigError, DatabaseUnavailableError, MarketdataError
 from marketdata.redact import mask_url
 
@@ -47,7 +47,7 @@ def resolve_target(settings: Settings) -> Target:
 
     raw = settings.database_url
     if raw is None:
-        path = default_data_dir() / SQLITE_FILE
+        path = app_dir("state") / SQLITE_FILE
         return Target(make_url(f"sqlite:///{path}"), str(path), embedded=True)
     shown = mask_url(raw)
     scheme, sep, rest = raw.partition("://")
