@@ -12,7 +12,7 @@ import trustme
 from marketdata.config import Settings, load_settings
 from marketdata.domain import DAY, Interval, Window
 from marketdata.errors import ConfigError, ProviderError, ProviderUnavailableError
-from marketdata.observability.alerts import Alert, WebhookAlerts
+from marketdata.observability.alerts import Alert, deliver_now
 from marketdata.providers.base import ProviderContext
 from marketdata.providers.coinbase import CoinbaseProvider
 from tests.cli.helpers import run
@@ -107,9 +107,9 @@ def test_webhook_alerts_verify_tls_too(ca, ca_file):
 
     with serve_tls(hook, ca) as server:
         alert = Alert("error", "run 1 failure", "details", 1)
-        assert WebhookAlerts(server.url + "/hook", "info").send(alert) is False
+        assert deliver_now(server.url + "/hook", alert) is False
         assert received == []
-        assert WebhookAlerts(server.url + "/hook", "info", ca_bundle=ca_file).send(alert) is True
+        assert deliver_now(server.url + "/hook", alert, ca_bundle=ca_file) is True
     assert [a["title"] for a in received] == ["run 1 failure"]
 
 

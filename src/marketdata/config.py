@@ -15,6 +15,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from marketdata.errors import ConfigError, InputError
+from marketdata.observability.logfile import DEFAULT_RETENTION, DEFAULT_ROTATION
 from marketdata.redact import mask_url, register_secret, url_secrets
 
 SYSTEM_ENV_FILE = Path("/etc/marketdata/marketdata.env")
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     log_file: Path | None = None
+    log_rotation: str = DEFAULT_ROTATION
+    log_retention: str = DEFAULT_RETENTION
     coinbase_base_url: str = "https://api.exchange.coinbase.com"
     kraken_base_url: str = "https://api.kraken.com"
     binance_base_url: str = "https://api.binance.com"
@@ -103,6 +106,29 @@ class Settings(BaseSettings):
         from marketdata.domain import parse_duration
 
         return parse_duration(self.alert_stale_after, name="ALERT_STALE_AFTER")
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        from marketdata.observability.alerts import check_webhook_url
+
+        return None if value is None else check_webhook_url(value)
+
+    @field_validator("log_rotation")
+    @classmethod
+    def _a_rotation(cls, value: str) -> str:
+        from marketdata.observability.logfile import parse_rotation
+
+        parse_rotation(value)
+        return value
+
+    @field_validator("log_retention")
+    @classmethod
+    def _a_retention(cls, value: str) -> str:
+        from marketdata.observability.logfile import parse_retention
+
+        parse_retention(value)
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -134,16 +134,18 @@ class AppContext:
         )
 
     def close(self) -> None:
-        """Release the engine's connections and the Redis client."""
+        """Release the engine's connections, the Redis client, and the alert and metrics
+        sinks (queued alerts are delivered first, within their deadline)."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-        close_metrics = getattr(self.metrics, "close", None)
-        if close_metrics is not None:
-            close_metrics()
+        for sink in (self.alerts, self.metrics):  # alerts first: queued ones are delivered
+            close_sink = getattr(sink, "close", None)
+            if close_sink is not None:
+                close_sink()
 
 
 def build_metrics(settings: Settings) -> Metrics:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -376,3 +376,34 @@ def parse_duration(raw: str, *, name: str = "duration") -> int:
             hint="use a whole number and a unit: 90s, 15m, 2h, 90d or 2w",
         )
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people, in the units `parse_duration` reads: '45s', '12m', '3h 20m',
+    '2d 4h' (two units at most)."""
+    left = round(seconds)
+    if left < 60:
+        return f"{left}s"
+    parts = []
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+        if len(parts) == 2 or (parts and not left):
+            break
+    return " ".join(parts)
+
+
+def parse_since(raw: str, now: datetime, *, name: str = "--since") -> datetime:
+    """A start time given as a duration back from `now` ('7d', '12h') or as an ISO 8601 date
+    or UTC timestamp."""
+    if _DURATION.fullmatch(raw.strip().lower()):
+        return now - timedelta(seconds=parse_duration(raw, name=name))
+    try:
+        return utc_from_epoch(parse_time(raw, name=name))
+    except InputError:
+        raise InputError(
+            f"{name} {raw!r} is neither a duration nor a date",
+            hint="use a duration back from now such as 7d or 12h, or a date such as 2024-01-31",
+        ) from None

@@ -36,7 +36,8 @@ DESCRIPTIONS: dict[str, str] = {
     "cache_prefix": "Prefix of every Redis key the tool writes (to share one Redis).",
     "alert_webhook_url": "Webhook that receives alerts as JSON (its path is a secret).",
     "alert_min_severity": "Alerts below this severity are not sent.",
-    "alert_stale_after": "A market with no new candle for this long is stale (90m, 2h, 1d).",
+    "alert_stale_after": "A market is stale (an error alert after each run, `marketdata "
+    "status` exits 1) when a bar its calendar expects has been missing this long (90m, 2h, 1d).",
     "statsd_host": "statsd server; unset: no metrics are sent.",
     "statsd_port": "statsd UDP port.",
     "statsd_prefix": "Prefix of every metric name.",
@@ -44,6 +45,9 @@ DESCRIPTIONS: dict[str, str] = {
     "log_format": "Log lines as text or JSON.",
     "log_file": "Also write JSON log lines to this file. Unset: $LOGS_DIRECTORY/marketdata.log "
     "under systemd, else no file.",
+    "log_rotation": "When LOG_FILE is rotated: a size (10 MB, 500 KB, 1 GB) or a period "
+    "(1d: at 00:00 UTC, 1h, 1w).",
+    "log_retention": "Rotated log files kept: a number of files (10 files) or an age (14d).",
     "coinbase_base_url": "Coinbase Exchange API (for proxies, mirrors and tests).",
     "kraken_base_url": "Kraken API.",
     "binance_base_url": "Binance API.",

@@ -24,13 +24,15 @@ from marketdata.domain import (
     utc_from_epoch,
 )
 from marketdata.errors import (
+    DatabaseUnavailableError,
     InputError,
     MarketdataError,
     NoDataError,
     ProviderError,
     RunInterruptedError,
 )
-from marketdata.observability.alerts import Alert
+from marketdata.observability import reporting
+from marketdata.observability.logging import RunLogContext, bind_pair, with_log_context
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -238,22 +240,30 @@ def run_ingest(
     from marketdata.storage.markets import symbol_overrides, trading_calendars
     from marketdata.storage.runs import start_run
 
-    engine = app.engine()
-    plan = build_plan(app, request)
-    started = app.clock()
-    result = RunResult(None, request.trigger, plan.providers, started)
-    with connect(engine, app.target) as conn:
-        result.run_id = start_run(
-            conn,
-            trigger=request.trigger,
-            providers=plan.providers,
-            symbols=sorted({p.symbol for p in plan.pairs}),
-            intervals=sorted({p.interval.value for p in plan.pairs}),
-            started_at=started,
+    try:
+        engine = app.engine()
+        plan = build_plan(app, request)
+        started = app.clock()
+        result = RunResult(None, request.trigger, plan.providers, started)
+        with connect(engine, app.target) as conn:
+            result.run_id = start_run(
+                conn,
+                trigger=request.trigger,
+                providers=plan.providers,
+                symbols=sorted({p.symbol for p in plan.pairs}),
+                intervals=sorted({p.interval.value for p in plan.pairs}),
+                started_at=started,
+            )
+            overrides = symbol_overrides(conn)
+            calendars = trading_calendars(conn)
+            conn.commit()
+    except DatabaseUnavailableError as exc:
+        providers, symbols = _asked(app, request)
+        reporting.database_unreachable(
+            app, exc, trigger=request.trigger, providers=providers, symbols=symbols
         )
-        overrides = symbol_overrides(conn)
-        calendars = trading_calendars(conn)
-        conn.commit()
+        raise
+    log_context = RunLogContext(result.run_id, request.trigger)
     log = logger.bind(run_id=result.run_id)
     log.info(
         "run {} started: {} pairs via {}", result.run_id, len(plan.pairs), ",".join(plan.providers)
@@ -275,15 +285,17 @@ def run_ingest(
         result.finished_at = app.clock()
         result.status = _status(result, stopped)
         result.error = _run_error(result, stopped)
-        _finish(app, result)
-        _report(app, result)
+        recorded = _finish(app, result)
+        reporting.report_run(app, result, database_reachable=recorded)
+        log_context.close()
     if stopped is not None:
         raise stopped
     return result
 
 
-def _finish(app: AppContext, result: RunResult) -> None:
-    """Close the run's ledger row; if the database is gone too, say so and carry on."""
+def _finish(app: AppContext, result: RunResult) -> bool:
+    """Close the run's ledger row; if the database is gone too, say so and carry on.
+    False when the row could not be written."""
     from marketdata.storage.engine import connect
     from marketdata.storage.runs import finish_run
 
@@ -291,6 +303,7 @@ def _finish(app: AppContext, result: RunResult) -> None:
         with connect(app.engine(), app.target) as conn:
             finish_run(conn, result)
             conn.commit()
+        return True
     except MarketdataError as exc:
         logger.error(
             "run {} could not be recorded as {}: {}",
@@ -298,6 +311,27 @@ def _finish(app: AppContext, result: RunResult) -> None:
             result.status.value,
             exc.one_line(),
         )
+        if isinstance(exc, DatabaseUnavailableError):
+            reporting.database_unreachable(
+                app,
+                exc,
+                trigger=result.trigger,
+                providers=result.providers,
+                symbols=sorted({o.symbol for o in result.outcomes}),
+                run_id=result.run_id,
+            )
+        return False
+
+
+def _asked(app: AppContext, request: IngestRequest) -> tuple[list[str], list[str]]:
+    """The providers and symbols a request names (without the database: it may be down)."""
+    from marketdata.domain import parse_symbols
+
+    chain = request.providers or app.settings.ingestion_provider
+    return (
+        [p.strip() for item in chain for p in item.split(",") if p.strip()],
+        list(request.symbols) or parse_symbols(app.settings.ingestion_symbols),
+    )
 
 
 def _build_chain(names: Sequence[str], ctx: ProviderContext) -> FallbackChain:
@@ -324,8 +358,11 @@ def _run_pairs(
         # big universes go in groups so memory stays flat
         for first in range(0, len(plan.pairs), size):
             group = plan.pairs[first : first + size]
+            # each pair runs in a copy of this context: its records carry the run's context
             futures: dict[Future[PairOutcome], PairPlan] = {
-                pool.submit(_process_pair, app, chain, run_id, pair, cancel, write_lock): pair
+                pool.submit(
+                    with_log_context(_process_pair), app, chain, run_id, pair, cancel, write_lock
+                ): pair
                 for pair in group
             }
             try:
@@ -356,6 +393,7 @@ def _process_pair(
     from marketdata.storage.locks import pair_lock
 
     outcome = PairOutcome(pair.symbol, pair.interval.value, "ok")
+    bind_pair(pair.symbol, pair.interval.value)
     log = logger.bind(symbol=pair.symbol, interval=pair.interval.value, run_id=run_id)
     if pair.skip:
         outcome.status = pair.skip
@@ -372,7 +410,9 @@ def _process_pair(
             _fetch_and_store(app, chain, run_id, pair, conn, outcome, cancel, write_lock)
     except ProviderError as exc:
         outcome.status, outcome.error = "failed", exc.one_line()
-        log.warning("{} {} failed: {}", pair.symbol, pair.interval, exc.one_line())
+        log.bind(provider=exc.provider).warning(
+            "{} {} failed: {}", pair.symbol, pair.interval, exc.one_line()
+        )
         _record_failure(app, run_id, outcome)
     except MarketdataError as exc:
         if isinstance(exc, RunInterruptedError):
@@ -406,16 +446,10 @@ def _fetch_and_store(
             raise RunInterruptedError(15)
         served = chain.fetch(pair.symbol, pair.interval, window)
         outcome.provider = served.provider
-        if served.fell_back:
+        bind_pair(pair.symbol, pair.interval.value, served.provider)
+        if served.fell_back:  # alerted once per run, after it (reporting.report_run)
             app.metrics.incr("provider.fallback")
-            app.alerts.send(
-                Alert(
-                    "warning",
-                    f"{pair.symbol} {pair.interval} served by fallback provider {served.provider}",
-                    "; ".join(served.failures),
-                    run_id,
-                )
-            )
+            outcome.error = "; ".join(served.failures)  # why a later provider served it
             logger.warning(
                 "{} {} served by {} after: {}",
                 pair.symbol,
@@ -482,45 +516,3 @@ def _run_error(result: RunResult, stopped: BaseException | None) -> str | None:
     if result.status is RunStatus.FAILURE:
         return next((o.error for o in result.outcomes if o.error), None)
     return None
-
-
-def _report(app: AppContext, result: RunResult) -> None:
-    _alert(app, result)
-    metrics = app.metrics
-    status = result.status
-    name = {
-        RunStatus.SUCCESS: "success",
-        RunStatus.PARTIAL: "partial",
-        RunStatus.FAILURE: "failure",
-        RunStatus.INTERRUPTED: "failure",
-    }[status]
-    metrics.incr(f"ingestion.{name}")
-    if result.duration_ms is not None:
-        metrics.timing("ingestion.duration_ms", result.duration_ms)
-    metrics.incr("ingestion.rows_written", result.rows_written)
-    if status is RunStatus.SUCCESS and result.finished_at is not None:
-        metrics.gauge("ingestion.last_success_timestamp", result.finished_at.timestamp())
-    logger.bind(run_id=result.run_id).info(
-        "run {} {}: {} inserted, {} updated, {} failed pairs",
-        result.run_id,
-        status.value,
-        result.rows_inserted,
-        result.rows_updated,
-        sum(1 for o in result.outcomes if o.status == "failed"),
-    )
-
-
-def _alert(app: AppContext, result: RunResult) -> None:
-    """A failed run is an error, a partial or interrupted one a warning; success says nothing."""
-    failed = [o for o in result.outcomes if o.status == "failed"]
-    if result.status is RunStatus.SUCCESS:
-        return
-    severity = "error" if result.status is RunStatus.FAILURE else "warning"
-    lines = [f"{o.symbol} {o.interval}: {o.error}" for o in failed[:10]]
-    if len(failed) > 10:
-        lines.append(f"... and {len(failed) - 10} more")
-    text = "; ".join(lines) or (result.error or "")
-    title = f"ingestion run {result.run_id} {result.status.value}"
-    if failed:
-        title += f": {len(failed)} of {len(result.outcomes)} pairs failed"
-    app.alerts.send(Alert(severity, title, text, result.run_id))

@@ -1,4 +1,4 @@
-"""`python -m tests.benchmarks` (what `make bench` runs): the ingest and analytics figures."""
+"""`python -m tests.benchmarks` (what `make bench` runs): ingest, analytics and metrics figures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, ingest
+from tests.benchmarks import analytics, ingest, metrics
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -20,6 +20,7 @@ def main() -> int:
         version = server.version()
         first_ingest_seconds = ingest.run(server, report)
         analytics.run(report, first_ingest_seconds)
+        metrics.run(server, report)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

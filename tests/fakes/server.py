@@ -23,6 +23,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address: one connection, one port
 
 
 @dataclass
@@ -66,6 +67,7 @@ class FakeServer:
                     {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length) if length else b"",
+                    self.client_address[:2],
                 )
                 with outer._lock:
                     outer.requests.append(request)

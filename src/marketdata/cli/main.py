@@ -11,6 +11,8 @@ import typer
 
 from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
+from marketdata.cli import metrics as metrics_cli
+from marketdata.cli import runs as runs_cli
 from marketdata.cli.state import OPTIONS
 
 app = typer.Typer(
@@ -68,6 +70,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(alert_cmd.app, name="alert")
 app.add_typer(schedule.app, name="schedule")
+metrics_cli.register(app)
+runs_cli.register(app)
 
 
 def run(argv: list[str] | None = None) -> NoReturn:
@@ -102,11 +106,15 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def _fail(message: str, code: int, exc: BaseException | None) -> NoReturn:
+    from marketdata.config import stderr_is_journal
+    from marketdata.observability.logging import journal_prefix
     from marketdata.redact import scrub
 
     if OPTIONS.debug and exc is not None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    print(f"marketdata: error: {scrub(message)}", file=sys.stderr)
+    # under journald the line carries its priority, so `journalctl -p err` finds it
+    prefix = journal_prefix("ERROR", journal=stderr_is_journal())
+    print(f"{prefix}marketdata: error: {scrub(message)}", file=sys.stderr)
     sys.exit(code)

@@ -19,6 +19,15 @@ Symbols = Annotated[
         show_default=False,
     ),
 ]
+StoredSymbols = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--symbols",
+        "-s",
+        help="Only these symbols, comma-separated or repeated (default: every stored market).",
+        show_default=False,
+    ),
+]
 Intervals = Annotated[
     list[str] | None,
     typer.Option(

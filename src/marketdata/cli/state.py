@@ -35,7 +35,12 @@ def build_app(**flags: Any) -> AppContext:
     if settings.log_level == "DEBUG":
         OPTIONS.debug = True
     configure_logging(
-        settings.log_level, settings.log_format, settings.log_file, journal=stderr_is_journal()
+        settings.log_level,
+        settings.log_format,
+        settings.log_file,
+        journal=stderr_is_journal(),
+        rotation=settings.log_rotation,
+        retention=settings.log_retention,
     )
     if app.loaded.warnings:
         from loguru import logger

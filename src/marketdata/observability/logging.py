@@ -1,11 +1,17 @@
-"""Logging: loguru configured once at the CLI root; text or JSON on stderr, secrets scrubbed."""
+"""Logging: loguru configured once at the CLI root; text or JSON on stderr (plain lines with
+syslog priorities under journald), JSON lines in LOG_FILE, secrets scrubbed, and the context
+(run_id, trigger, symbol, interval, provider) every record of a run carries."""
 
 from __future__ import annotations
 
+import contextvars
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from marketdata.observability.logfile import DEFAULT_RETENTION, DEFAULT_ROTATION, SharedLogFile
 from marketdata.redact import scrub
 
 if TYPE_CHECKING:
@@ -16,7 +22,13 @@ _SYSLOG_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "SUCCESS": 5, "INFO
 
 
 def configure_logging(
-    level: str, fmt: str, log_file: Path | None = None, *, journal: bool = False
+    level: str,
+    fmt: str,
+    log_file: Path | None = None,
+    *,
+    journal: bool = False,
+    rotation: str = DEFAULT_ROTATION,
+    retention: str = DEFAULT_RETENTION,
 ) -> None:
     """Send logs to stderr (and LOG_FILE as JSON lines), scrubbing secrets from every record."""
     from loguru import logger
@@ -27,7 +39,7 @@ def configure_logging(
     text_format = (
         "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {message}"
         if not journal
-        else "{extra[priority]}{level: <7} {message}"
+        else "{extra[_priority]}{level: <7} {message}"
     )
     if journal:
         logger.configure(patcher=_journal_record)
@@ -40,15 +52,101 @@ def configure_logging(
         backtrace=False,
         diagnose=False,  # diagnose would print local variables, secrets included
     )
-    if log_file is not None:
-        logger.add(log_file, level=level, serialize=True, backtrace=False, diagnose=False)
+    add_log_file(log_file, level, rotation, retention)
 
 
 def _scrub_record(record: Record) -> None:
     record["message"] = scrub(record["message"])
+    _add_context(record)
 
 
 def _journal_record(record: Record) -> None:
     _scrub_record(record)
     extra: dict[str, Any] = record["extra"]
-    extra["priority"] = f"<{_SYSLOG_PRIORITY.get(record['level'].name, 7)}>"
+    extra["_priority"] = _priority(record["level"].name)
+
+
+# ------------------------------------------------------------ LOG_FILE, journald, run context
+
+_log_file: SharedLogFile | None = None
+
+
+def add_log_file(path: Path | None, level: str, rotation: str, retention: str) -> None:
+    """(Re)open LOG_FILE as a sink of flat JSON lines, rotated and pruned, safe to share
+    between processes (see observability.logfile); None closes the previous one."""
+    global _log_file
+    from loguru import logger
+
+    from marketdata.observability.logfile import SharedLogFile, parse_retention, parse_rotation
+
+    if _log_file is not None:
+        _log_file.close()
+        _log_file = None
+    if path is None:
+        return
+    sink = SharedLogFile(
+        path,
+        parse_rotation(rotation),
+        parse_retention(retention),
+    )
+    logger.add(sink.write, level=level, format="{message}", backtrace=False, diagnose=False)
+    _log_file = sink
+
+
+def journal_prefix(level: str, *, journal: bool) -> str:
+    """The `<N>` syslog priority journald reads at the start of a line ('' off journald)."""
+    return _priority(level) if journal else ""
+
+
+def _priority(level: str) -> str:
+    return f"<{_SYSLOG_PRIORITY.get(level, 7)}>"
+
+
+# The context of the run (and pair) this thread of work belongs to; a patcher copies it into
+# every record's `extra`, so records logged deep inside a provider or the storage carry it.
+_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "marketdata_log_context", default=MappingProxyType({})
+)
+
+
+def _add_context(record: Record) -> None:
+    extra = record["extra"]
+    for key, value in _CONTEXT.get().items():
+        extra.setdefault(key, value)
+
+
+class RunLogContext:
+    """Puts run_id and trigger on every record of a run, in this thread and in the pair
+    tasks started from it (with_log_context); `close` ends it."""
+
+    def __init__(self, run_id: int | None, trigger: str) -> None:
+        self._token = _CONTEXT.set({**_CONTEXT.get(), "run_id": run_id, "trigger": trigger})
+
+    def close(self) -> None:
+        """Stop adding the run's context (call from the thread that opened it)."""
+        _CONTEXT.reset(self._token)
+
+
+def bind_pair(symbol: str, interval: str, provider: str | None = None) -> None:
+    """Add the pair (and the provider serving it, once known) to every later record of the
+    current pair task. Call only inside a task's own copy of the context (with_log_context),
+    which ends with the task."""
+    values: dict[str, Any] = {"symbol": symbol, "interval": interval}
+    if provider is not None:
+        values["provider"] = provider
+    _CONTEXT.set({**_CONTEXT.get(), **values})
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def with_log_context(task: Callable[P, T]) -> Callable[P, T]:
+    """`task` to run in a copy of the caller's context (a worker thread starts with an empty
+    one), so its records carry the run's context and what it binds stays its own."""
+    context = contextvars.copy_context()
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return context.run(task, *args, **kwargs)
+
+    return run

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from marketdata.config import Settings
 from marketdata.errors import ExitCode, InputError, MarketdataError
-from marketdata.observability.alerts import Alert, WebhookAlerts
+from marketdata.observability.alerts import Alert, deliver_now
 
 # Outcomes a run always alerts on itself (partial, interrupted): a second alert would repeat it.
 REPORTED_BY_THE_RUN = frozenset({ExitCode.PARTIAL, ExitCode.SIGINT, ExitCode.SIGTERM})
@@ -58,7 +58,7 @@ def send_unit_failure(settings: Settings, unit: str, monitor: Mapping[str, str])
             hint="set it in /etc/marketdata/marketdata.env",
         )
     alert = unit_failure_alert(unit, monitor)
-    if not WebhookAlerts(settings.alert_webhook_url, "info").send(alert):
+    if not deliver_now(settings.alert_webhook_url, alert, ca_bundle=settings.http_ca_bundle):
         shown = mask_url(settings.alert_webhook_url, hide_path=True)
         raise MarketdataError(f"the webhook at {shown} did not accept the alert that {unit} failed")
     return alert
