@@ -7,9 +7,10 @@ SYMBOLS ?= BTC-USD
 INTERVAL ?= 1d
 PROVIDER ?=
 PYTEST_ARGS ?=
+MUTANTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify pip-audit mutation
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,9 +33,13 @@ db-upgrade: $(STAMP) ## Apply migrations to DATABASE_URL (or the embedded databa
 test: $(STAMP) ## Run the whole test suite (needs PostgreSQL and Redis; see README)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, bandit security lint
 	$(BIN)/ruff check src tests migrations
 	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/bandit -q -c pyproject.toml -r src migrations
+
+pip-audit: $(STAMP) ## Known vulnerabilities in the installed dependencies (needs PyPI's advisory data)
+	$(BIN)/pip-audit --skip-editable --strict --progress-spinner off
 
 fmt: $(STAMP) ## Format and fix what ruff can
 	$(BIN)/ruff format src tests migrations
@@ -55,5 +60,8 @@ deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for
 deploy-verify: $(STAMP) ## systemd-analyze verify + security, cron checks, the runbook's commands
 	$(BIN)/pytest -q tests/ops
 
+mutation: $(STAMP) ## Mutation testing of the data path (mutmut; long, not in make test); MUTATION.md
+	nice -n 10 $(BIN)/python -m tests.mutation $(MUTANTS)
+
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants build dist src/*.egg-info

@@ -107,15 +107,20 @@ def pg_database(pg_server_url: str) -> Iterator[str]:
         server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
     )
     name = f"marketdata_test_{uuid.uuid4().hex[:10]}"
+    # `make mutation` starts thousands of short sessions: each copies a database it migrated
+    # once instead of migrating its own
+    template = os.environ.get("MARKETDATA_TEST_PG_TEMPLATE", "")
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            clause = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"{clause}'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
         service_missing("PostgreSQL (TEST_DATABASE_URL)", str(exc.orig).splitlines()[0])
     url = server.set(database=name).render_as_string(hide_password=False)
     url = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    _migrate(url)
+    if not template:
+        _migrate(url)
     yield url
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -145,14 +150,29 @@ def _truncate(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An SQLite file migrated to head once per session; tests get a copy (a second each
+    saved against migrating every test's own file)."""
+    given = os.environ.get("MARKETDATA_TEST_SQLITE_TEMPLATE")  # `make mutation` makes one
+    if given:
+        return given
+    path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     """Each test runs once on a fresh SQLite file and once on the session's PostgreSQL
     database (emptied first)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
-        _migrate(url)
-        return url
+        import shutil
+
+        path = tmp_path / "test.sqlite3"
+        template = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
     url = request.getfixturevalue("pg_database")
     _truncate(url)
     return url

@@ -54,7 +54,7 @@ def test_help_does_not_import_heavy_libraries():
         "except SystemExit:\n"
         "    pass\n"
         "heavy = ['sqlalchemy', 'httpx', 'loguru', 'numpy', 'alembic', 'psycopg',"
-        " 'pydantic', 'redis']\n"
+        " 'pydantic', 'redis', 'pandas', 'exchange_calendars', 'hypothesis']\n"
         "print('HEAVY:' + ','.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -166,16 +166,18 @@ def test_freshness_follows_each_markets_calendar(conn):
     assert crypto.staleness_seconds == DAY + 12 * HOUR  # Saturday's bar was due Sunday 00:00
 
 
-def test_the_next_expected_bar_skips_weekends_for_equities_only():
+def test_the_next_expected_bar_follows_each_market_s_sessions():
     friday_1500 = epoch_of(datetime(2024, 4, 5, 15, tzinfo=UTC))
     friday_2300 = epoch_of(datetime(2024, 4, 5, 23, tzinfo=UTC))
     monday = epoch_of(datetime(2024, 4, 8, tzinfo=UTC))
     assert next_expected_bar("AAPL", Interval.H1, friday_1500) == friday_1500 + HOUR
-    assert next_expected_bar("AAPL", Interval.H1, friday_2300) == monday
+    # New York opens 13:30 UTC in April: the 13:00 bar is Monday's first
+    assert next_expected_bar("AAPL", Interval.H1, friday_2300) == monday + 13 * HOUR
     assert next_expected_bar("AAPL", Interval.D1, monday - 3 * DAY) == monday
     assert next_expected_bar("BTC-USD", Interval.H1, friday_2300) == friday_2300 + HOUR
+    assert next_expected_bar("EURUSD=X", Interval.H1, friday_2300) == monday
     sunday = epoch_of(datetime(2024, 4, 7, 12, tzinfo=UTC))
-    assert next_expected_bar("^GSPC", Interval.M15, sunday) == monday
+    assert next_expected_bar("^GSPC", Interval.M15, sunday) == monday + 13 * HOUR + 1800
 
 
 def test_freshness_reads_one_index_probe_per_market_over_many_symbols(conn):

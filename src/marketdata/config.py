@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from marketdata.errors import ConfigError, InputError
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     http_timeout: float = Field(default=10.0, gt=0, le=300)
     http_retry_attempts: int = Field(default=4, ge=1, le=20)
     http_retry_wait_max: float = Field(default=8.0, ge=0, le=300)
+    # CA certificates (PEM) to trust for HTTPS instead of the default store; verification
+    # itself cannot be turned off (tls.py)
+    http_ca_bundle: FilePath | None = None
     db_connect_timeout: int = Field(default=5, ge=1, le=120)
 
     @field_validator(
@@ -184,6 +187,8 @@ class LoadedSettings:
     settings: Settings
     sources: Mapping[str, str]
     env_files: tuple[Path, ...]
+    # things to tell the operator once logging is set up (an env file others can read ...)
+    warnings: tuple[str, ...] = ()
 
 
 def default_env_files(explicit: Path | None) -> tuple[Path, ...]:
@@ -237,7 +242,38 @@ def load_settings(
             sources[name] = "default (systemd)"
         else:
             sources[name] = "default"
-    return LoadedSettings(settings, sources, files)
+    return LoadedSettings(settings, sources, files, _exposed_secrets(file_values, settings))
+
+
+def _exposed_secrets(file_values: _FileValues, settings: Settings) -> tuple[str, ...]:
+    """A warning per env file that holds a secret and that every user may read."""
+    import stat
+
+    holding: dict[Path, list[str]] = {}
+    for name, path in file_values.origin.items():
+        if _is_secret(name, settings):
+            holding.setdefault(path, []).append(name.upper())
+    warnings = []
+    for path, names in holding.items():
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IROTH:
+            warnings.append(
+                f"env file {path} holds secrets ({', '.join(sorted(names))}) and every user "
+                f"can read it: run `chmod o-r {path}` (0600 or 0640 suits it)"
+            )
+    return tuple(warnings)
+
+
+def _is_secret(name: str, settings: Settings) -> bool:
+    """True when this setting's value is, or contains, a secret."""
+    if name.endswith("_api_key") or name in _URL_WITH_TOKEN:
+        return getattr(settings, name) is not None
+    if name in _URL_WITH_PASSWORD or name.endswith("_base_url"):
+        return bool(url_secrets(getattr(settings, name)))
+    return False
 
 
 class _FileValues(dict[str, str]):

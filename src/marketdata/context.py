@@ -96,7 +96,11 @@ class AppContext:
             return None
         return Path(database + ".locks")
 
-    def provider_context(self, overrides: Mapping[str, Mapping[str, str]]) -> ProviderContext:
+    def provider_context(
+        self,
+        overrides: Mapping[str, Mapping[str, str]],
+        calendars: Mapping[str, str] | None = None,
+    ) -> ProviderContext:
         """A provider context sharing this command's metrics, with a fresh HTTP client."""
         from marketdata.providers.base import ProviderContext
 
@@ -104,6 +108,7 @@ class AppContext:
             self.settings,
             metrics=self.metrics,
             symbol_overrides=overrides,
+            calendars=calendars or {},
             limiter_factory=self._limiter_factory(),
             clock=lambda: self.clock().timestamp(),
         )
@@ -164,4 +169,6 @@ def build_alerts(settings: Settings) -> Alerts:
         return NullAlerts()
     from marketdata.observability.alerts import WebhookAlerts
 
-    return WebhookAlerts(settings.alert_webhook_url, settings.alert_min_severity)
+    return WebhookAlerts(
+        settings.alert_webhook_url, settings.alert_min_severity, ca_bundle=settings.http_ca_bundle
+    )

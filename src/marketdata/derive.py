@@ -69,8 +69,6 @@ def refresh_after(conn: Connection, symbol: str, interval: Interval, after: int)
 def rebuild(conn: Connection, symbol: str, interval: Interval) -> tuple[int, int]:
     """Recompute a whole pair from scratch; returns (rows, rows updated)."""
     stored = read_candles(conn, symbol, interval)
-    if len(stored) == 0:
-        return 0, 0
     derived = compute_indicators(stored.close, periods_per_year=bars_per_year(symbol, interval))
     updated = update_indicators(conn, symbol, interval, stored.ts, derived.columns())
     return len(stored), updated

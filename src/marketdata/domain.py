@@ -338,7 +338,14 @@ def parse_time(raw: str, *, name: str = "time") -> int:
     """ISO 8601 date or timestamp (naive means UTC), or epoch seconds, as epoch seconds."""
     text = raw.strip()
     if text.lstrip("-").isdigit():
-        return int(text)
+        seconds = int(text)
+        try:
+            utc_from_epoch(seconds)  # a date a datetime can hold (years 1 to 9999)
+        except (OverflowError, OSError, ValueError):
+            raise InputError(
+                f"{name} {raw!r} is out of range", hint="use 2024-01-31 or epoch seconds"
+            ) from None
+        return seconds
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -59,6 +59,8 @@ DESCRIPTIONS: dict[str, str] = {
     "http_timeout": "Seconds before an HTTP request to a provider times out.",
     "http_retry_attempts": "Attempts per request on timeouts, 5xx and 429.",
     "http_retry_wait_max": "Longest wait between two attempts, in seconds.",
+    "http_ca_bundle": "PEM file of CA certificates to trust for HTTPS (providers, webhook) "
+    "instead of the default store; certificates are always verified.",
     "db_connect_timeout": "Seconds before an unreachable database server is reported.",
 }
 

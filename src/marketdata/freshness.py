@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from marketdata.domain import DAY, Interval, epoch_of, format_duration, is_crypto, utc_from_epoch
+from marketdata.domain import DAY, Interval, epoch_of, format_duration, utc_from_epoch
 from marketdata.errors import MarketdataError
 
 if TYPE_CHECKING:
@@ -22,24 +22,18 @@ if TYPE_CHECKING:
     from marketdata.context import AppContext
     from marketdata.storage.run_history import LastOutcome
 
-WEEK = 7 * DAY
-_MONDAY_OFFSET = 4 * DAY  # 1970-01-01 was a Thursday: Monday 1970-01-05 is 4 days later
-
 
 def next_expected_bar(symbol: str, interval: Interval, ts: int) -> int:
     """The start of the next bar the market's calendar expects after the bar at `ts`.
 
-    Crypto pairs trade every day; other markets on weekdays (the rule `gaps` uses). This is
-    the one place freshness asks a calendar, so exchange sessions and holidays plug in here.
+    The symbol's trading calendar (calendars.py, as `gaps` uses it): every bar for crypto,
+    weekdays for FX, an exchange's sessions for equities (no nights, weekends or holidays).
     """
+    from marketdata.calendars import calendar, default_calendar
+
     following = ts + interval.seconds
-    if is_crypto(symbol):
-        return following
-    weekday = (following // DAY + 3) % 7  # Monday is 0
-    if weekday < 5:
-        return following
-    # Saturday or Sunday: the next Monday 00:00 UTC (on every interval's grid)
-    return (following - _MONDAY_OFFSET) // WEEK * WEEK + WEEK + _MONDAY_OFFSET
+    upcoming = calendar(default_calendar(symbol)).bars(following, following + 14 * DAY, interval)
+    return int(upcoming[0]) if upcoming.shape[0] else following
 
 
 @dataclass(frozen=True, slots=True)

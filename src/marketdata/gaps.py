@@ -1,4 +1,8 @@
-"""Gaps in stored history: missing bars, 24/7 for crypto and weekdays for equities."""
+"""Gaps in stored history: trading bars missing between stored ones, by the market's calendar.
+
+A crypto pair trades every bar; an equity only in its exchange's sessions (no nights,
+weekends or holidays, shorter days before some holidays); FX on weekdays (calendars.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from marketdata.domain import Interval, Window, is_crypto
+from marketdata.calendars import Calendar, calendar, default_calendar
+from marketdata.domain import Interval, Window
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -16,33 +21,39 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Gap:
-    """A run of missing bars [start, end) and how many bars it holds."""
+    """A run of missing trading bars: the first one's start, the last one's end, how many."""
 
     start: int
     end: int
     bars: int
 
 
-def gaps_in(ts: NDArray[np.int64], interval: Interval, *, every_day: bool) -> list[Gap]:
-    """The missing ranges between stored timestamps (ascending epoch seconds).
-
-    For markets that do not trade every day, a gap made only of Saturday and Sunday bars is
-    no gap; public holidays are not known and do show.
-    """
+def gaps_in(ts: NDArray[np.int64], interval: Interval, market: Calendar) -> list[Gap]:
+    """The missing trading bars between stored timestamps (ascending epoch seconds, on the
+    interval's grid), one Gap per hole between two stored bars that misses any."""
     if ts.shape[0] < 2:
         return []
     step = interval.seconds
     holes = np.flatnonzero(np.diff(ts) > step)
-    gaps = []
-    for i in holes:
-        start, end = int(ts[i]) + step, int(ts[i + 1])
-        missing = np.arange(start, end, step, dtype=np.int64)
-        if not every_day:
-            weekday = ((missing // 86_400) + 3) % 7  # 1970-01-01 was a Thursday (3)
-            missing = missing[weekday < 5]
-        if missing.shape[0]:
-            gaps.append(Gap(start, end, int(missing.shape[0])))
-    return gaps
+    if holes.shape[0] == 0:
+        return []
+    # every bar inside every hole at once, then the calendar says which of them trade
+    starts = ts[holes] + step
+    counts = (ts[holes + 1] - starts + step - 1) // step
+    owner = np.repeat(np.arange(holes.shape[0]), counts)
+    offset = np.arange(owner.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    bars = starts[owner] + offset * step
+    trading = market.trading(bars, interval)
+    bars, owner = bars[trading], owner[trading]
+    if bars.shape[0] == 0:
+        return []
+    # bars are ascending, so each hole's missing bars are one contiguous run
+    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    last = np.r_[first[1:], bars.shape[0]] - 1
+    return [
+        Gap(int(bars[a]), int(bars[b]) + step, int(b - a + 1))
+        for a, b in zip(first.tolist(), last.tolist(), strict=True)
+    ]
 
 
 def find_gaps(conn: Connection, symbol: str, interval: Interval) -> list[Window]:
@@ -51,7 +62,18 @@ def find_gaps(conn: Connection, symbol: str, interval: Interval) -> list[Window]
 
 
 def stored_gaps(conn: Connection, symbol: str, interval: Interval) -> list[Gap]:
-    """The gaps of one pair as stored."""
+    """The gaps of one pair as stored, by the calendar its market follows."""
     from marketdata.storage.candles import stored_timestamps
 
-    return gaps_in(stored_timestamps(conn, symbol, interval), interval, every_day=is_crypto(symbol))
+    return gaps_in(
+        stored_timestamps(conn, symbol, interval), interval, market_calendar(conn, symbol)
+    )
+
+
+def market_calendar(conn: Connection, symbol: str) -> Calendar:
+    """The calendar of a symbol: its market's (stored calendar or asset class), else the
+    one its symbol suggests."""
+    from marketdata.storage.markets import get_market
+
+    market = get_market(conn, symbol)
+    return calendar(market.trading_calendar if market else default_calendar(symbol))

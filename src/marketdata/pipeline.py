@@ -237,7 +237,7 @@ def run_ingest(
 ) -> RunResult:
     """Run the request: every pair in its own transaction; a failing pair spoils no other."""
     from marketdata.storage.engine import connect
-    from marketdata.storage.markets import symbol_overrides
+    from marketdata.storage.markets import symbol_overrides, trading_calendars
     from marketdata.storage.runs import start_run
 
     try:
@@ -255,6 +255,7 @@ def run_ingest(
                 started_at=started,
             )
             overrides = symbol_overrides(conn)
+            calendars = trading_calendars(conn)
             conn.commit()
     except DatabaseUnavailableError as exc:
         providers, symbols = _asked(app, request)
@@ -271,7 +272,7 @@ def run_ingest(
         progress.started(len(plan.pairs))
     cancel = threading.Event()
     stopped: BaseException | None = None  # an interrupt, or an error that ended the run
-    provider_ctx = app.provider_context(overrides)
+    provider_ctx = app.provider_context(overrides, calendars)
     try:
         chain = _build_chain(plan.providers, provider_ctx)
         _run_pairs(app, plan, chain, result.run_id, cancel, progress, result.outcomes)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from marketdata.domain import Candles
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +46,17 @@ def validate(batch: Candles, now: int) -> tuple[Candles, list[Rejected]]:
     ts on the interval grid and not after `now`; at most one row per timestamp.
     """
     prices = np.vstack([batch.open, batch.high, batch.low, batch.close])
-    with np.errstate(invalid="ignore"):
-        failures = [
-            ~np.isfinite(prices).all(axis=0),
-            ~(prices > 0).all(axis=0),
-            ~(np.isfinite(batch.volume) & (batch.volume >= 0)),
-            (batch.low > batch.open) | (batch.low > batch.close),
-            (batch.high < batch.open) | (batch.high < batch.close),
-            batch.ts % batch.interval.seconds != 0,
-            batch.ts > now,
-            _duplicates(batch.ts),
-        ]
+    # comparisons with NaN are False without a warning: a NaN row fails the first rule only
+    failures = [
+        ~np.isfinite(prices).all(axis=0),
+        ~(prices > 0).all(axis=0),
+        ~(np.isfinite(batch.volume) & (batch.volume >= 0)),
+        (batch.low > batch.open) | (batch.low > batch.close),
+        (batch.high < batch.open) | (batch.high < batch.close),
+        batch.ts % batch.interval.seconds != 0,
+        batch.ts > now,
+        _duplicates(batch.ts),
+    ]
     bad = np.logical_or.reduce(failures)
     if not bad.any():
         return batch, []
@@ -72,11 +76,8 @@ def validate(batch: Candles, now: int) -> tuple[Candles, list[Rejected]]:
     return batch.take(~bad), rejected
 
 
-def _duplicates(ts: np.ndarray) -> np.ndarray:
+def _duplicates(ts: NDArray[np.int64]) -> NDArray[np.bool_]:
     """True for the second and later rows of a timestamp (first occurrence kept)."""
-    dup = np.zeros(ts.shape[0], dtype=bool)
-    if ts.shape[0] > 1:
-        _, first = np.unique(ts, return_index=True)
-        dup[:] = True
-        dup[first] = False
-    return dup
+    _, first = np.unique(ts, return_index=True)
+    duplicate: NDArray[np.bool_] = ~np.isin(np.arange(ts.shape[0]), first)
+    return duplicate

@@ -174,7 +174,8 @@ def relative_difference(
 ) -> NDArray[np.float64]:
     """|a-b| / max(|a|,|b|) elementwise; 0 where both are 0, NaN where either is NaN."""
     scale = np.maximum(np.abs(ours), np.abs(theirs))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a zero scale means both are zero: 0/0, whose NaN np.where replaces
+    with np.errstate(invalid="ignore"):
         return np.where(scale == 0, 0.0, np.abs(ours - theirs) / scale)
 
 
@@ -185,22 +186,19 @@ def compare(
 
     Both batches must be sorted without duplicate timestamps (as stored and as fetched).
     """
-    common, in_ours, in_theirs = np.intersect1d(
-        ours.ts, theirs.ts, assume_unique=True, return_indices=True
-    )
+    common, in_ours, in_theirs = np.intersect1d(ours.ts, theirs.ts, return_indices=True)
     a = np.column_stack([getattr(ours, name)[in_ours] for name in FIELDS])
     b = np.column_stack([getattr(theirs, name)[in_theirs] for name in FIELDS])
     diff = relative_difference(a, b)
     limits = np.array([tolerance] * len(PRICE_FIELDS) + [volume_tolerance]) + _SLACK
     # a value present on one side only (NaN on the other) is a disagreement too
     bad = (diff > limits) | (np.isnan(a) != np.isnan(b))
-    rows, cols = np.nonzero(bad)  # row-major: by time, then in FIELDS order
     mismatches = tuple(
         Mismatch(int(common[r]), FIELDS[c], float(a[r, c]), float(b[r, c]), float(diff[r, c]))
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
+        for r, c in np.argwhere(bad).tolist()  # row-major: by time, then in FIELDS order
     )
-    only_ours = np.setdiff1d(ours.ts, theirs.ts, assume_unique=True)
-    only_theirs = np.setdiff1d(theirs.ts, ours.ts, assume_unique=True)
+    only_ours = np.setdiff1d(ours.ts, theirs.ts)
+    only_theirs = np.setdiff1d(theirs.ts, ours.ts)
     return Comparison(
         len(common), mismatches, tuple(only_ours.tolist()), tuple(only_theirs.tolist())
     )

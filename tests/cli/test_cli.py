@@ -152,6 +152,7 @@ def test_markets_add_disable_and_the_run_skips_it(env, coinbase):
             "asset_class": "crypto",
             "provider_symbols": {"binance": "BTCUSDT"},
             "note": None,
+            "calendar": "24/7",
         }
     ]
     result = run(["ingest", "--symbols", "BTC-USD", "--json"], env)

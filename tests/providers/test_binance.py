@@ -258,7 +258,7 @@ def kline(ts: int, step: int = DAY) -> list:
             [[START * 1000, "1.0", "2.0", "0.5", "1.5", "Infinity", *kline(START)[6:]]],
             "not a number",
         ),
-        ([[str(START * 1000), *kline(START)[1:]]], "open time is not an integer"),
+        ([[str(START * 1000), *kline(START)[1:]]], "open time is not integer epoch milliseconds"),
         ([[START * 1000 + 500, *kline(START)[1:]]], "not a whole second"),
     ],
 )

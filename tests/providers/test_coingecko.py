@@ -147,7 +147,7 @@ def test_daily_spaced_points_cannot_make_candles_and_fail_the_fetch(serve_fake, 
     [
         ({"prices": [[1_704_067_200_000, "42000.5"]], "total_volumes": []}, "not a number"),
         ({"prices": [[1_704_067_200_000, None]], "total_volumes": []}, "not a number"),
-        ({"prices": [[1_704_067_200.5, 1.0]], "total_volumes": []}, "integer milliseconds"),
+        ({"prices": [[1_704_067_200.5, 1.0]], "total_volumes": []}, "integer epoch milliseconds"),
         ({"prices": [[1_704_067_200_000]], "total_volumes": []}, r"\[ms, value\]"),
         ({"prices": [[1_704_067_200_000, 1.0]]}, "no total_volumes"),
         ({"prices": [[1_704_067_200_000, 1.0]], "total_volumes": []}, "without total_volumes"),

@@ -370,8 +370,11 @@ def ohlc(rows: list, last: int = TODAY - DAY) -> dict:
         (ohlc([[TODAY - DAY, None, "1", "1", "1", "1", "1", 1]]), "not a number"),
         (ohlc([[TODAY - DAY, "1", "abc", "1", "1", "1", "1", 1]]), "not a number"),
         (ohlc([[TODAY - DAY, "1", "1", "1", "1", "1", "NaN", 1]]), "not a number"),
-        (ohlc([[str(TODAY - DAY), "1", "1", "1", "1", "1", "1", 1]]), "time is not an integer"),
-        (ohlc([[None, "1", "1", "1", "1", "1", "1", 1]]), "time is not an integer"),
+        (
+            ohlc([[str(TODAY - DAY), "1", "1", "1", "1", "1", "1", 1]]),
+            "time is not integer epoch seconds",
+        ),
+        (ohlc([[None, "1", "1", "1", "1", "1", "1", 1]]), "time is not integer epoch seconds"),
         (ohlc(["1704067200,1,1,1,1"]), "expected \\[time"),
     ],
 )

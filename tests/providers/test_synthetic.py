@@ -102,12 +102,16 @@ def test_prices_stay_in_a_plausible_range_over_decades(provider):
     assert candles.low.min() > 0
 
 
-def test_crypto_trades_every_day_but_equities_only_on_weekdays(provider):
-    window = Window(START, START + 14 * DAY)  # two full weeks from a Monday
+def test_crypto_trades_every_bar_but_equities_only_in_their_exchange_s_sessions(provider):
+    window = Window(START, START + 14 * DAY)  # two weeks from New Year's Day, a holiday
     crypto = provider.fetch("BTC-USD", Interval.H6, window)
     equity = provider.fetch("AAPL", Interval.H6, window)
     assert len(crypto) == 14 * 4
-    assert len(equity) == 10 * 4
+    # 9 sessions (14:30-21:00 UTC in winter): the 6h bars from 12:00 and 18:00 overlap them
+    assert len(equity) == 9 * 2
+    hours = {int(ts % DAY // 3600) for ts in equity.ts.tolist()}
+    assert hours == {12, 18}
+    assert START not in (equity.ts // DAY * DAY).tolist()
     weekdays = {int(((ts // DAY) + 3) % 7) for ts in equity.ts.tolist()}
     assert weekdays == {0, 1, 2, 3, 4}
     assert set(equity.ts.tolist()) <= set(crypto.ts.tolist())

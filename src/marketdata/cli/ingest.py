@@ -298,7 +298,7 @@ def _render_plan(plan: Plan, *, json: bool) -> None:
 
 
 def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False) -> None:
-    """List missing ranges in stored history (24/7 for crypto, weekdays for equities)."""
+    """List missing trading bars in stored history, by each market's trading calendar."""
     from marketdata.gaps import stored_gaps
     from marketdata.pipeline import IngestRequest, resolve_symbols
     from marketdata.storage.engine import connect

@@ -25,7 +25,14 @@ def list_(json: Json = False) -> None:
     with connect(ctx.engine(), ctx.target) as conn:
         rows = list_markets(conn)
     disabled = set(ctx.settings.ingestion_disabled_symbols)
-    data = [{**m.__dict__, "enabled": m.enabled and m.symbol not in disabled} for m in rows]
+    data = [
+        {
+            **m.__dict__,
+            "enabled": m.enabled and m.symbol not in disabled,
+            "calendar": m.trading_calendar,
+        }
+        for m in rows
+    ]
     if json:
         render.emit_json(data)
         return
@@ -34,12 +41,13 @@ def list_(json: Json = False) -> None:
         return
     render.table(
         None,
-        ["symbol", "enabled", "asset class", "provider symbols", "note"],
+        ["symbol", "enabled", "asset class", "calendar", "provider symbols", "note"],
         [
             (
                 d["symbol"],
                 "yes" if d["enabled"] else "no",
                 d["asset_class"],
+                d["calendar"],
                 ", ".join(f"{k}={v}" for k, v in d["provider_symbols"].items()),
                 d["note"],
             )
@@ -53,7 +61,18 @@ def add(
     symbol: SymbolArg,
     asset_class: Annotated[
         str | None,
-        typer.Option("--asset-class", help="crypto or equity (default: guessed from the symbol)."),
+        typer.Option(
+            "--asset-class", help="crypto, equity or fx (default: guessed from the symbol)."
+        ),
+    ] = None,
+    calendar: Annotated[
+        str | None,
+        typer.Option(
+            "--calendar",
+            help="Trading calendar for gaps: 24/7, 24/5 or an exchange code such as XNYS or "
+            "XLON (default: 24/7 for crypto, 24/5 for fx, the ticker suffix's exchange or "
+            "XNYS for equities).",
+        ),
     ] = None,
     provider_symbol: Annotated[
         list[str] | None,
@@ -65,11 +84,13 @@ def add(
     note: Annotated[str | None, typer.Option(help="Free text shown in `markets list`.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be stored.")] = False,
 ) -> None:
-    """Add a market (enabled), or update its asset class and provider symbols."""
+    """Add a market (enabled), or update its asset class, calendar and provider symbols."""
     from marketdata.markets import add_market
 
     ctx = build_app()
-    market, new = add_market(ctx, symbol, asset_class, provider_symbol or [], note, dry_run=dry_run)
+    market, new = add_market(
+        ctx, symbol, asset_class, provider_symbol or [], note, calendar=calendar, dry_run=dry_run
+    )
     verb = (
         "would add"
         if dry_run and new
@@ -79,7 +100,7 @@ def add(
         if new
         else "updated"
     )
-    render.note(f"{verb} {market.symbol} ({market.asset_class})")
+    render.note(f"{verb} {market.symbol} ({market.asset_class}, {market.trading_calendar})")
 
 
 @app.command()

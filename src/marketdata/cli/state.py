@@ -42,5 +42,10 @@ def build_app(**flags: Any) -> AppContext:
         rotation=settings.log_rotation,
         retention=settings.log_retention,
     )
+    if app.loaded.warnings:
+        from loguru import logger
+
+        for warning in app.loaded.warnings:
+            logger.warning(warning)
     OPTIONS.app = app
     return app

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
 
     from marketdata.config import Settings
@@ -142,9 +144,11 @@ class WebhookAlerts:
         timeout: float = 3.0,
         attempts: int = 3,
         flush_timeout: float = 15.0,
+        ca_bundle: Path | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
+        self.ca_bundle = ca_bundle  # HTTP_CA_BUNDLE: TLS is verified, against these CAs
         self.attempts = attempts
         self.flush_timeout = flush_timeout
         self._filter = _Filter(min_severity)
@@ -209,7 +213,9 @@ class WebhookAlerts:
             _log_lost(self.url, 1, "the webhook could not be reached a moment ago")
             return False
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout)
+            from marketdata.tls import ssl_context
+
+            self._client = httpx.Client(timeout=self.timeout, verify=ssl_context(self.ca_bundle))
         try:
             for attempt in stamina.retry_context(
                 on=_transient, attempts=self.attempts, wait_initial=0.5, wait_max=2.0
@@ -300,15 +306,15 @@ def send_test_alert(settings: Settings, severity: str) -> str:
         raise InputError("ALERT_WEBHOOK_URL is not set", hint="set it, then run this again")
     shown = mask_url(settings.alert_webhook_url, hide_path=True)
     alert = Alert(severity, "marketdata test alert", "sent by `marketdata alert test`")
-    if not deliver_now(settings.alert_webhook_url, alert):
+    if not deliver_now(settings.alert_webhook_url, alert, ca_bundle=settings.http_ca_bundle):
         raise MarketdataError(f"the webhook at {shown} did not accept the test alert")
     return shown
 
 
-def deliver_now(url: str, alert: Alert) -> bool:
+def deliver_now(url: str, alert: Alert, *, ca_bundle: Path | None = None) -> bool:
     """POST one alert and wait for the answer (with the usual retries), whatever the
     threshold: for commands whose whole job is that alert. True when the webhook took it."""
-    sink = WebhookAlerts(url, "info")
+    sink = WebhookAlerts(url, "info", ca_bundle=ca_bundle)
     try:
         return sink.deliver(alert)
     finally:

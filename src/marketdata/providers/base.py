@@ -26,6 +26,7 @@ from marketdata.errors import (
 from marketdata.observability.metrics import Metrics, NullMetrics
 from marketdata.providers.ratelimit import LocalRateLimiter, RateLimit, RateLimiter
 from marketdata.redact import mask_url
+from marketdata.tls import untrusted_certificate
 
 if TYPE_CHECKING:
     import httpx
@@ -87,6 +88,8 @@ class ProviderContext:
     metrics: Metrics = field(default_factory=NullMetrics)
     # provider name -> canonical symbol -> provider symbol (from the markets table)
     symbol_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # canonical symbol -> the trading calendar its market follows (from the markets table)
+    calendars: Mapping[str, str] = field(default_factory=dict)
     limiter_factory: Callable[[str, RateLimit], RateLimiter] = LocalRateLimiter.create
     sleep: Callable[[float], None] = time.sleep
     # "now" in epoch seconds for what a provider can still serve (Kraken's 720 bars, Yahoo's
@@ -119,9 +122,12 @@ def build_http_client(settings: Settings) -> httpx.Client:
     """The one place an httpx client is built: timeouts, keep-alive limits, headers."""
     import httpx
 
+    from marketdata.tls import ssl_context
+
     timeout = httpx.Timeout(settings.http_timeout, connect=min(settings.http_timeout, 5.0))
     return httpx.Client(
         timeout=timeout,
+        verify=ssl_context(settings.http_ca_bundle),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json, text/csv;q=0.9"},
         follow_redirects=True,
@@ -269,6 +275,16 @@ class HttpProvider(BaseProvider):
             ) from None
         except httpx.HTTPError as exc:
             metrics.incr(f"provider.{self.name}.errors")
+            refused = untrusted_certificate(exc)
+            if refused is not None:  # not transient: retrying the same certificate is futile
+                raise ProviderError(
+                    f"{self.name} at {mask_url(self.base_url)} presented a certificate that is "
+                    f"not trusted ({refused.verify_message})",
+                    provider=self.name,
+                    symbol=symbol,
+                    hint="if a proxy or mirror re-signs TLS, set HTTP_CA_BUNDLE to its CA "
+                    "certificate file",
+                ) from None
             raise ProviderUnavailableError(
                 f"{self.name} unreachable at {mask_url(self.base_url)}: {_cause(exc)}",
                 provider=self.name,
@@ -381,6 +397,22 @@ def finite_number(value: Any) -> float:
     if not math.isfinite(number):
         raise ValueError(value)
     return number
+
+
+# Timestamps a payload may carry, in seconds: 1833 to 3058. Wider values cannot be dates
+# (datetime and numpy's int64 columns would overflow on them), only damage.
+EPOCH_RANGE = (-(2**32), 2**35)
+
+
+def epoch_int(value: Any, per_second: int = 1) -> int:
+    """Epoch seconds from a JSON integer time (`per_second=1000` for milliseconds); ValueError
+    for booleans, non-integers and times outside EPOCH_RANGE."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(value)
+    seconds = value // per_second
+    if not EPOCH_RANGE[0] <= seconds < EPOCH_RANGE[1]:
+        raise ValueError(value)
+    return seconds
 
 
 def bad_row(provider: str, symbol: str, row: Any, reason: str) -> BadPayloadError:

@@ -13,7 +13,13 @@ from marketdata.errors import (
     ProviderError,
     ProviderUnavailableError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, finite_number, retry_after_seconds
+from marketdata.providers.base import (
+    HttpProvider,
+    bad_row,
+    epoch_int,
+    finite_number,
+    retry_after_seconds,
+)
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -122,8 +128,12 @@ class BinanceProvider(HttpProvider):
             if not isinstance(row, list) or len(row) < 12:
                 raise bad_row(self.name, symbol, row, "expected a 12-field kline")
             open_ms = row[0]
-            if not isinstance(open_ms, int) or isinstance(open_ms, bool):
-                raise bad_row(self.name, symbol, row, "open time is not an integer")
+            try:
+                epoch_int(open_ms, per_second=1000)
+            except ValueError:
+                raise bad_row(
+                    self.name, symbol, row, "open time is not integer epoch milliseconds"
+                ) from None
             if open_ms % 1000:
                 raise bad_row(self.name, symbol, row, "open time is not a whole second")
             try:

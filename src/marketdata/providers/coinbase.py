@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from marketdata.domain import Candles, Interval, Window, utc_from_epoch
 from marketdata.errors import ProviderError
-from marketdata.providers.base import HttpProvider, bad_row
+from marketdata.providers.base import HttpProvider, bad_row, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -50,11 +50,13 @@ class CoinbaseProvider(HttpProvider):
                     self.name, symbol, row, "expected [time, low, high, open, close, volume]"
                 )
             try:
-                ts, low, high, open_, close, volume = (row[0], *map(float, row[1:6]))
+                low, high, open_, close, volume = map(float, row[1:6])
             except (TypeError, ValueError):
                 raise bad_row(self.name, symbol, row, "a value is not a number") from None
-            if not isinstance(ts, int):
-                raise bad_row(self.name, symbol, row, "time is not an integer")
+            try:
+                ts = epoch_int(row[0])
+            except ValueError:
+                raise bad_row(self.name, symbol, row, "time is not integer epoch seconds") from None
             rows.append((ts, open_, high, low, close, volume))
         return Candles.from_rows(symbol, interval, self.name, rows)
 

@@ -36,7 +36,7 @@ from marketdata.errors import (
     ProviderError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row
+from marketdata.providers.base import HttpProvider, bad_row, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -153,8 +153,12 @@ class CoinGeckoProvider(HttpProvider):
             if not isinstance(point, list) or len(point) != 2:
                 raise bad_row(self.name, symbol, point, f"expected [ms, value] in {key}")
             ms, value = point
-            if not isinstance(ms, int) or isinstance(ms, bool):
-                raise bad_row(self.name, symbol, point, "time is not integer milliseconds")
+            try:
+                epoch_int(ms, per_second=1000)
+            except ValueError:
+                raise bad_row(
+                    self.name, symbol, point, "time is not integer epoch milliseconds"
+                ) from None
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise bad_row(self.name, symbol, point, f"{key} value is not a number")
             parsed.append((ms, float(value)))

@@ -13,7 +13,7 @@ from marketdata.errors import (
     ProviderError,
     ProviderUnavailableError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, finite_number
+from marketdata.providers.base import HttpProvider, bad_row, epoch_int, finite_number
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -178,8 +178,10 @@ class KrakenProvider(HttpProvider):
                     row,
                     "expected [time, open, high, low, close, vwap, volume, count]",
                 )
-            if not _is_int(row[0]):
-                raise bad_row(self.name, symbol, row, "time is not an integer")
+            try:
+                epoch_int(row[0])
+            except ValueError:
+                raise bad_row(self.name, symbol, row, "time is not integer epoch seconds") from None
             try:
                 open_, high, low, close = (finite_number(value) for value in row[1:5])
                 volume = finite_number(row[6])
@@ -226,7 +228,3 @@ class KrakenProvider(HttpProvider):
         started = time.perf_counter()
         self.get("/0/public/Time")
         return (time.perf_counter() - started) * 1e3
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from marketdata.calendars import ALWAYS, calendar, default_calendar
 from marketdata.domain import SYMBOL_PATTERN, Candles, Interval, Window, is_crypto
 from marketdata.errors import OutOfReachError, SymbolNotListedError
 from marketdata.providers.base import BaseProvider
@@ -31,7 +32,6 @@ _MASK16 = np.uint64(0xFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_THURSDAY = 3  # 1970-01-01 was a Thursday (Monday is 0)
 
 
 class SyntheticProvider(BaseProvider):
@@ -40,8 +40,9 @@ class SyntheticProvider(BaseProvider):
     Every value of the bar at bar index k = ts // interval depends only on (seed, symbol,
     interval, k): a window split in two gives the same candles as the whole window, bit for
     bit. Log prices follow a Gaussian random walk at short range that reverts over about a
-    year, so prices stay near a base level derived from the symbol. Crypto pairs trade every
-    bar; other symbols only on weekdays (UTC).
+    year, so prices stay near a base level derived from the symbol. Bars follow the market's
+    trading calendar (calendars.py): every bar for crypto pairs, weekdays for FX, the
+    exchange's sessions for equities (no nights, weekends or holidays).
     """
 
     name: ClassVar[str] = "synthetic"
@@ -96,8 +97,9 @@ class SyntheticProvider(BaseProvider):
         level = walk.levels(first, last + 1)  # random-walk value at every bar boundary
         ts = k * sec
         keep: NDArray[np.bool_] | None = None
-        if not is_crypto(symbol):
-            keep = (ts // 86_400 + _THURSDAY) % 7 < 5
+        name = self.ctx.calendars.get(symbol) or default_calendar(symbol)
+        if name != ALWAYS:
+            keep = calendar(name).trading(ts, interval)
         return walk.candles(symbol, self.name, ts, k, level, keep)
 
     def check(self) -> float:

@@ -32,7 +32,7 @@ from marketdata.errors import (
     ProviderError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row
+from marketdata.providers.base import HttpProvider, bad_row, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -161,8 +161,12 @@ class YahooProvider(HttpProvider):
             values = [columns[name][i] for name in ("open", "high", "low", "close")]
             volume = columns["volume"][i] if "volume" in columns else None
             shown = (ts, *values, volume)
-            if not isinstance(ts, int) or isinstance(ts, bool):
-                raise bad_row(self.name, symbol, shown, "timestamp is not integer seconds")
+            try:
+                epoch_int(ts)
+            except ValueError:
+                raise bad_row(
+                    self.name, symbol, shown, "timestamp is not integer epoch seconds"
+                ) from None
             if all(v is None for v in values):
                 continue  # a bar without data (holiday, halt, sparse intraday): normal
             if any(not _is_number(v) for v in values):

@@ -87,9 +87,12 @@ def copy_insert(conn: Connection, batch: Candles, now: datetime) -> int:
 def _changed(column: str) -> str:
     if column in PRICES:
         return f"c.{column} IS DISTINCT FROM s.{column}"
+    # PostgreSQL orders NaN above every number and equal to itself, so NaN <= NaN is true:
+    # the tolerance applies only between two numbers, or a value turning NaN is never written.
     return (
         f"NOT COALESCE(c.{column} IS NOT DISTINCT FROM s.{column} "
-        f"OR abs(c.{column} - s.{column}) <= {_DERIVED_RTOL} * abs(s.{column}), false)"
+        f"OR (c.{column} <> 'NaN' AND s.{column} <> 'NaN' "
+        f"AND abs(c.{column} - s.{column}) <= {_DERIVED_RTOL} * abs(s.{column})), false)"
     )
 
 

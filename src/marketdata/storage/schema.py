@@ -68,6 +68,8 @@ markets = Table(
     # provider name -> that provider's symbol, e.g. {"binance": "BTCUSDT"}
     Column("provider_symbols", JSON, nullable=False, server_default=text("'{}'")),
     Column("note", Text, nullable=True),
+    # 24/7, 24/5 or an exchange code (XNYS); NULL follows the asset class (calendars.py)
+    Column("calendar", String(16), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -58,7 +58,7 @@ def send_unit_failure(settings: Settings, unit: str, monitor: Mapping[str, str])
             hint="set it in /etc/marketdata/marketdata.env",
         )
     alert = unit_failure_alert(unit, monitor)
-    if not deliver_now(settings.alert_webhook_url, alert):
+    if not deliver_now(settings.alert_webhook_url, alert, ca_bundle=settings.http_ca_bundle):
         shown = mask_url(settings.alert_webhook_url, hide_path=True)
         raise MarketdataError(f"the webhook at {shown} did not accept the alert that {unit} failed")
     return alert

@@ -1,0 +1,66 @@
+"""What every provider shares: its errors' words, the interval check, paging and the cause of
+an unreachable server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from marketdata.domain import DAY, Interval, Window
+from marketdata.errors import ProviderUnavailableError, SymbolNotListedError
+from marketdata.providers.base import BaseProvider, ProviderContext, unsupported_interval
+from marketdata.providers.coinbase import CoinbaseProvider
+from marketdata.providers.registry import provider_class
+from tests.fakes.limits import no_wait
+
+
+def test_a_symbol_not_listed_names_provider_symbol_and_the_mapping_to_add(provider_context):
+    provider = CoinbaseProvider(provider_context())
+    error = provider.not_listed("FOO-USD")
+    assert isinstance(error, SymbolNotListedError)
+    assert (error.provider, error.symbol) == ("coinbase", "FOO-USD")
+    assert error.one_line() == (
+        "coinbase does not list FOO-USD: check the symbol, or map it with "
+        "`marketdata markets add FOO-USD --provider-symbol coinbase=PRODUCT`"
+    )
+    detailed = provider.not_listed(None, "delisted", hint="try kraken")
+    assert detailed.one_line() == "coinbase does not list None: delisted: try kraken"
+
+
+def test_an_interval_a_provider_does_not_serve_lists_those_it_does_in_length_order():
+    error = unsupported_interval(provider_class("kraken"), Interval.H6)
+    assert error.one_line() == "kraken does not serve 6h candles: it serves 1m, 5m, 15m, 1h, 1d"
+    assert error.exit_code == 2
+
+
+def test_pages_cover_the_window_from_the_bar_that_holds_its_start(provider_context):
+    provider = BaseProvider(provider_context())
+    provider.max_rows_per_request = 3
+    pages = list(provider.pages(Interval.D1, Window(DAY + 5, 8 * DAY)))
+    assert pages == [Window(DAY, 4 * DAY), Window(4 * DAY, 7 * DAY), Window(7 * DAY, 8 * DAY)]
+    assert provider.requests_needed(Interval.D1, Window(DAY + 5, 8 * DAY)) == 3
+    assert provider.check() == 0.0
+
+
+def test_an_unreachable_server_is_reported_with_the_cause_in_its_own_words(settings_factory):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_factory(coinbase_base_url=f"http://127.0.0.1:{port}", http_retry_attempts=1)
+    with (
+        ProviderContext(settings, limiter_factory=no_wait) as ctx,
+        pytest.raises(ProviderUnavailableError) as raised,
+    ):
+        CoinbaseProvider(ctx).fetch("BTC-USD", Interval.D1, Window(0, DAY))
+    line = raised.value.one_line()
+    assert line.startswith(f"coinbase unreachable at http://127.0.0.1:{port}: ConnectError (")
+    assert "refused" in line.lower() and line.endswith(")")
+
+
+def test_the_cause_of_a_failure_is_its_class_and_its_words_on_one_short_line():
+    from marketdata.providers.base import _cause
+
+    assert _cause(OSError("Connection\n   refused  now")) == "OSError (Connection refused now)"
+    assert _cause(TimeoutError()) == "TimeoutError"
+    assert _cause(ValueError("x" * 200)) == f"ValueError ({'x' * 120})"

@@ -1,0 +1,240 @@
+"""The overlap merge, column by column: a change to any one stored column alone is written, an
+identical row is not, on SQLite and PostgreSQL (whose merge runs in SQL over a staging table)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from marketdata.domain import Candles, Interval
+from marketdata.storage.candles import read_candles, update_indicators, write_candles
+from marketdata.storage.engine import connect
+from marketdata.storage.schema import INDICATOR_COLUMNS
+
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+LATER = NOW + timedelta(hours=1)
+START = 1_704_067_200
+ROWS = 30
+CHANGED_ROW = 17
+PRICES = ("open", "high", "low", "close", "volume")
+DERIVED = tuple(INDICATOR_COLUMNS)
+
+
+def derived_columns(n: int) -> dict[str, np.ndarray]:
+    """Distinct values per column, undefined (NaN) at the start as real indicators are."""
+    rng = np.random.default_rng(3)
+    columns = {}
+    for offset, name in enumerate(DERIVED):
+        values = rng.uniform(-0.5, 2.0, n)
+        values[: offset % 4] = np.nan
+        columns[name] = values
+    return columns
+
+
+def batch(*, derived: bool = False) -> Candles:
+    ts = START + np.arange(ROWS, dtype=np.int64) * 60
+    base = 100.0 + np.arange(ROWS, dtype=np.float64)
+    candles = Candles.from_columns(
+        "BTC-USD", Interval.M1, "coinbase", ts, base, base + 2.0, base - 2.0, base + 1.0, base * 3
+    )
+    return candles.with_indicators(derived_columns(ROWS)) if derived else candles
+
+
+def with_value(candles: Candles, column: str, value: float, row: int = CHANGED_ROW) -> Candles:
+    """A copy of the batch with one value of one column replaced."""
+    prices = {name: getattr(candles, name).copy() for name in PRICES}
+    indicators = (
+        None if candles.indicators is None else {k: v.copy() for k, v in candles.indicators.items()}
+    )
+    if column in prices:
+        prices[column][row] = value
+    else:
+        assert indicators is not None
+        indicators[column][row] = value
+    changed = Candles.from_columns(
+        candles.symbol,
+        candles.interval,
+        candles.provider,
+        candles.ts,
+        *(prices[name] for name in PRICES),
+    )
+    return changed.with_indicators(indicators)
+
+
+def original(candles: Candles, column: str, row: int = CHANGED_ROW) -> float:
+    source = candles.indicators if column in DERIVED else None
+    return float((source[column] if source else getattr(candles, column))[row])
+
+
+def write(app, candles, now=NOW):
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        return write_candles(conn, candles, now)
+
+
+def stored(app):
+    with connect(app.engine(), app.target) as conn:
+        return read_candles(conn, "BTC-USD", Interval.M1, with_indicators=True)
+
+
+def value_of(candles: Candles, column: str, row: int = CHANGED_ROW) -> float:
+    return original(candles, column, row)
+
+
+def assert_same_values(a: Candles, b: Candles) -> None:
+    for name in PRICES:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in DERIVED:
+        # undefined is undefined however a backend stores it (NULL or NaN)
+        np.testing.assert_array_equal(a.indicators[name], b.indicators[name], err_msg=name)
+
+
+@pytest.mark.parametrize("column", [*PRICES, *DERIVED])
+def test_a_change_to_one_column_alone_is_written_and_nothing_else_is(app_factory, column):
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    new_value = original(first, column) * 1.5 + 0.25
+    changed = with_value(first, column, new_value)
+    stats = write(app, changed, LATER)
+    assert (stats.inserted, stats.updated, stats.unchanged) == (0, 1, ROWS - 1)
+    after = stored(app)
+    assert value_of(after, column) == new_value
+    assert_same_values(after, changed)
+
+
+@pytest.mark.parametrize("column", PRICES)
+def test_a_price_or_volume_moved_by_the_smallest_step_is_a_change(app_factory, column):
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    nudged = float(np.nextafter(original(first, column), np.inf))
+    stats = write(app, with_value(first, column, nudged), LATER)
+    assert stats.updated == 1
+    assert value_of(stored(app), column) == nudged
+
+
+@pytest.mark.parametrize("column", DERIVED)
+def test_a_derived_value_within_the_recompute_tolerance_is_not_a_change(app_factory, column):
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    value = original(first, column)
+    stats = write(app, with_value(first, column, value * (1 + 1e-12)), LATER)
+    assert (stats.updated, stats.unchanged) == (0, ROWS)
+    assert value_of(stored(app), column) == value
+    stats = write(app, with_value(first, column, value * (1 + 1e-6)), LATER)
+    assert stats.updated == 1
+
+
+@pytest.mark.parametrize("column", DERIVED)
+def test_a_derived_value_becoming_defined_or_undefined_is_a_change(app_factory, column):
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    undefined = with_value(first, column, np.nan)
+    assert write(app, undefined, LATER).updated == 1
+    assert np.isnan(value_of(stored(app), column))
+    assert write(app, undefined, LATER).updated == 0
+    assert write(app, first, LATER).updated == 1
+    assert value_of(stored(app), column) == original(first, column)
+
+
+@pytest.mark.parametrize("derived", [False, True], ids=["candles", "with derived"])
+def test_writing_identical_rows_again_changes_nothing(app_factory, derived):
+    app = app_factory()
+    first = batch(derived=derived)
+    write(app, first)
+    with connect(app.engine(), app.target) as conn:
+        from sqlalchemy import select
+
+        from marketdata.storage.schema import candles
+
+        stamps = conn.execute(select(candles.c.ingested_at)).scalars().all()
+    stats = write(app, batch(derived=derived), LATER)
+    assert (stats.inserted, stats.updated, stats.unchanged) == (0, 0, ROWS)
+    with connect(app.engine(), app.target) as conn:
+        assert conn.execute(select(candles.c.ingested_at)).scalars().all() == stamps
+
+
+def test_an_updated_row_records_the_new_provider_and_time(app_factory):
+    app = app_factory()
+    first = batch()
+    write(app, first)
+    changed = with_value(first, "close", 1.0)
+    changed = Candles(
+        changed.symbol,
+        changed.interval,
+        "kraken",
+        changed.ts,
+        changed.open,
+        changed.high,
+        changed.low,
+        changed.close,
+        changed.volume,
+    )
+    write(app, changed, LATER)
+    with connect(app.engine(), app.target) as conn:
+        from sqlalchemy import select
+
+        from marketdata.storage.schema import candles
+
+        rows = conn.execute(
+            select(candles.c.provider, candles.c.ingested_at).order_by(candles.c.ts)
+        ).all()
+    assert [r.provider for r in rows].count("kraken") == 1
+    assert rows[CHANGED_ROW].provider == "kraken"
+    assert rows[CHANGED_ROW].ingested_at == LATER
+    assert rows[0].ingested_at == NOW
+
+
+def test_a_batch_without_derived_values_leaves_the_stored_ones_alone(app_factory):
+    app = app_factory()
+    write(app, batch(derived=True))
+    stats = write(app, with_value(batch(), "close", 1.0), LATER)
+    assert stats.updated == 1
+    after = stored(app)
+    for name, values in derived_columns(ROWS).items():
+        np.testing.assert_array_equal(after.indicators[name], values, err_msg=name)
+
+
+@pytest.mark.parametrize("column", DERIVED)
+def test_updating_indicators_touches_only_the_rows_that_differ(app_factory, column):
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    columns = {k: v.copy() for k, v in first.indicators.items()}
+    columns[column][CHANGED_ROW] += 1.0
+    columns[column][CHANGED_ROW + 1] *= 1 + 1e-12  # within tolerance: left as it is
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        updated = update_indicators(conn, "BTC-USD", Interval.M1, first.ts, columns)
+    assert updated == 1
+    after = stored(app)
+    assert value_of(after, column) == columns[column][CHANGED_ROW]
+    assert value_of(after, column, CHANGED_ROW + 1) == original(first, column, CHANGED_ROW + 1)
+    np.testing.assert_array_equal(after.close, first.close)
+
+
+def test_stored_pairs_lists_each_symbol_and_interval_once_in_order(app_factory):
+    from marketdata.storage.candles import stored_pairs
+
+    app = app_factory()
+    write(app, batch())
+    row = [(START, 1.0, 1.0, 1.0, 1.0, 1.0)]
+    write(app, Candles.from_rows("AAPL", Interval.M1, "yahoo", row))
+    write(app, Candles.from_rows("BTC-USD", Interval.D1, "coinbase", row))
+    with connect(app.engine(), app.target) as conn:
+        assert stored_pairs(conn) == [("AAPL", "1m"), ("BTC-USD", "1d"), ("BTC-USD", "1m")]
+        assert stored_pairs(conn, ["BTC-USD"]) == [("BTC-USD", "1d"), ("BTC-USD", "1m")]
+
+
+def test_rebuilding_a_pair_with_no_rows_or_one_row(app_factory):
+    from marketdata.derive import rebuild
+
+    app = app_factory()
+    one = Candles.from_rows("AAPL", Interval.D1, "yahoo", [(START, 1.0, 1.0, 1.0, 1.0, 1.0)])
+    write(app, one)
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        assert rebuild(conn, "NONE-USD", Interval.D1) == (0, 0)
+        assert rebuild(conn, "AAPL", Interval.D1) == (1, 1)  # one close: only its drawdown, 0
