@@ -60,13 +60,19 @@ def provider_context(
     built: list[ProviderContext] = []
 
     def build(**overrides: Any) -> ProviderContext:
-        ctx = ProviderContext(settings_factory(**overrides))
+        # waits return at once, as stamina's testing mode (tests that assert on waits set
+        # their own recording `sleep`)
+        ctx = ProviderContext(settings_factory(**overrides), sleep=_no_wait)
         built.append(ctx)
         return ctx
 
     yield build
     for ctx in built:
         ctx.close()
+
+
+def _no_wait(_seconds: float) -> None:
+    """A ProviderContext sleeper that does not sleep."""
 
 
 def in_ci() -> bool:

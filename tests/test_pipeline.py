@@ -174,7 +174,7 @@ def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
     finally:
         release.set()
         worker.join()
-    assert {o.symbol: o.status for o in result.outcomes} == {"BTC-USD": "locked", "ETH-USD": "ok"}
+    assert {o.symbol: o.status for o in result.outcomes} == {"BTC-USD": "skipped", "ETH-USD": "ok"}
     assert result.status is RunStatus.SUCCESS
 
 

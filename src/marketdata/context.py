@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from marketdata.cancel import Cancel
 from marketdata.config import LoadedSettings, Settings, load_settings
 from marketdata.observability.alerts import Alerts, NullAlerts
 from marketdata.observability.metrics import Metrics, NullMetrics
@@ -40,6 +41,8 @@ class AppContext:
     limiter_factory: Callable[[str, RateLimit], RateLimiter] | None = None
     _schema_checked: bool = False
     _redis: Redis[Any] | None = None
+    # set by SIGTERM/SIGINT while a run watches it; every wait of the run observes it
+    cancel: Cancel = field(default_factory=Cancel)
 
     @classmethod
     def from_settings(
@@ -110,6 +113,7 @@ class AppContext:
             symbol_overrides=overrides,
             calendars=calendars or {},
             limiter_factory=self._limiter_factory(),
+            cancel=self.cancel,
             clock=lambda: self.clock().timestamp(),
         )
 
@@ -118,8 +122,9 @@ class AppContext:
 
         if self.limiter_factory is not None:
             return self.limiter_factory
+        sleep = self.cancel.sleep  # a limiter's wait ends when the run is asked to stop
         if not self.settings.redis_url:
-            return LocalRateLimiter.create
+            return lambda _provider, limit: LocalRateLimiter(limit, sleep=sleep)
         import redis
 
         from marketdata.providers.redis_ratelimit import redis_limiter_factory
@@ -130,7 +135,7 @@ class AppContext:
                 self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
             )
         return redis_limiter_factory(
-            self._redis, f"{self.settings.cache_prefix}marketdata:ratelimit:"
+            self._redis, f"{self.settings.cache_prefix}marketdata:ratelimit:", sleep=sleep
         )
 
     def close(self) -> None:

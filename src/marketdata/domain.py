@@ -276,6 +276,8 @@ class RunStatus(Enum):
     PARTIAL = "partial"
     FAILURE = "failure"
     INTERRUPTED = "interrupted"
+    # closed by a later run: its process died (SIGKILL, crash) without recording the end
+    ABANDONED = "abandoned"
 
 
 @dataclass(slots=True)
@@ -284,7 +286,7 @@ class PairOutcome:
 
     symbol: str
     interval: str
-    status: str  # ok | failed | skipped | locked | disabled
+    status: str  # ok | failed | skipped (its lock is held elsewhere) | disabled
     provider: str | None = None
     fetched: int = 0
     inserted: int = 0

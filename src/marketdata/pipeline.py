@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import queue
+import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from marketdata.context import AppContext
     from marketdata.providers.base import ProviderContext
     from marketdata.providers.chain import FallbackChain
+    from marketdata.storage.locks import RunLease
     from marketdata.storage.markets import Market
 
 MAX_LOOKBACK_DAYS = 36_500
@@ -232,31 +234,32 @@ def _with_costs(app: AppContext, provider_name: str, pair: PairPlan) -> PairPlan
 # --------------------------------------------------------------------------------- running
 
 
+# After a stop signal, how long the run waits for pairs already committing (their commit
+# is counted; a pair not yet committing rolls back), so that it answers within a second.
+STOP_GRACE_SECONDS = 0.5
+# How long recording the run's end may take: a database that stopped answering must not keep
+# a stopped process alive (the next run then closes the row as abandoned).
+RECORD_DEADLINE_SECONDS = 10.0
+
+
 def run_ingest(
     app: AppContext, request: IngestRequest, progress: Progress | None = None
 ) -> RunResult:
-    """Run the request: every pair in its own transaction; a failing pair spoils no other."""
-    from marketdata.storage.engine import connect
-    from marketdata.storage.markets import symbol_overrides, trading_calendars
-    from marketdata.storage.runs import start_run
+    """Run the request: every pair in its own transaction; a failing pair spoils no other.
 
+    From its start to its recorded end the run watches `app.cancel`: a stop signal only sets
+    it, every wait returns early, and the run is recorded once, as interrupted.
+    """
+    with app.cancel.watching():
+        return _run_watched(app, request, progress)
+
+
+def _run_watched(app: AppContext, request: IngestRequest, progress: Progress | None) -> RunResult:
     try:
-        engine = app.engine()
         plan = build_plan(app, request)
         started = app.clock()
         result = RunResult(None, request.trigger, plan.providers, started)
-        with connect(engine, app.target) as conn:
-            result.run_id = start_run(
-                conn,
-                trigger=request.trigger,
-                providers=plan.providers,
-                symbols=sorted({p.symbol for p in plan.pairs}),
-                intervals=sorted({p.interval.value for p in plan.pairs}),
-                started_at=started,
-            )
-            overrides = symbol_overrides(conn)
-            calendars = trading_calendars(conn)
-            conn.commit()
+        run_id, lease, overrides, calendars = _start(app, request, plan, result)
     except DatabaseUnavailableError as exc:
         providers, symbols = _asked(app, request)
         reporting.database_unreachable(
@@ -270,14 +273,14 @@ def run_ingest(
     )
     if progress is not None:
         progress.started(len(plan.pairs))
-    cancel = threading.Event()
     stopped: BaseException | None = None  # an interrupt, or an error that ended the run
     provider_ctx = app.provider_context(overrides, calendars)
     try:
+        app.cancel.check()
         chain = _build_chain(plan.providers, provider_ctx)
-        _run_pairs(app, plan, chain, result.run_id, cancel, progress, result.outcomes)
+        _run_pairs(app, plan, chain, run_id, progress, result.outcomes)
     except KeyboardInterrupt:
-        stopped = RunInterruptedError(2)
+        stopped = RunInterruptedError(signal.SIGINT)
     except Exception as exc:  # noqa: BLE001 - recorded in the ledger, then raised again below
         stopped = exc
     finally:
@@ -285,12 +288,81 @@ def run_ingest(
         result.finished_at = app.clock()
         result.status = _status(result, stopped)
         result.error = _run_error(result, stopped)
-        recorded = _finish(app, result)
+        recorded = _finish_within_deadline(app, result)
+        if recorded:
+            lease.release()
+        else:  # a later run finds the lease free and closes the row as abandoned
+            lease.drop()
         reporting.report_run(app, result, database_reachable=recorded)
         log_context.close()
     if stopped is not None:
         raise stopped
     return result
+
+
+def _start(
+    app: AppContext, request: IngestRequest, plan: Plan, result: RunResult
+) -> tuple[int, RunLease, dict[str, dict[str, str]], dict[str, str]]:
+    """Insert the run row under its lease, close runs whose process died, and read what the
+    providers need from the markets table."""
+    from marketdata.storage.engine import connect
+    from marketdata.storage.locks import RunLease
+    from marketdata.storage.markets import symbol_overrides, trading_calendars
+    from marketdata.storage.runs import close_abandoned, start_run
+
+    engine = app.engine()
+    with connect(engine, app.target) as conn:
+        run_id = start_run(
+            conn,
+            trigger=request.trigger,
+            providers=plan.providers,
+            symbols=sorted({p.symbol for p in plan.pairs}),
+            intervals=sorted({p.interval.value for p in plan.pairs}),
+            started_at=result.started_at,
+        )
+        # the lease is taken before the row is committed: no run ever sees this row running
+        # without it
+        lease = RunLease(engine, run_id, app.lock_dir())
+        conn.commit()
+        result.run_id = run_id
+        for run in close_abandoned(conn, now=app.clock(), lock_dir=app.lock_dir(), own=run_id):
+            logger.warning(
+                "run {} (started {} on {}) was left running by a process that died; "
+                "closed as abandoned",
+                run.id,
+                run.started_at.isoformat(),
+                run.host or "an unknown host",
+            )
+        overrides = symbol_overrides(conn)
+        calendars = trading_calendars(conn)
+        conn.commit()
+    return run_id, lease, overrides, calendars
+
+
+def _finish_within_deadline(app: AppContext, result: RunResult) -> bool:
+    """Record the run's end, waiting at most RECORD_DEADLINE_SECONDS for the database."""
+    outcome: list[bool] = []
+
+    def record() -> None:
+        outcome.append(_finish(app, result))
+
+    recorder = threading.Thread(
+        target=with_log_context(record),
+        name="record-run",
+        daemon=True,  # a database that never answers must not keep the process alive
+    )
+    recorder.start()
+    recorder.join(RECORD_DEADLINE_SECONDS)
+    if outcome:
+        return outcome[0]
+    logger.error(
+        "run {} could not be recorded as {}: the database did not answer within {:g}s; "
+        "the next run closes it as abandoned",
+        result.run_id,
+        result.status.value,
+        RECORD_DEADLINE_SECONDS,
+    )
+    return False
 
 
 def _finish(app: AppContext, result: RunResult) -> bool:
@@ -346,39 +418,76 @@ def _run_pairs(
     plan: Plan,
     chain: FallbackChain,
     run_id: int,
-    cancel: threading.Event,
     progress: Progress | None,
     outcomes: list[PairOutcome],
 ) -> None:
-    """Process every pair, appending each outcome as it finishes (kept if the run stops)."""
-    size = app.settings.ingestion_batch_size
+    """Process every pair, appending each outcome as it finishes (kept if the run stops).
+
+    Workers are daemon threads: when the run stops, the main thread waits STOP_GRACE_SECONDS
+    for pairs already committing and then records the run, even if a worker is blocked on
+    a database or provider that stopped answering (the process may then exit past it).
+    """
+    cancel = app.cancel
+    halt = threading.Event()  # no more pairs: the run stops (a signal or an error)
     write_lock = threading.Lock() if app.target.dialect == "sqlite" else None
-    workers = app.settings.ingestion_concurrency
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pair") as pool:
-        # big universes go in groups so memory stays flat
-        for first in range(0, len(plan.pairs), size):
-            group = plan.pairs[first : first + size]
-            # each pair runs in a copy of this context: its records carry the run's context
-            futures: dict[Future[PairOutcome], PairPlan] = {
-                pool.submit(
-                    with_log_context(_process_pair), app, chain, run_id, pair, cancel, write_lock
-                ): pair
-                for pair in group
-            }
+    todo = iter(plan.pairs)
+    take = threading.Lock()
+    finished: queue.SimpleQueue[tuple[PairOutcome | None, BaseException | None]]
+    finished = queue.SimpleQueue()
+    started = 0
+
+    def work() -> None:
+        nonlocal started
+        while not (halt.is_set() or cancel.is_set()):
+            with take:
+                pair = next(todo, None)
+                if pair is None:
+                    return
+                started += 1
             try:
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        outcome = future.result()
-                        outcomes.append(outcome)
-                        if progress is not None:
-                            progress.pair_done(outcome)
-            except BaseException:
-                cancel.set()
-                for future in futures:
-                    future.cancel()
-                raise
+                outcome = _process_pair(app, chain, run_id, pair, write_lock)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                finished.put((None, exc))
+                return
+            finished.put((outcome, None))
+
+    workers = [
+        threading.Thread(target=with_log_context(work), name=f"pair-{n}", daemon=True)
+        for n in range(min(app.settings.ingestion_concurrency, len(plan.pairs)))
+    ]
+    for worker in workers:
+        worker.start()
+    received = 0
+    failure: BaseException | None = None
+
+    def take_one(timeout: float) -> bool:
+        nonlocal received, failure
+        try:
+            outcome, error = finished.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        received += 1
+        if error is not None:
+            if not isinstance(error, RunInterruptedError) and failure is None:
+                failure = error
+                halt.set()
+        elif outcome is not None:
+            outcomes.append(outcome)
+            if progress is not None:
+                progress.pair_done(outcome)
+        return True
+
+    while received < len(plan.pairs) and failure is None and not cancel.is_set():
+        if not take_one(0.1) and not any(w.is_alive() for w in workers):
+            break  # every worker ended (halted): nothing more will come
+    halt.set()
+    # pairs in flight: those already committing finish and are counted, the others roll back
+    deadline = time.monotonic() + (STOP_GRACE_SECONDS if cancel.is_set() else 3600.0)
+    while received < started and (remaining := deadline - time.monotonic()) > 0:
+        take_one(min(remaining, 0.1))
+    if failure is not None:
+        raise failure
+    cancel.check()
 
 
 def _process_pair(
@@ -386,7 +495,6 @@ def _process_pair(
     chain: FallbackChain,
     run_id: int,
     pair: PairPlan,
-    cancel: threading.Event,
     write_lock: threading.Lock | None,
 ) -> PairOutcome:
     from marketdata.storage.engine import connect
@@ -398,29 +506,48 @@ def _process_pair(
     if pair.skip:
         outcome.status = pair.skip
         return outcome
+    committed = False  # once true, the pair's candles and its ok outcome are stored
     try:
         with (
             connect(app.engine(), app.target) as conn,
             pair_lock(conn, pair.symbol, pair.interval.value, app.lock_dir()) as taken,
         ):
             if not taken:
-                outcome.status = "locked"
+                outcome.status, outcome.error = "skipped", "held by another worker"
                 log.info("{} {} is held by another worker; skipped", pair.symbol, pair.interval)
+                _record_skip(app, run_id, outcome, log)
                 return outcome
-            _fetch_and_store(app, chain, run_id, pair, conn, outcome, cancel, write_lock)
+            _fetch_and_store(app, chain, run_id, pair, conn, outcome, write_lock)
+            committed = True
     except ProviderError as exc:
-        outcome.status, outcome.error = "failed", exc.one_line()
-        log.bind(provider=exc.provider).warning(
-            "{} {} failed: {}", pair.symbol, pair.interval, exc.one_line()
-        )
-        _record_failure(app, run_id, outcome)
+        _fail(app, run_id, outcome, exc, log.bind(provider=exc.provider).warning)
     except MarketdataError as exc:
         if isinstance(exc, RunInterruptedError):
             raise
-        outcome.status, outcome.error = "failed", exc.one_line()
-        log.error("{} {} failed: {}", pair.symbol, pair.interval, exc.one_line())
-        _record_failure(app, run_id, outcome)
+        if committed:  # the connection broke after the commit: the pair is stored
+            log.warning(
+                "{} {} was stored; closing its connection failed after: {}",
+                pair.symbol,
+                pair.interval,
+                exc.one_line(),
+            )
+            return outcome
+        _fail(app, run_id, outcome, exc, log.error)
     return outcome
+
+
+def _fail(
+    app: AppContext,
+    run_id: int,
+    outcome: PairOutcome,
+    exc: MarketdataError,
+    say: Callable[..., None],
+) -> None:
+    """Mark the pair failed (counting no rows: nothing of it was committed) and record it."""
+    outcome.status, outcome.error = "failed", exc.one_line()
+    outcome.inserted = outcome.updated = outcome.unchanged = outcome.rejected = 0
+    say("{} {} failed: {}", outcome.symbol, outcome.interval, exc.one_line())
+    _record_failure(app, run_id, outcome)
 
 
 def _fetch_and_store(
@@ -430,7 +557,6 @@ def _fetch_and_store(
     pair: PairPlan,
     conn: Connection,
     outcome: PairOutcome,
-    cancel: threading.Event,
     write_lock: threading.Lock | None,
 ) -> None:
     from marketdata.derive import analytics_intervals, write_with_derived
@@ -441,9 +567,9 @@ def _fetch_and_store(
     now = app.clock()
     derive = pair.interval in analytics_intervals(app.settings)
     batches = []
+    cancel = app.cancel
     for window in pair.windows:
-        if cancel.is_set():
-            raise RunInterruptedError(15)
+        cancel.check()
         served = chain.fetch(pair.symbol, pair.interval, window)
         outcome.provider = served.provider
         bind_pair(pair.symbol, pair.interval.value, served.provider)
@@ -473,8 +599,7 @@ def _fetch_and_store(
                 outcome.updated += stats.updated
                 outcome.unchanged += stats.unchanged
             record_outcome(conn, run_id, outcome)
-            if cancel.is_set():  # leave the transaction uncommitted: it rolls back
-                raise RunInterruptedError(15)
+            cancel.check()  # a stop before the commit leaves the transaction to roll back
         app.metrics.timing("ingestion.write_ms", (time.perf_counter() - started) * 1e3)
 
 
@@ -484,11 +609,55 @@ def _no_lock() -> Iterator[None]:
 
 
 def _record_failure(app: AppContext, run_id: int, outcome: PairOutcome) -> None:
+    """Record a failed pair, unless an outcome is stored for it already (never two outcomes
+    for one pair). A server that no longer answers at all ends the run."""
     from marketdata.storage.engine import connect
-    from marketdata.storage.runs import record_outcome
+    from marketdata.storage.runs import record_outcome_once
 
-    with connect(app.engine(), app.target) as conn, conn.begin():
-        record_outcome(conn, run_id, outcome)
+    try:
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            record_outcome_once(conn, run_id, outcome)
+    except DatabaseUnavailableError:
+        raise  # not one connection but the server is gone: the run ends (exit 75)
+    except MarketdataError as exc:
+        logger.error(
+            "the failure of {} {} could not be recorded: {}",
+            outcome.symbol,
+            outcome.interval,
+            exc.one_line(),
+        )
+
+
+def _record_skip(app: AppContext, run_id: int, outcome: PairOutcome, log: Any) -> None:
+    """Record a pair skipped because its lock is held; warn once it has been skipped for
+    longer than ALERT_STALE_AFTER (the holder may be stuck)."""
+    from marketdata.storage.engine import connect
+    from marketdata.storage.runs import record_outcome_once, skipped_since
+
+    try:
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            record_outcome_once(conn, run_id, outcome)
+            since = skipped_since(conn, outcome.symbol, outcome.interval)
+    except MarketdataError as exc:
+        log.error(
+            "the skip of {} {} could not be recorded: {}",
+            outcome.symbol,
+            outcome.interval,
+            exc.one_line(),
+        )
+        return
+    if since is None:
+        return
+    held = (app.clock() - since).total_seconds()
+    if held > app.settings.stale_after_seconds:
+        log.warning(
+            "{} {} has been skipped since {} because another worker holds its lock "
+            "(longer than ALERT_STALE_AFTER={}): is that worker stuck? see `marketdata runs`",
+            outcome.symbol,
+            outcome.interval,
+            since.isoformat(),
+            app.settings.alert_stale_after,
+        )
 
 
 def _status(result: RunResult, stopped: BaseException | None) -> RunStatus:

@@ -82,7 +82,8 @@ def run(argv: list[str] | None = None) -> NoReturn:
     """
     from marketdata.errors import ExitCode, MarketdataError
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     command = typer.main.get_command(app)
     try:
         try:
@@ -99,9 +100,17 @@ def run(argv: list[str] | None = None) -> NoReturn:
     sys.exit(ExitCode.OK)
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
+def _on_signal(signum: int, _frame: Any) -> None:
+    """While a run watches its cancel event, only set it (the run stops within a second and
+    records itself once); otherwise interrupt the command where it is."""
     from marketdata.errors import RunInterruptedError
 
+    app = OPTIONS.app
+    if app is not None and app.cancel.watched:
+        app.cancel.set(signum)
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise RunInterruptedError(signum)
 
 

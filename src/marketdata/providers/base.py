@@ -8,6 +8,7 @@ only the ProviderError family.
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from marketdata.cancel import Cancel
 from marketdata.domain import Candles, Interval, Window
 from marketdata.errors import (
     BadPayloadError,
@@ -91,12 +93,26 @@ class ProviderContext:
     # canonical symbol -> the trading calendar its market follows (from the markets table)
     calendars: Mapping[str, str] = field(default_factory=dict)
     limiter_factory: Callable[[str, RateLimit], RateLimiter] = LocalRateLimiter.create
-    sleep: Callable[[float], None] = time.sleep
+    # the run's stop request: every wait of a provider watches it
+    cancel: Cancel = field(default_factory=Cancel)
+    # replaces the waiting itself (tests record the seconds asked for instead of sleeping);
+    # None waits on `cancel`, returning early when a stop is asked for
+    sleep: Callable[[float], None] | None = None
     # "now" in epoch seconds for what a provider can still serve (Kraken's 720 bars, Yahoo's
     # intraday reach): the run's clock, so a pinned clock pins the whole run
     clock: Callable[[], float] = time.time
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def wait(self, seconds: float) -> None:
+        """Wait `seconds` (Retry-After, backoff, a provider's pause); RunInterruptedError as
+        soon as the run is asked to stop, so no wait outlives a signal by more than a moment."""
+        self.cancel.check()
+        if self.sleep is None:
+            self.cancel.sleep(seconds)
+        else:
+            self.sleep(seconds)
+            self.cancel.check()
 
     def client(self) -> httpx.Client:
         """The shared HTTP client, built on first use (once, whichever thread asks first)."""
@@ -215,7 +231,9 @@ class HttpProvider(BaseProvider):
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
         self._limiter = ctx.limiter_factory(self.name, self.rate_limit)
+        # the circuit breaker: failures in a row, counted by every worker thread of the run
         self._failed_in_a_row = 0
+        self._breaker_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -228,29 +246,40 @@ class HttpProvider(BaseProvider):
         """GET with rate limiting and retries; returns a response that `classify` accepted."""
         import stamina
 
-        if self._failed_in_a_row >= BREAKER_THRESHOLD:
+        with self._breaker_lock:
+            failed = self._failed_in_a_row
+        if failed >= BREAKER_THRESHOLD:
             raise ProviderUnavailableError(
                 f"{self.name} is given up for the rest of this run after "
-                f"{self._failed_in_a_row} failures in a row",
+                f"{failed} failures in a row",
                 provider=self.name,
                 symbol=symbol,
             )
         settings = self.ctx.settings
+        waits = _Waits()
         try:
             for attempt in stamina.retry_context(
-                on=_retry_hook,
+                on=waits.hook,
                 attempts=settings.http_retry_attempts,
                 timeout=None,
                 wait_initial=0.5,
                 wait_max=settings.http_retry_wait_max,
-                wait_jitter=0.5,
+                wait_jitter=0,
             ):
                 with attempt:
+                    # the wait before a retry happens here, on the run's cancellable clock
+                    # (stamina is told to wait 0): a stop signal ends it at once
+                    if waits.pending is not None:
+                        self.ctx.wait(waits.pending)
+                        waits.pending = None
+                    waits.backoff = attempt.next_wait
                     response = self._send(path, params, symbol)
         except ProviderUnavailableError:
-            self._failed_in_a_row += 1
+            with self._breaker_lock:
+                self._failed_in_a_row += 1
             raise
-        self._failed_in_a_row = 0
+        with self._breaker_lock:
+            self._failed_in_a_row = 0
         return response
 
     def _send(
@@ -346,17 +375,36 @@ def unsupported_interval(provider: Provider, interval: Interval) -> UnsupportedI
     )
 
 
-def _retry_hook(exc: Exception) -> bool | float:
-    """Retry transient provider errors only; a Retry-After wait replaces the backoff.
+# Added to each computed backoff so that many workers do not retry in step.
+BACKOFF_JITTER = 0.5
 
-    A Retry-After longer than RETRY_AFTER_LIMIT (a Binance IP ban can last days) is not
-    waited for: the error goes straight to the fallback chain instead.
-    """
-    if isinstance(exc, ProviderUnavailableError):
+
+@dataclass
+class _Waits:
+    """The wait before the next attempt of one request: decided by `hook` when an attempt
+    fails, taken by the caller through ProviderContext.wait (which a stop interrupts)."""
+
+    pending: float | None = None
+    backoff: float = 0.0  # stamina's backoff for the attempt in flight (0 in testing mode)
+
+    def hook(self, exc: Exception) -> bool | float:
+        """Retry transient provider errors only; Retry-After replaces the backoff.
+
+        A Retry-After longer than RETRY_AFTER_LIMIT (a Binance IP ban can last days) is not
+        waited for: the error goes straight to the fallback chain instead. The answer to
+        stamina is always a wait of 0: the real wait is `pending`.
+        """
+        if not isinstance(exc, ProviderUnavailableError):
+            return False
         if exc.retry_after is None:
-            return True
-        return exc.retry_after if exc.retry_after <= RETRY_AFTER_LIMIT else False
-    return False
+            # nosec B311: jitter spreads retries, nothing secret depends on it
+            jitter = random.uniform(0, BACKOFF_JITTER) if self.backoff else 0.0  # nosec B311
+            self.pending = self.backoff + jitter
+        elif exc.retry_after <= RETRY_AFTER_LIMIT:
+            self.pending = exc.retry_after
+        else:
+            return False
+        return 0.0
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,6 +67,8 @@ class BinanceProvider(HttpProvider):
         super().__init__(ctx)
         # Binance counts weight per clock minute; tests replace this with a fixed time.
         self.clock: Callable[[], float] = time.time
+        # the weight state is read and written by every worker thread of the run
+        self._weight_lock = threading.Lock()
         self._weight_used = 0
         self._weight_minute = -1
 
@@ -146,11 +149,15 @@ class BinanceProvider(HttpProvider):
     def _mind_weight(self) -> None:
         """Wait for the next minute when this one's weight is nearly spent (429s lead to bans)."""
         now = self.clock()
-        if int(now // 60) != self._weight_minute:
-            return
-        if self._weight_used + KLINES_WEIGHT > WEIGHT_PAUSE_AT:
-            # one second past the boundary, for clock skew against Binance's minute
-            self.ctx.sleep(60.0 - now % 60 + 1.0)
+        with self._weight_lock:
+            if int(now // 60) != self._weight_minute:
+                return
+            if self._weight_used + KLINES_WEIGHT <= WEIGHT_PAUSE_AT:
+                return
+        # every thread that finds the weight spent pauses (not only the first); one second
+        # past the boundary, for clock skew against Binance's minute; a stop ends the wait
+        self.ctx.wait(60.0 - now % 60 + 1.0)
+        with self._weight_lock:
             self._weight_minute = -1  # a new minute: the next reply tells the weight again
 
     def _note_weight(self, response: httpx.Response) -> None:
@@ -161,8 +168,9 @@ class BinanceProvider(HttpProvider):
             used = None
         if used is None:
             return
-        self._weight_used = used
-        self._weight_minute = int(self.clock() // 60)
+        with self._weight_lock:
+            self._weight_used = used
+            self._weight_minute = int(self.clock() // 60)
         self.ctx.metrics.gauge(f"provider.{self.name}.used_weight_1m", used)
 
     def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:

@@ -104,12 +104,18 @@ class RedisRateLimiter:
 
 
 def redis_limiter_factory(
-    client: redis.Redis[Any], prefix: str = DEFAULT_PREFIX
+    client: redis.Redis[Any],
+    prefix: str = DEFAULT_PREFIX,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Callable[[str, RateLimit], RateLimiter]:
-    """A ProviderContext.limiter_factory whose limiters share buckets through `client`."""
+    """A ProviderContext.limiter_factory whose limiters share buckets through `client`
+    (and wait with `sleep`: the run's cancellable one)."""
     redis_down = threading.Event()
 
     def build(provider: str, limit: RateLimit) -> RateLimiter:
-        return RedisRateLimiter(client, provider, limit, prefix=prefix, redis_down=redis_down)
+        return RedisRateLimiter(
+            client, provider, limit, prefix=prefix, sleep=sleep, redis_down=redis_down
+        )
 
     return build

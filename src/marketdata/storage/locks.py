@@ -1,5 +1,14 @@
 """Per-(symbol, interval) locks so that several workers share work without double writes:
-PostgreSQL advisory locks (across hosts), file locks beside an SQLite database."""
+PostgreSQL advisory locks (across hosts), file locks beside an SQLite database. Also the
+run lease: a lock a run holds for its whole life, so that a later run can tell a run whose
+process died (lock free, row still `running`) from one still going.
+
+Every lock here dies with its holder: an advisory lock with its database session (a killed
+process's socket closes; a vanished host's is closed by TCP keepalive), a file lock with its
+process's file descriptor. A process that is alive but stuck (SIGSTOP, a hung call) keeps
+them: its run stays `running` in `marketdata runs`, and pairs skipped because of it are
+recorded `skipped` and warned about once skipped longer than ALERT_STALE_AFTER.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +18,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loguru import logger
+
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from filelock import BaseFileLock
+    from sqlalchemy import Connection, Engine
 
 
 def lock_key(symbol: str, interval: str) -> int:
     """A stable signed 64-bit advisory-lock key for a pair."""
-    digest = hashlib.blake2b(f"marketdata:{symbol}:{interval}".encode(), digest_size=8).digest()
+    return _key(f"marketdata:{symbol}:{interval}")
+
+
+def run_key(run_id: int) -> int:
+    """The advisory-lock key of a run's lease."""
+    return _key(f"marketdata:run:{run_id}")
+
+
+def _key(name: str) -> int:
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -27,6 +48,8 @@ def pair_lock(
 
     On PostgreSQL it is a session-level advisory lock on `conn`, released on exit (or when
     the session ends, should the process die). On SQLite it is a file lock in `lock_dir`.
+    A release that fails (the connection was dropped after the pair committed) is logged,
+    not raised: the session, and its lock with it, is gone or is closed here.
     """
     if conn.dialect.name == "postgresql":
         from sqlalchemy import text
@@ -38,21 +61,111 @@ def pair_lock(
             yield taken
         finally:
             if taken:
-                conn.rollback()  # leave any failed transaction before unlocking
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                _unlock(conn, key, f"{symbol} {interval}")
         return
-    from filelock import FileLock, Timeout
-
-    assert lock_dir is not None
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(lock_dir / f"{symbol}_{interval}.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _file_lock(lock_dir, f"{symbol}_{interval}")
+    if not _try_acquire(lock):
         yield False
         return
     try:
         yield True
     finally:
         lock.release()
+
+
+def _unlock(conn: Connection, key: int, what: str) -> None:
+    """Release an advisory lock; if that fails, drop the connection so that the pool never
+    hands out a session still holding it (the server releases it when the session ends)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        conn.rollback()  # leave any failed transaction before unlocking
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.commit()
+    except SQLAlchemyError as exc:
+        logger.warning(
+            "the lock of {} could not be released ({}); its connection is closed instead, "
+            "which releases it",
+            what,
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
+        conn.invalidate()
+
+
+def _file_lock(lock_dir: Path | None, name: str) -> BaseFileLock:
+    from filelock import FileLock
+
+    assert lock_dir is not None
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(lock_dir / f"{name}.lock")
+
+
+def _try_acquire(lock: BaseFileLock) -> bool:
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    return True
+
+
+class RunLease:
+    """Held by a run from its start to its recorded end (see the module docstring)."""
+
+    def __init__(self, engine: Engine, run_id: int, lock_dir: Path | None) -> None:
+        self.run_id = run_id
+        self._conn: Connection | None = None
+        self._file: BaseFileLock | None = None
+        if engine.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            # a connection of its own, idle for the run, so the lease lives as long as we do
+            self._conn = engine.connect()
+            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": run_key(run_id)})
+            self._conn.commit()
+        else:
+            self._file = _file_lock(lock_dir, f"run-{run_id}")
+            self._file.acquire(timeout=0)
+
+    def release(self) -> None:
+        """Give the lease up (the run is recorded)."""
+        if self._conn is not None:
+            # unlocked before the connection goes back to the pool, which keeps sessions
+            _unlock(self._conn, run_key(self.run_id), f"run {self.run_id}")
+            self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            self._file.release()
+            Path(self._file.lock_file).unlink(missing_ok=True)
+            self._file = None
+
+    def drop(self) -> None:
+        """Let the lease go without a word to the database (which may not answer): the run
+        could not be recorded, so a later run is to close it as abandoned."""
+        if self._conn is not None:
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            self._file.release()
+            self._file = None
+
+
+def lease_is_free(conn: Connection, run_id: int, lock_dir: Path | None) -> bool:
+    """True when no live process holds run `run_id`'s lease (its process is gone)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        key = run_key(run_id)
+        free = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        if free:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return free
+    lock = _file_lock(lock_dir, f"run-{run_id}")
+    if not _try_acquire(lock):
+        return False
+    lock.release()
+    Path(lock.lock_file).unlink(missing_ok=True)
+    return True

@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marketdata.domain import PairOutcome, RunResult
+from marketdata.domain import PairOutcome, RunResult, RunStatus
 from marketdata.storage.schema import ingestion_outcomes, ingestion_runs
 
 if TYPE_CHECKING:
@@ -46,22 +47,118 @@ def record_outcome(conn: Connection, run_id: int, outcome: PairOutcome) -> None:
     conn.execute(ingestion_outcomes.insert().values(run_id=run_id, **values))
 
 
+def record_outcome_once(conn: Connection, run_id: int, outcome: PairOutcome) -> bool:
+    """Write a pair's outcome unless one is recorded already (a pair whose commit may have
+    gone through before its connection dropped keeps that outcome); True when written."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(ingestion_outcomes).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(ingestion_outcomes).on_conflict_do_nothing()  # type: ignore[assignment]
+    result = conn.execute(statement.values(run_id=run_id, **outcome.as_dict()))
+    return bool(result.rowcount)
+
+
 def finish_run(conn: Connection, result: RunResult) -> None:
-    """Close the run row with its status, counts, duration and error."""
+    """Close the run row with its status, counts, duration and error.
+
+    The row counts are summed from the outcomes the pairs committed with their candles, so
+    they are what is stored: a pair that failed at commit counts nothing, and a pair that
+    committed while the run was stopping counts although the run no longer waited for it.
+    """
+    from sqlalchemy import func, select
+
     c = ingestion_runs.c
+    o = ingestion_outcomes.c
+    inserted, updated, rejected = conn.execute(
+        select(
+            func.coalesce(func.sum(o.inserted), 0),
+            func.coalesce(func.sum(o.updated), 0),
+            func.coalesce(func.sum(o.rejected), 0),
+        ).where(o.run_id == result.run_id, o.status == "ok")
+    ).one()
     conn.execute(
         ingestion_runs.update()
         .where(c.id == result.run_id)
         .values(
             finished_at=result.finished_at,
             status=result.status.value,
-            rows_inserted=result.rows_inserted,
-            rows_updated=result.rows_updated,
-            rows_rejected=sum(o.rejected for o in result.outcomes),
+            rows_inserted=int(inserted),
+            rows_updated=int(updated),
+            rows_rejected=int(rejected),
             duration_ms=result.duration_ms,
             error=result.error,
         )
     )
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """A run closed as abandoned: its process died while it was `running`."""
+
+    id: int
+    host: str | None
+    started_at: datetime
+
+
+def close_abandoned(
+    conn: Connection, *, now: datetime, lock_dir: Path | None, own: int | None = None
+) -> list[Abandoned]:
+    """Close every `running` run whose lease is free (its process is gone) as abandoned.
+
+    A run holds its lease (storage/locks.py) from before its row is visible until it is
+    recorded, so a free lease on a running row means nobody will ever finish it.
+    """
+    from sqlalchemy import select
+
+    from marketdata.storage.locks import lease_is_free
+
+    c = ingestion_runs.c
+    running = conn.execute(
+        select(c.id, c.host, c.started_at).where(c.status == "running").order_by(c.id)
+    ).all()
+    closed: list[Abandoned] = []
+    for run_id, host, started_at in running:
+        if run_id == own or not lease_is_free(conn, run_id, lock_dir):
+            continue
+        updated = conn.execute(
+            ingestion_runs.update()
+            .where(c.id == run_id, c.status == "running")
+            .values(
+                status=RunStatus.ABANDONED.value,
+                finished_at=now,
+                error=f"the process on {host or 'an unknown host'} ended without recording "
+                "this run (killed or crashed); closed by a later run",
+            )
+        )
+        if updated.rowcount:
+            closed.append(Abandoned(run_id, host, started_at))
+    return closed
+
+
+def skipped_since(conn: Connection, symbol: str, interval: str) -> datetime | None:
+    """When the pair's current streak of `skipped` outcomes began (None when its latest
+    outcome is not a skip)."""
+    from sqlalchemy import select
+
+    o = ingestion_outcomes.c
+    r = ingestion_runs.c
+    history = conn.execute(
+        select(o.status, r.started_at)
+        .join(ingestion_runs, r.id == o.run_id)
+        .where(o.symbol == symbol, o.interval == interval, o.status != "disabled")
+        .order_by(r.started_at.desc(), r.id.desc())
+        .limit(1000)
+    ).all()
+    since: datetime | None = None
+    for status, started_at in history:
+        if status != "skipped":
+            break
+        since = started_at
+    return since
 
 
 @dataclass(frozen=True)
