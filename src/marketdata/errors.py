@@ -144,11 +144,13 @@ class PartialRunError(MarketdataError):
 
 
 class RunInterruptedError(MarketdataError):
-    """SIGINT or SIGTERM arrived; in-flight work was rolled back."""
+    """SIGINT or SIGTERM arrived; pairs not yet committing were rolled back."""
 
     def __init__(self, signum: int) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}; the pair in flight was rolled back")
+        super().__init__(
+            f"interrupted by {name}; pairs already stored are kept, the others were rolled back"
+        )
         self.exit_code = ExitCode.SIGTERM if signum == signal.SIGTERM else ExitCode.SIGINT

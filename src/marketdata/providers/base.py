@@ -397,7 +397,7 @@ class _Waits:
         if not isinstance(exc, ProviderUnavailableError):
             return False
         if exc.retry_after is None:
-            # nosec B311: jitter spreads retries, nothing secret depends on it
+            # jitter spreads retries out; nothing secret depends on it
             jitter = random.uniform(0, BACKOFF_JITTER) if self.backoff else 0.0  # nosec B311
             self.pending = self.backoff + jitter
         elif exc.retry_after <= RETRY_AFTER_LIMIT:

@@ -1,0 +1,55 @@
+"""Stop signals against a real `marketdata ingest` process: the handler only sets the cancel
+event, every wait answers it within a second, and the run is recorded once, interrupted."""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tests.cli.helpers import one_error_line
+from tests.fakes.server import Reply
+from tests.reliability.conftest import ledger, start, wait_for
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_during_a_retry_after_wait_ends_the_run_at_once_recorded_once_as_interrupted(
+    coinbase, cli_env, database_url, signum, code
+):
+    fake, server = coinbase
+    # BTC-USD is stored; ETH-USD is told to come back in 50 s
+    env = cli_env(
+        database_url=database_url,
+        coinbase_base_url=server.url,
+        ingestion_concurrency=1,
+        http_retry_attempts=3,
+    )
+    waiting = Reply(429, {"message": "slow down"}, headers={"Retry-After": "50"})
+    original = fake.__call__
+
+    def answer(request):
+        if "ETH-USD" in request.path:
+            return waiting
+        return original(request)
+
+    server.handler = answer
+    proc = start(["ingest", "--symbols", "BTC-USD,ETH-USD"], env)
+    wait_for(lambda: any("ETH-USD" in r.path for r in server.requests))
+    time.sleep(0.3)  # well inside the 50 s wait
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == code, stderr
+    assert took < 5, f"took {took:.1f}s to stop"  # the wait was 50 s
+    assert signal.Signals(signum).name in one_error_line(SimpleNamespace(stderr=stderr))
+    runs = ledger(database_url, "select status, finished_at, rows_inserted from ingestion_runs")
+    [(status, finished_at, inserted)] = runs
+    assert status == "interrupted" and finished_at is not None
+    stored = ledger(database_url, "select count(*) from candles where symbol = 'BTC-USD'")
+    assert inserted == stored[0][0] == 31  # the pair committed before the stop is counted
+    assert ledger(database_url, "select count(*) from candles where symbol = 'ETH-USD'") == [(0,)]
+    outcomes = ledger(database_url, "select symbol, status from ingestion_outcomes")
+    assert outcomes == [("BTC-USD", "ok")]
