@@ -1,0 +1,90 @@
+"""Database faults in the middle of a run, on real PostgreSQL: a session killed just after a
+pair commits (or just before), and a database that stops answering."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from marketdata.config import load_settings
+from marketdata.context import AppContext
+from marketdata.domain import RunStatus
+from marketdata.observability.metrics import RecordingMetrics
+from marketdata.pipeline import IngestRequest, run_ingest
+from tests.fakes.tcpproxy import PgSessionKiller, proxy_to
+from tests.reliability.conftest import ledger
+
+OUTCOME_INSERT = b"INSERT INTO ingestion_outcomes"
+
+
+def through(proxy, database_url: str) -> str:
+    """`database_url` reached through `proxy`, in clear text so the proxy can read it."""
+    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False) + "?sslmode=disable"
+
+
+def app_on(database_url: str, coinbase_url: str) -> AppContext:
+    values = {
+        "database_url": database_url,
+        "coinbase_base_url": coinbase_url,
+        "ingestion_concurrency": 1,  # BTC-USD first, then ETH-USD
+        "ingestion_lookback_days": 30,
+        "http_retry_attempts": 1,
+    }
+    return AppContext(load_settings(values, environ={}), metrics=RecordingMetrics())
+
+
+@pytest.fixture
+def pg_url(pg_database):
+    from tests.conftest import _truncate
+
+    _truncate(pg_database)
+    return pg_database
+
+
+def ingest(app: AppContext):
+    try:
+        return run_ingest(app, IngestRequest(symbols=["BTC-USD", "ETH-USD"]))
+    finally:
+        app.close()
+
+
+def test_a_session_killed_just_after_its_pair_committed_keeps_the_pair_and_the_run_going(
+    pg_url, coinbase
+):
+    _, server = coinbase
+    with proxy_to(make_url(pg_url).port or 5432) as proxy:
+        killer = PgSessionKiller(proxy, pg_url, OUTCOME_INSERT, after_commit=True)
+        result = ingest(app_on(through(proxy, pg_url), server.url))
+    assert len(killer.killed) == 1  # the fault happened
+    assert result.status is RunStatus.SUCCESS
+    assert {(o.symbol, o.status) for o in result.outcomes} == {
+        ("BTC-USD", "ok"),
+        ("ETH-USD", "ok"),  # the pair after the fault was still attempted
+    }
+    outcomes = ledger(pg_url, "select symbol, status from ingestion_outcomes order by symbol")
+    assert outcomes == [("BTC-USD", "ok"), ("ETH-USD", "ok")]  # one outcome per pair
+    [(status, inserted)] = ledger(pg_url, "select status, rows_inserted from ingestion_runs")
+    [(stored,)] = ledger(pg_url, "select count(*) from candles")
+    assert status == "success" and inserted == stored == 62
+
+
+def test_a_pair_whose_commit_never_arrived_fails_counts_no_rows_and_spoils_no_other(
+    pg_url, coinbase
+):
+    _, server = coinbase
+    with proxy_to(make_url(pg_url).port or 5432) as proxy:
+        killer = PgSessionKiller(proxy, pg_url, OUTCOME_INSERT, after_commit=False)
+        result = ingest(app_on(through(proxy, pg_url), server.url))
+    assert len(killer.killed) == 1
+    assert result.status is RunStatus.PARTIAL
+    by_symbol = {o.symbol: o for o in result.outcomes}
+    assert by_symbol["BTC-USD"].status == "failed"
+    assert by_symbol["BTC-USD"].inserted == 0
+    assert by_symbol["ETH-USD"].status == "ok"
+    outcomes = ledger(pg_url, "select symbol, status from ingestion_outcomes order by symbol")
+    assert outcomes == [("BTC-USD", "failed"), ("ETH-USD", "ok")]
+    [(status, inserted)] = ledger(pg_url, "select status, rows_inserted from ingestion_runs")
+    [(stored,)] = ledger(pg_url, "select count(*) from candles")
+    assert status == "partial" and inserted == stored == 31
+    assert result.rows_inserted == 31
