@@ -3,7 +3,6 @@ one alert per run from one client off the hot path, staleness, an unreachable da
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import threading
@@ -19,6 +18,7 @@ from marketdata.observability.alerts import Alert, NullAlerts, WebhookAlerts, se
 from marketdata.pipeline import IngestRequest, run_ingest
 from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.server import Reply, serve
+from tests.fakes.tcpproxy import TcpProxy
 from tests.test_metrics import listen, received
 
 NOW = datetime(2024, 4, 10, 12, tzinfo=UTC)
@@ -358,52 +358,15 @@ def test_without_a_webhook_alerts_are_off():
     assert isinstance(build_alerts(load_settings(environ={}).settings), NullAlerts)
 
 
-class Proxy:
-    """A TCP proxy to PostgreSQL on loopback that a test can cut (refusing from then on)."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.links: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.links += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65_536):
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def cut(self) -> None:
-        # shutdown wakes the accepting thread; a bare close would leave the socket listening
-        for sock in [self.server, *self.links]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 def test_a_database_lost_during_a_run_sends_a_critical_alert_naming_the_run(pg_database):
     from sqlalchemy.engine import make_url
 
     url = make_url(pg_database)
-    proxy = Proxy(url.port or 5432)
+    proxy = TcpProxy(url.port or 5432)
     receiver = Receiver()
 
     def cut_then_fail(request):
-        proxy.cut()  # the database goes away while the provider is being asked
+        proxy.close()  # the database goes away while the provider is being asked
         return Reply(503, "down")
 
     with serve(receiver) as hook, serve(cut_then_fail) as coinbase:

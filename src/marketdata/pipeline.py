@@ -239,7 +239,7 @@ def _with_costs(app: AppContext, provider_name: str, pair: PairPlan) -> PairPlan
 STOP_GRACE_SECONDS = 0.5
 # How long recording the run's end may take: a database that stopped answering must not keep
 # a stopped process alive (the next run then closes the row as abandoned).
-RECORD_DEADLINE_SECONDS = 10.0
+RECORD_DEADLINE_SECONDS = 5.0
 
 
 def run_ingest(

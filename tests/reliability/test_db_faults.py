@@ -88,3 +88,55 @@ def test_a_pair_whose_commit_never_arrived_fails_counts_no_rows_and_spoils_no_ot
     [(stored,)] = ledger(pg_url, "select count(*) from candles")
     assert status == "partial" and inserted == stored == 31
     assert result.rows_inserted == 31
+
+
+def test_sigterm_ends_a_run_whose_database_stopped_answering(pg_url, coinbase, cli_env):
+    """The database freezes while a pair is being fetched (bytes stop, sockets stay open):
+    the pair's writer blocks for good; SIGTERM still ends the process with 143, and once the
+    database is back the next run closes the unrecorded run as abandoned."""
+    import signal
+    import time
+
+    from tests.reliability.conftest import start, wait_for
+
+    fake, server = coinbase
+    with proxy_to(make_url(pg_url).port or 5432) as proxy:
+        original = fake.__call__
+
+        def freeze_then_answer(request):
+            proxy.freeze()  # the database stops answering while the provider is asked
+            return original(request)
+
+        server.handler = freeze_then_answer
+        proc = start(
+            ["ingest", "--symbols", "BTC-USD"],
+            cli_env(database_url=through(proxy, pg_url), coinbase_base_url=server.url),
+        )
+        wait_for(lambda: bool(server.requests))
+        time.sleep(1.0)  # the pair is blocked writing to the frozen database
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 143, stderr
+        assert "could not be recorded" in stderr
+        proxy.thaw()  # the database answers again; the dead process's sessions end
+    assert ledger(pg_url, "select count(*) from candles") == [(0,)]
+    server.handler = original
+    app = app_on(pg_url, server.url)
+    wait_for(lambda: _no_session_of_the_dead_run(pg_url))
+    result = ingest(app)
+    assert result.status is RunStatus.SUCCESS
+    statuses = ledger(pg_url, "select status from ingestion_runs order by id")
+    assert statuses == [("abandoned",), ("success",)]
+
+
+def _no_session_of_the_dead_run(url: str) -> bool:
+    """True once PostgreSQL has ended the frozen run's sessions (the lease with them)."""
+    from marketdata.storage.locks import run_key
+
+    rows = ledger(
+        url,
+        "select count(*) from pg_locks where locktype = 'advisory' and granted and "
+        f"((classid::bigint << 32) | objid::bigint) = {run_key(1) & 0xFFFFFFFFFFFFFFFF}",
+    )
+    return rows == [(0,)]
