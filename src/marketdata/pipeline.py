@@ -16,6 +16,7 @@ from loguru import logger
 
 from marketdata.domain import (
     DAY,
+    Candles,
     Interval,
     PairOutcome,
     RunResult,
@@ -278,7 +279,7 @@ def _run_watched(app: AppContext, request: IngestRequest, progress: Progress | N
     try:
         app.cancel.check()
         chain = _build_chain(plan.providers, provider_ctx)
-        _run_pairs(app, plan, chain, run_id, progress, result.outcomes)
+        _run_pairs(app, plan, chain, run_id, lease, progress, result.outcomes)
     except KeyboardInterrupt:
         stopped = RunInterruptedError(signal.SIGINT)
     except Exception as exc:  # noqa: BLE001 - recorded in the ledger, then raised again below
@@ -418,6 +419,7 @@ def _run_pairs(
     plan: Plan,
     chain: FallbackChain,
     run_id: int,
+    lease: RunLease,
     progress: Progress | None,
     outcomes: list[PairOutcome],
 ) -> None:
@@ -445,7 +447,7 @@ def _run_pairs(
                     return
                 started += 1
             try:
-                outcome = _process_pair(app, chain, run_id, pair, write_lock)
+                outcome = _process_pair(app, chain, run_id, pair, write_lock, lease)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 finished.put((None, exc))
                 return
@@ -496,9 +498,9 @@ def _process_pair(
     run_id: int,
     pair: PairPlan,
     write_lock: threading.Lock | None,
+    lease: RunLease,
 ) -> PairOutcome:
     from marketdata.storage.engine import connect
-    from marketdata.storage.locks import pair_lock
 
     outcome = PairOutcome(pair.symbol, pair.interval.value, "ok")
     bind_pair(pair.symbol, pair.interval.value)
@@ -508,17 +510,17 @@ def _process_pair(
         return outcome
     committed = False  # once true, the pair's candles and its ok outcome are stored
     try:
-        with (
-            connect(app.engine(), app.target) as conn,
-            pair_lock(conn, pair.symbol, pair.interval.value, app.lock_dir()) as taken,
-        ):
+        with lease.pair(pair.symbol, pair.interval.value) as taken:
             if not taken:
                 outcome.status, outcome.error = "skipped", "held by another worker"
                 log.info("{} {} is held by another worker; skipped", pair.symbol, pair.interval)
                 _record_skip(app, run_id, outcome, log)
                 return outcome
-            _fetch_and_store(app, chain, run_id, pair, conn, outcome, write_lock)
-            committed = True
+            # no database connection is held while the provider is asked: only for the write
+            batches = _fetch(app, chain, pair, outcome)
+            with connect(app.engine(), app.target) as conn:
+                _store(app, run_id, pair, batches, conn, outcome, write_lock)
+                committed = True
     except ProviderError as exc:
         _fail(app, run_id, outcome, exc, log.bind(provider=exc.provider).warning)
     except MarketdataError as exc:
@@ -550,26 +552,13 @@ def _fail(
     _record_failure(app, run_id, outcome)
 
 
-def _fetch_and_store(
-    app: AppContext,
-    chain: FallbackChain,
-    run_id: int,
-    pair: PairPlan,
-    conn: Connection,
-    outcome: PairOutcome,
-    write_lock: threading.Lock | None,
-) -> None:
-    from marketdata.derive import analytics_intervals, write_with_derived
-    from marketdata.storage.rejects import record_rejects
-    from marketdata.storage.runs import record_outcome
-    from marketdata.validation import validate
-
-    now = app.clock()
-    derive = pair.interval in analytics_intervals(app.settings)
+def _fetch(
+    app: AppContext, chain: FallbackChain, pair: PairPlan, outcome: PairOutcome
+) -> list[Candles]:
+    """Every window of the pair through the provider chain."""
     batches = []
-    cancel = app.cancel
     for window in pair.windows:
-        cancel.check()
+        app.cancel.check()
         served = chain.fetch(pair.symbol, pair.interval, window)
         outcome.provider = served.provider
         bind_pair(pair.symbol, pair.interval.value, served.provider)
@@ -584,6 +573,27 @@ def _fetch_and_store(
                 "; ".join(served.failures),
             )
         batches.append(served.candles)
+    return batches
+
+
+def _store(
+    app: AppContext,
+    run_id: int,
+    pair: PairPlan,
+    batches: list[Candles],
+    conn: Connection,
+    outcome: PairOutcome,
+    write_lock: threading.Lock | None,
+) -> None:
+    """Validate and write the pair's candles, rejects and outcome in one transaction."""
+    from marketdata.derive import analytics_intervals, write_with_derived
+    from marketdata.storage.rejects import record_rejects
+    from marketdata.storage.runs import record_outcome
+    from marketdata.validation import validate
+
+    now = app.clock()
+    derive = pair.interval in analytics_intervals(app.settings)
+    cancel = app.cancel
     with write_lock or _no_lock():
         started = time.perf_counter()
         with conn.begin():

@@ -13,6 +13,7 @@ recorded `skipped` and warned about once skipped longer than ALERT_STALE_AFTER.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,30 +113,78 @@ def _try_acquire(lock: BaseFileLock) -> bool:
 
 
 class RunLease:
-    """Held by a run from its start to its recorded end (see the module docstring)."""
+    """Held by a run from its start to its recorded end (see the module docstring); it also
+    takes the run's pair locks.
+
+    On PostgreSQL the lease and the pair locks are session advisory locks on one connection
+    of the run's own, which worker threads take turns on: a pair holds no pooled connection
+    while its provider is asked, only for its write. Should that session be dropped, its
+    locks end with it; the next lock taken reconnects and takes the lease again.
+    """
 
     def __init__(self, engine: Engine, run_id: int, lock_dir: Path | None) -> None:
         self.run_id = run_id
+        self._engine = engine
+        self._lock_dir = lock_dir
+        self._mutex = threading.Lock()  # one statement at a time on the shared session
         self._conn: Connection | None = None
         self._file: BaseFileLock | None = None
         if engine.dialect.name == "postgresql":
-            from sqlalchemy import text
-
-            # a connection of its own, idle for the run, so the lease lives as long as we do
-            self._conn = engine.connect()
-            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": run_key(run_id)})
-            self._conn.commit()
+            self._session()
         else:
             self._file = _file_lock(lock_dir, f"run-{run_id}")
             self._file.acquire(timeout=0)
 
+    def _session(self) -> Connection:
+        """The lock session, (re)connected with the lease taken on it (mutex held)."""
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            from sqlalchemy import text
+
+            self._conn = self._engine.connect()
+            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": run_key(self.run_id)})
+            self._conn.commit()
+        return self._conn
+
+    @contextmanager
+    def pair(self, symbol: str, interval: str) -> Iterator[bool]:
+        """Try to take the pair's lock without waiting; yields whether it was taken."""
+        if self._engine.dialect.name != "postgresql":
+            lock = _file_lock(self._lock_dir, f"{symbol}_{interval}")
+            if not _try_acquire(lock):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                lock.release()
+            return
+        from sqlalchemy import text
+
+        key = lock_key(symbol, interval)
+        with self._mutex:
+            conn = self._session()
+            # session locks are re-entrant: a pair another thread of this run holds is
+            # never asked twice (plans hold each pair once)
+            taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            conn.commit()
+        try:
+            yield taken
+        finally:
+            if taken:
+                with self._mutex:
+                    if self._conn is not None and not self._conn.invalidated:
+                        _unlock(self._conn, key, f"{symbol} {interval}")
+
     def release(self) -> None:
         """Give the lease up (the run is recorded)."""
-        if self._conn is not None:
-            # unlocked before the connection goes back to the pool, which keeps sessions
-            _unlock(self._conn, run_key(self.run_id), f"run {self.run_id}")
-            self._conn.close()
-            self._conn = None
+        with self._mutex:
+            if self._conn is not None:
+                if not self._conn.invalidated:
+                    # unlocked before the connection goes back to the pool, which keeps
+                    # sessions (and their locks) alive
+                    _unlock(self._conn, run_key(self.run_id), f"run {self.run_id}")
+                self._conn.close()
+                self._conn = None
         if self._file is not None:
             self._file.release()
             Path(self._file.lock_file).unlink(missing_ok=True)
