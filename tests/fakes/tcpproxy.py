@@ -139,7 +139,7 @@ class PgSessionKiller:
         import psycopg
 
         pid = int(str(link.state["pid"]))
+        self.killed.append(pid)  # before: the client may see the effect before this returns
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             # waits (up to 5 s) until the session has really ended
             admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
-        self.killed.append(pid)

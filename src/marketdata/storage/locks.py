@@ -64,6 +64,13 @@ def pair_lock(
             if taken:
                 _unlock(conn, key, f"{symbol} {interval}")
         return
+    with _pair_file_lock(lock_dir, symbol, interval) as taken:
+        yield taken
+
+
+@contextmanager
+def _pair_file_lock(lock_dir: Path | None, symbol: str, interval: str) -> Iterator[bool]:
+    """The pair's file lock beside an SQLite database, if free; yields whether taken."""
     lock = _file_lock(lock_dir, f"{symbol}_{interval}")
     if not _try_acquire(lock):
         yield False
@@ -149,14 +156,8 @@ class RunLease:
     def pair(self, symbol: str, interval: str) -> Iterator[bool]:
         """Try to take the pair's lock without waiting; yields whether it was taken."""
         if self._engine.dialect.name != "postgresql":
-            lock = _file_lock(self._lock_dir, f"{symbol}_{interval}")
-            if not _try_acquire(lock):
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                lock.release()
+            with _pair_file_lock(self._lock_dir, symbol, interval) as taken:
+                yield taken
             return
         from sqlalchemy import text
 
