@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +13,9 @@ import sqlalchemy as sa
 from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.market import walk
 from tests.fakes.server import FakeServer, serve
+from tests.reliability.processes import start, wait_for
+
+__all__ = ["ledger", "start", "wait_for"]
 
 DAY = 86_400
 HOUR = 3_600
@@ -46,24 +47,6 @@ def cli_env(tmp_path) -> Callable[..., dict[str, str]]:
         }
 
     return build
-
-
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    """`marketdata ARGS` as a process of its own."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "marketdata", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def ledger(url: str, query: str) -> list[tuple[Any, ...]]:
