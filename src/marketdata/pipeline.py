@@ -483,10 +483,15 @@ def _run_pairs(
         if not take_one(0.1) and not any(w.is_alive() for w in workers):
             break  # every worker ended (halted): nothing more will come
     halt.set()
-    # pairs in flight: those already committing finish and are counted, the others roll back
-    deadline = time.monotonic() + (STOP_GRACE_SECONDS if cancel.is_set() else 3600.0)
-    while received < started and (remaining := deadline - time.monotonic()) > 0:
-        take_one(min(remaining, 0.1))
+    # pairs in flight: after an error they finish; after a stop signal (even one that comes
+    # now) those already committing get STOP_GRACE_SECONDS and are counted, the rest roll back
+    grace_ends: float | None = None
+    while received < started:
+        if grace_ends is None and cancel.is_set():
+            grace_ends = time.monotonic() + STOP_GRACE_SECONDS
+        if grace_ends is not None and time.monotonic() >= grace_ends:
+            break
+        take_one(0.05)
     if failure is not None:
         raise failure
     cancel.check()

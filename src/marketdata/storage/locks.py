@@ -147,9 +147,19 @@ class RunLease:
         if self._conn is None or self._conn.invalidated or self._conn.closed:
             from sqlalchemy import text
 
+            again = self._conn is not None
             self._conn = self._engine.connect()
-            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": run_key(self.run_id)})
+            # after a dropped session the server may not have ended it yet: do not wait
+            taken = self._conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": run_key(self.run_id)}
+            ).scalar()
             self._conn.commit()
+            if again and not taken:
+                logger.warning(
+                    "run {}: its dropped session still holds its lease; should another run "
+                    "close it as abandoned meanwhile, this run's end overwrites that",
+                    self.run_id,
+                )
         return self._conn
 
     @contextmanager
