@@ -3,6 +3,7 @@ that stops answering (SIGSTOP) keeps its pairs, which other runs record as skipp
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from marketdata.pipeline import IngestRequest, run_ingest
 from marketdata.storage.engine import connect
 from marketdata.storage.locks import pair_lock
 from marketdata.storage.runs import recent_runs
+from tests.cli.helpers import run as run_cli
 from tests.fakes.server import Reply
 from tests.reliability.conftest import ledger, start, wait_for
 
@@ -65,6 +67,13 @@ def test_a_killed_runs_row_is_closed_as_abandoned_by_the_next_run(coinbase, cli_
     assert abandoned.finished_at is not None
     assert "ended without recording this run" in (abandoned.error or "")
     assert any(f"run {killed} " in line and "abandoned" in line for line in lines)
+    shown = run_cli(["status"], cli_env(database_url=database_url))
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {killed} on {abandoned.host} was abandoned" in " ".join(shown.stderr.split())
+    listed = run_cli(
+        ["runs", "--status", "abandoned", "--json"], cli_env(database_url=database_url)
+    )
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [killed]
 
 
 def test_a_live_run_is_never_closed_as_abandoned(coinbase, cli_env, database_url):

@@ -11,6 +11,7 @@ from marketdata.cli.options import Json, StoredSymbols, parse_symbol_flags
 from marketdata.cli.state import build_app
 
 if TYPE_CHECKING:
+    from marketdata.context import AppContext
     from marketdata.storage.run_history import HistoryRow
 
 
@@ -144,4 +145,24 @@ def status(symbols: StoredSymbols = None, json: Json = False) -> None:
             ],
             right=("age", "staleness", "last run"),
         )
+        _note_runs_to_watch(ctx)
     raise_if_stale(rows, stale_after)
+
+
+def _note_runs_to_watch(ctx: AppContext) -> None:
+    """Under the table: runs still running (one running long may be stuck, holding its
+    pairs) and recent runs whose process died (closed as abandoned)."""
+    from marketdata.domain import format_duration
+    from marketdata.storage.engine import connect
+    from marketdata.storage.runs import runs_to_watch
+
+    with connect(ctx.engine(), ctx.target) as conn:
+        watched = runs_to_watch(conn)
+    now = ctx.clock()
+    for run in watched:
+        host = run.host or "an unknown host"
+        if run.status == "running":
+            age = format_duration(int((now - run.started_at).total_seconds()))
+            render.note(f"run {run.id} on {host} has been running for {age}")
+        else:
+            render.note(f"run {run.id} on {host} was abandoned: {run.error}")

@@ -12,7 +12,7 @@ from marketdata.domain import PairOutcome, RunResult, RunStatus
 from marketdata.storage.schema import ingestion_outcomes, ingestion_runs
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Select
 
 
 def start_run(
@@ -176,16 +176,14 @@ class RunRow:
     rows_rejected: int
     duration_ms: float | None
     error: str | None
+    host: str | None = None
 
 
-def recent_runs(
-    conn: Connection, *, limit: int = 20, since: datetime | None = None
-) -> list[RunRow]:
-    """Runs, newest first."""
+def _run_rows() -> Select[Any]:
     from sqlalchemy import select
 
     c = ingestion_runs.c
-    query = select(
+    return select(
         c.id,
         c.trigger,
         c.providers,
@@ -197,10 +195,33 @@ def recent_runs(
         c.rows_rejected,
         c.duration_ms,
         c.error,
-    ).order_by(c.started_at.desc(), c.id.desc())
+        c.host,
+    )
+
+
+def recent_runs(
+    conn: Connection, *, limit: int = 20, since: datetime | None = None
+) -> list[RunRow]:
+    """Runs, newest first."""
+    c = ingestion_runs.c
+    query = _run_rows().order_by(c.started_at.desc(), c.id.desc())
     if since is not None:
         query = query.where(c.started_at >= since)
     return [RunRow(**row) for row in conn.execute(query.limit(limit)).mappings()]
+
+
+def runs_to_watch(conn: Connection, *, recent: int = 50) -> list[RunRow]:
+    """Runs still `running` (a long one may be stuck) and runs `abandoned` among the latest
+    `recent`, oldest first: what `status` points out under its table."""
+    c = ingestion_runs.c
+    running = conn.execute(
+        _run_rows().where(c.status == "running").order_by(c.id).limit(recent)
+    ).mappings()
+    watched = {row["id"]: RunRow(**row) for row in running}
+    for row in recent_runs(conn, limit=recent):
+        if row.status == RunStatus.ABANDONED.value:
+            watched[row.id] = row
+    return sorted(watched.values(), key=lambda r: r.id)
 
 
 def outcomes_of(conn: Connection, run_id: int) -> list[dict[str, Any]]:
