@@ -150,3 +150,30 @@ def test_a_pair_held_by_a_stuck_worker_is_recorded_skipped_and_warned_about_once
     stale = [line for line in lines if "BTC-USD 1d has been skipped since" in line]
     assert len(stale) == 1  # the second run, three hours after the first skip
     assert "ALERT_STALE_AFTER=2h" in stale[0]
+
+
+def test_a_pair_lock_whose_session_died_is_free_for_the_next_run(coinbase, pg_database):
+    """PostgreSQL ends a dead session's advisory locks: a worker whose connection was
+    terminated cannot keep its pairs."""
+    import psycopg
+
+    from marketdata.storage.locks import lock_key
+    from tests.conftest import _truncate
+
+    _truncate(pg_database)
+    _, server = coinbase
+    holder = psycopg.connect(pg_database, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("BTC-USD", "1d"),))
+    [(pid,)] = holder.execute("SELECT pg_backend_pid()").fetchall()
+    app = app_on(pg_database, server.url)
+    try:
+        first = run_ingest(app, IngestRequest(symbols=["BTC-USD"]))
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        second = run_ingest(app, IngestRequest(symbols=["BTC-USD"]))
+    finally:
+        app.close()
+        holder.close()
+    assert [o.status for o in first.outcomes] == ["skipped"]
+    assert [o.status for o in second.outcomes] == ["ok"]
+    assert second.rows_inserted == 31
