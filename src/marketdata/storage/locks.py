@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
 
+# How long the end of a run waits for a worker still using the lock session.
+RELEASE_WAIT_SECONDS = 2.0
+
+
 def lock_key(symbol: str, interval: str) -> int:
     """A stable signed 64-bit advisory-lock key for a pair."""
     return _key(f"marketdata:{symbol}:{interval}")
@@ -188,7 +192,12 @@ class RunLease:
 
     def release(self) -> None:
         """Give the lease up (the run is recorded)."""
-        with self._mutex:
+        # a worker left blocked on the lock session (a database that stopped answering)
+        # must not block the end of the run: then the session is dropped instead
+        if not self._mutex.acquire(timeout=RELEASE_WAIT_SECONDS):
+            self.drop()
+            return
+        try:
             if self._conn is not None:
                 if not self._conn.invalidated:
                     # unlocked before the connection goes back to the pool, which keeps
@@ -196,6 +205,8 @@ class RunLease:
                     _unlock(self._conn, run_key(self.run_id), f"run {self.run_id}")
                 self._conn.close()
                 self._conn = None
+        finally:
+            self._mutex.release()
         if self._file is not None:
             self._file.release()
             Path(self._file.lock_file).unlink(missing_ok=True)
