@@ -53,3 +53,21 @@ def test_a_stop_during_a_retry_after_wait_ends_the_run_at_once_recorded_once_as_
     assert ledger(database_url, "select count(*) from candles where symbol = 'ETH-USD'") == [(0,)]
     outcomes = ledger(database_url, "select symbol, status from ingestion_outcomes")
     assert outcomes == [("BTC-USD", "ok")]
+
+
+def test_sigterm_ends_a_run_whose_worker_is_blocked_on_a_provider_that_never_answers(
+    coinbase, cli_env, database_url
+):
+    fake, server = coinbase
+    fake.fail_next = [Reply(200, [], delay=40.0)]  # an answer that takes 40 s
+    env = cli_env(database_url=database_url, coinbase_base_url=server.url, http_timeout=60)
+    proc = start(["ingest", "--symbols", "BTC-USD"], env)
+    wait_for(lambda: bool(server.requests))
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 143, stderr
+    assert took < 5, f"took {took:.1f}s to stop"  # the worker is still waiting for its answer
+    assert ledger(database_url, "select status from ingestion_runs") == [("interrupted",)]
+    assert ledger(database_url, "select count(*) from candles") == [(0,)]
