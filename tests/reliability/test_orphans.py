@@ -49,6 +49,10 @@ def test_a_killed_runs_row_is_closed_as_abandoned_by_the_next_run(coinbase, cli_
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     assert ledger(database_url, "select status from ingestion_runs") == [("running",)]
+    seen = run_cli(["status"], cli_env(database_url=database_url))
+    assert "its process is gone: the next run closes it as abandoned" in " ".join(
+        seen.stderr.split()
+    )
 
     lines, handler = captured_warnings()
     app = app_on(database_url, server.url)

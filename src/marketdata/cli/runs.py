@@ -145,6 +145,7 @@ def status(symbols: StoredSymbols = None, json: Json = False) -> None:
             ],
             right=("age", "staleness", "last run"),
         )
+    if not json:
         _note_runs_to_watch(ctx)
     raise_if_stale(rows, stale_after)
 
@@ -157,12 +158,19 @@ def _note_runs_to_watch(ctx: AppContext) -> None:
     from marketdata.storage.runs import runs_to_watch
 
     with connect(ctx.engine(), ctx.target) as conn:
-        watched = runs_to_watch(conn)
+        watched = runs_to_watch(conn, ctx.lock_dir())
     now = ctx.clock()
-    for run in watched:
+    for item in watched:
+        run = item.run
         host = run.host or "an unknown host"
-        if run.status == "running":
-            age = format_duration(int((now - run.started_at).total_seconds()))
-            render.note(f"run {run.id} on {host} has been running for {age}")
-        else:
+        if run.status != "running":
             render.note(f"run {run.id} on {host} was abandoned: {run.error}")
+            continue
+        age = format_duration(int((now - run.started_at).total_seconds()))
+        if item.process_gone:
+            render.note(
+                f"run {run.id} on {host} started {age} ago and its process is gone: "
+                "the next run closes it as abandoned"
+            )
+        else:
+            render.note(f"run {run.id} on {host} has been running for {age}")

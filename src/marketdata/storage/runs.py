@@ -210,18 +210,32 @@ def recent_runs(
     return [RunRow(**row) for row in conn.execute(query.limit(limit)).mappings()]
 
 
-def runs_to_watch(conn: Connection, *, recent: int = 50) -> list[RunRow]:
-    """Runs still `running` (a long one may be stuck) and runs `abandoned` among the latest
-    `recent`, oldest first: what `status` points out under its table."""
+@dataclass(frozen=True)
+class WatchedRun:
+    """A run `status` points out: still running (alive, or its process gone), or abandoned."""
+
+    run: RunRow
+    process_gone: bool = False  # running, but nobody holds its lease any more
+
+
+def runs_to_watch(conn: Connection, lock_dir: Path | None, *, recent: int = 50) -> list[WatchedRun]:
+    """Runs still `running` (a long one may be stuck; one whose lease is free lost its
+    process and is closed by the next run) and runs `abandoned` among the latest `recent`,
+    oldest first: what `status` points out under its table."""
+    from marketdata.storage.locks import lease_is_free
+
     c = ingestion_runs.c
     running = conn.execute(
         _run_rows().where(c.status == "running").order_by(c.id).limit(recent)
     ).mappings()
-    watched = {row["id"]: RunRow(**row) for row in running}
+    watched = {
+        row["id"]: WatchedRun(RunRow(**row), lease_is_free(conn, row["id"], lock_dir))
+        for row in running
+    }
     for row in recent_runs(conn, limit=recent):
         if row.status == RunStatus.ABANDONED.value:
-            watched[row.id] = row
-    return sorted(watched.values(), key=lambda r: r.id)
+            watched[row.id] = WatchedRun(row)
+    return sorted(watched.values(), key=lambda w: w.run.id)
 
 
 def outcomes_of(conn: Connection, run_id: int) -> list[dict[str, Any]]:
