@@ -38,6 +38,29 @@ def test_malformed_or_foreign_urls_are_usage_errors_naming_the_variable(url):
     assert "pw@" not in caught.value.one_line()
 
 
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("sqlite://", "names no SQLite file"),
+        ("sqlite:///:memory:", "names no SQLite file"),
+        ("postgresql://", "names no PostgreSQL host"),
+        ("postgresql:///market", "names no PostgreSQL host"),
+        ("postgresql://md:pw@db.example:5432", "names no database"),
+        ("postgres://md:pw@db.example:5432/", "names no database"),
+    ],
+)
+def test_urls_that_leave_out_the_file_host_or_database_are_usage_errors(url, fragment):
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        target_for(url)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "pw" not in caught.value.one_line()
+
+
+def test_a_unix_socket_url_names_its_host_in_the_query():
+    target = target_for("postgresql://md@/market?host=/run/postgresql")
+    assert target.url.database == "market"
+
+
 def test_an_unreachable_server_is_temporarily_unavailable_naming_host_and_port():
     settings = load_settings({"database_url": "postgresql://u@127.0.0.1:1/x"}, environ={}).settings
     target = resolve_target(settings)

@@ -25,8 +25,12 @@ def upgrade(
     from marketdata.storage import migrate
 
     ctx = build_app()
+    before = _current(ctx, missing_is_base=True)  # upgrade is how a new file is made
     migrate.upgrade(ctx.engine(migrate=False), ctx.target, revision)
     render.note(f"database {ctx.target.shown} is at {_current(ctx)}")
+    rebuild = migrate.rebuild_needed(ctx.engine(migrate=False), ctx.target, before)
+    if rebuild:
+        render.note(rebuild)
 
 
 @app.command()
@@ -39,6 +43,8 @@ def downgrade(
     ctx = build_app()
     migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
     render.note(f"database {ctx.target.shown} is at {_current(ctx) or 'base (no tables)'}")
+    if ctx.target.dialect == "sqlite":
+        render.note("it stays there until `marketdata db upgrade` (commands will not upgrade it)")
 
 
 @app.command()
@@ -73,8 +79,9 @@ def history(json: JsonFlag = False) -> None:
 
 @app.command()
 def check(json: JsonFlag = False) -> None:
-    """Connect, show the server, its version and the revisions; exit 75 when unreachable,
-    1 when migrations are pending or the schema drifted from the models."""
+    """Connect, show the server, its version and the revisions; creates nothing. Exit 75 when
+    unreachable, 2 when the database (or SQLite file) or role does not exist, 1 when
+    migrations are pending or the schema drifted from the models."""
     from marketdata.storage.health import database_health
 
     ctx = build_app()
@@ -114,9 +121,13 @@ def shell(
     raise typer.Exit(open_shell(ctx.target, args or ()))
 
 
-def _current(ctx: AppContext) -> str | None:
-    from marketdata.storage.engine import connect
+def _current(ctx: AppContext, *, missing_is_base: bool = False) -> str | None:
+    from marketdata.storage.engine import connect, missing_file_error, sqlite_file_missing
     from marketdata.storage.migrate import stored_revision
 
+    if sqlite_file_missing(ctx.target):  # reading a revision must not create the file
+        if ctx.target.embedded or missing_is_base:
+            return None  # not made yet: nothing applied
+        raise missing_file_error(ctx.target)
     with connect(ctx.engine(migrate=False), ctx.target) as conn:
         return stored_revision(conn)
