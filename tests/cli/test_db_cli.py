@@ -120,3 +120,22 @@ def test_an_explicit_downgrade_is_kept_and_the_upgrade_asks_for_an_analytics_reb
     after = run(["markets", "list", "--json"], env)
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout) is not None and "upgraded" not in after.stderr
+
+
+def test_read_commands_check_the_schema_without_importing_alembic(env):
+    ingest = ["ingest", "-p", "synthetic", "-s", "BTC-USD", "-i", "1d", "--since", "2024-01-01"]
+    assert run([*ingest, "--until", "2024-02-01"], env).returncode == 0
+    code = (
+        "import sys\n"
+        "from typer.main import get_command\n"
+        "from marketdata.cli.main import app\n"
+        "try:\n"
+        "    get_command(app).main(sys.argv[1:], standalone_mode=False)\n"
+        "finally:\n"
+        "    print('ALEMBIC:', 'alembic' in sys.modules, file=sys.stderr)\n"
+    )
+    for args in (["show", "BTC-USD", "--json"], ["status"], ["runs"], ["db", "current"]):
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+        )
+        assert "ALEMBIC: False" in result.stderr, (args, result.stderr)

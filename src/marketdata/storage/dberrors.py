@@ -211,7 +211,7 @@ def _fault(
     if outcome == _BUSY:
         error = DatabaseBusyError(
             f"{where} is busy: {coded}",
-            hint="another writer held what this needed; try again (the run retried it)",
+            hint="another writer held what this needed; try again",
         )
         return DbFault(FaultKind.TRANSIENT, code, reason, error)
     if outcome == _CONFIG:
