@@ -72,3 +72,28 @@ def test_an_unreachable_server_is_temporarily_unavailable_naming_host_and_port()
         pass
     assert caught.value.exit_code == ExitCode.TEMPFAIL
     engine.dispose()
+
+
+def test_every_postgresql_wait_is_bounded_by_the_settings(pg_database):
+    import sqlalchemy as sa
+
+    settings = load_settings(
+        {"database_url": pg_database, "db_lock_timeout": 7, "db_keepalives_idle": 45},
+        environ={},
+    ).settings
+    target = resolve_target(settings)
+    engine = create_engine(settings, target)
+    with connect(engine, target) as conn:
+        shown = {
+            name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+            for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+        }
+        libpq = conn.connection.driver_connection.info.get_parameters()
+    engine.dispose()
+    assert shown == {
+        "statement_timeout": "5min",
+        "lock_timeout": "7s",
+        "idle_in_transaction_session_timeout": "5min",
+    }
+    assert libpq["keepalives"] == "1" and libpq["keepalives_idle"] == "45"
+    assert libpq["connect_timeout"] == "5"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +103,8 @@ def create_engine(settings: Settings, target: Target | None = None) -> Engine:
     """An Engine for the target with every wait bounded: the connect, statement, lock and
     idle-in-transaction timeouts and TCP keepalives on PostgreSQL, the busy timeout on
     SQLite (WAL mode). The pool has a connection for every worker plus the run's own.
-    Creates nothing: an SQLite file's directory must exist (`prepare_embedded` makes the
-    embedded one's)."""
+    Creates nothing: an SQLite file's directory must exist (`prepare_sqlite_directory`
+    makes the embedded one's)."""
     import sqlalchemy
     from sqlalchemy import event
 
@@ -119,33 +119,43 @@ def create_engine(settings: Settings, target: Target | None = None) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sqlalchemy.create_engine(
+    engine = sqlalchemy.create_engine(
         target.url,
-        connect_args=postgres_connect_args(settings),
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "application_name": "marketdata",
+            "keepalives": 1,
+            "keepalives_idle": settings.db_keepalives_idle,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
         pool_size=pool_size,
         max_overflow=4,
         pool_pre_ping=True,
         hide_parameters=True,
     )
+    event.listen(engine, "connect", _postgres_timeouts(settings))
+    return engine
 
 
-def postgres_connect_args(settings: Settings) -> dict[str, Any]:
-    """libpq parameters bounding every wait: connect timeout, keepalives, and the server-side
-    statement, lock and idle-in-transaction timeouts (in ms; 0 is off) set at connect."""
+def _postgres_timeouts(settings: Settings) -> Callable[[Any, Any], None]:
+    """A connect hook setting the session's statement, lock and idle-in-transaction timeouts
+    (in ms; 0 is off). Set by a statement rather than libpq's `options`, which connection
+    poolers such as PgBouncer refuse at start-up."""
     timeouts = {
         "statement_timeout": settings.db_statement_timeout,
         "lock_timeout": settings.db_lock_timeout,
         "idle_in_transaction_session_timeout": settings.db_idle_in_transaction_timeout,
     }
-    return {
-        "connect_timeout": settings.db_connect_timeout,
-        "application_name": "marketdata",
-        "keepalives": 1,
-        "keepalives_idle": settings.db_keepalives_idle,
-        "keepalives_interval": 10,
-        "keepalives_count": 3,
-        "options": " ".join(f"-c {name}={round(value * 1000)}" for name, value in timeouts.items()),
-    }
+    sql = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name in timeouts)
+    values = [f"{round(seconds * 1000)}" for seconds in timeouts.values()]
+
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(sql, values)
+        dbapi_connection.commit()
+
+    return apply
 
 
 def prepare_sqlite_directory(target: Target) -> None:
