@@ -93,7 +93,12 @@ def _alembic(engine: Engine, target: Target) -> Iterator[Config]:
             # a data migration may rewrite a big table: no statement timeout here; and one
             # migration at a time (the second sees the first's result once it commits)
             conn.execute(text("SET LOCAL statement_timeout = 0"))
+            # wait as long as the other migration takes, then keep DB_LOCK_TIMEOUT for the
+            # migration's own locks (it must not queue ahead of every query for long)
+            lock_timeout = conn.execute(text("SHOW lock_timeout")).scalar()
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": lock_timeout})
         yield alembic_config(conn)
 
 
@@ -211,6 +216,12 @@ def ensure_schema(engine: Engine, target: Target) -> None:
             current = stored_revision(conn)
     if current == SCHEMA_HEAD:
         return
+    if current is not None and current not in {r.revision for r in history()}:
+        raise SchemaError(
+            f"{target.shown} is at schema {current}, which this version of marketdata does "
+            f"not know (it needs {SCHEMA_HEAD}): a newer version wrote it",
+            hint="install that version (or newer) of marketdata",
+        )
     automatic = target.embedded or (target.dialect == "sqlite" and current is None)
     marker = _downgrade_marker(target)
     if automatic and current is not None and marker is not None and marker.exists():
