@@ -117,3 +117,26 @@ def test_two_upgrades_of_a_new_postgresql_database_at_once_both_succeed(pg_serve
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_the_embedded_file_downgraded_to_base_is_not_set_up_again_behind_the_users_back():
+    from marketdata.config import load_settings
+    from marketdata.errors import SchemaError
+    from marketdata.storage.engine import create_engine, resolve_target
+
+    settings = load_settings({}, environ={}).settings
+    target = resolve_target(settings)
+    assert target.embedded
+    engine = create_engine(settings, target)
+    try:
+        migrate.ensure_schema(engine, target)  # new: created
+        migrate.downgrade(engine, target, "base")
+        with pytest.raises(SchemaError, match="downgraded to base") as caught:
+            migrate.ensure_schema(engine, target)
+        assert "marketdata db upgrade" in caught.value.one_line()
+        migrate.upgrade(engine, target)
+        migrate.ensure_schema(engine, target)
+        with connect(engine, target) as conn:
+            assert migrate.stored_revision(conn) == migrate.SCHEMA_HEAD
+    finally:
+        engine.dispose()

@@ -224,9 +224,10 @@ def ensure_schema(engine: Engine, target: Target) -> None:
         )
     automatic = target.embedded or (target.dialect == "sqlite" and current is None)
     marker = _downgrade_marker(target)
-    if automatic and current is not None and marker is not None and marker.exists():
+    if automatic and marker is not None and marker.exists():
         raise SchemaError(
-            f"{target.shown} was downgraded to {current} with `marketdata db downgrade`; "
+            f"{target.shown} was downgraded to {current or 'base'} with "
+            "`marketdata db downgrade`; "
             f"this version needs {SCHEMA_HEAD}",
             hint="run `marketdata db upgrade` to bring it back (it is not upgraded on its own)",
         )
@@ -259,8 +260,11 @@ def rebuild_needed(engine: Engine, target: Target, since: str | None) -> str | N
     added derived columns and candles were already stored (None when nothing to do)."""
     from sqlalchemy import text
 
-    applied = {r.revision for r in history() if since is None or r.revision > since}
-    if since is None or not applied & DERIVED_COLUMN_REVISIONS:
+    if since is None:
+        return None  # a new database: no candles were stored before the columns
+    newest_first = [r.revision for r in history()]
+    applied = set(newest_first[: newest_first.index(since)]) if since in newest_first else set()
+    if not applied & DERIVED_COLUMN_REVISIONS:
         return None
     with translate_errors(target), engine.connect() as conn:
         stored = conn.execute(text("SELECT 1 FROM candles LIMIT 1")).first() is not None
