@@ -140,3 +140,23 @@ def test_the_embedded_file_downgraded_to_base_is_not_set_up_again_behind_the_use
             assert migrate.stored_revision(conn) == migrate.SCHEMA_HEAD
     finally:
         engine.dispose()
+
+
+def test_a_migration_held_up_by_another_process_too_long_is_busy(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    from marketdata.config import load_settings
+    from marketdata.errors import DatabaseBusyError, ExitCode
+    from marketdata.storage.engine import create_engine, resolve_target
+
+    path = tmp_path / "held.sqlite3"
+    settings = load_settings({"database_url": f"sqlite:///{path}"}, environ={}).settings
+    target = resolve_target(settings)
+    engine = create_engine(settings, target)
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.2)
+    held = FileLock(f"{path}.migrate.lock", thread_local=False)
+    with held, pytest.raises(DatabaseBusyError, match="another process") as caught:
+        migrate.upgrade(engine, target)
+    engine.dispose()
+    assert caught.value.exit_code == ExitCode.TEMPFAIL
+    assert not path.exists()

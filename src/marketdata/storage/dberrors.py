@@ -105,9 +105,10 @@ _SQLITE_CODES: dict[int, str] = {
     26: _CONFIG,  # SQLITE_NOTADB: the path is some other file
 }
 
-# libpq reports connection-time refusals with no SQLSTATE; its message is all there is.
+# libpq reports connection-time refusals with no SQLSTATE; its message is all there is (in
+# the server's lc_messages language: a translated one falls back to "unreachable", exit 75).
 _PG_CONNECT_MESSAGES: tuple[tuple[str, str], ...] = (
-    ("does not exist", "3D000"),  # database "x" does not exist (role: below, checked first)
+    ("does not exist", "3D000"),  # database "x" does not exist (a role: see _connect_code)
     ("password authentication failed", "28P01"),
     ("no pg_hba.conf entry", "28000"),
     ("permission denied for database", "42501"),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from marketdata.errors import DatabaseBusyError, InputError, SchemaError
+from marketdata.errors import DatabaseBusyError, DatabaseConfigError, InputError, SchemaError
 from marketdata.storage.engine import (
     Target,
     prepare_sqlite_directory,
@@ -72,11 +72,16 @@ def migration_lock(target: Target) -> Iterator[None]:
     lock = FileLock(f"{target.host_port}.migrate.lock", is_singleton=True)
     try:
         lock.acquire(timeout=MIGRATION_LOCK_TIMEOUT)
-    except Timeout:
+    except Timeout:  # (a subclass of OSError: first)
         raise DatabaseBusyError(
             f"another process has been migrating {target.host_port} for over "
             f"{MIGRATION_LOCK_TIMEOUT:.0f} s",
             hint="wait for it, or look for a stuck `marketdata` process",
+        ) from None
+    except OSError as exc:  # the directory is not writable: neither would the database be
+        raise DatabaseConfigError(
+            f"cannot write beside the SQLite database {target.host_port}: {exc.strerror}",
+            hint="check the directory's permissions",
         ) from None
     try:
         yield
