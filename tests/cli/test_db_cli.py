@@ -104,7 +104,10 @@ def test_the_embedded_file_upgrades_itself_when_behind_and_says_so_once(env):
 def test_an_explicit_downgrade_is_kept_and_the_upgrade_asks_for_an_analytics_rebuild(env):
     ingest = ["ingest", "-p", "synthetic", "-s", "BTC-USD", "-i", "1d", "--since", "2024-01-01"]
     assert run([*ingest, "--until", "2024-03-01"], env).returncode == 0
-    down = run(["db", "downgrade", "0002"], env)  # drops the indicator columns
+    unconfirmed = run(["db", "downgrade", "0002"], env)  # not a terminal: --yes is needed
+    assert unconfirmed.returncode == 2 and "--yes" in one_error_line(unconfirmed)
+    assert run(["db", "current"], env).stdout.strip() == SCHEMA_HEAD
+    down = run(["db", "downgrade", "0002", "--yes"], env)  # drops the indicator columns
     assert down.returncode == 0, down.stderr
     assert "db upgrade" in down.stderr
 

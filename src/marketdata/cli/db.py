@@ -36,11 +36,35 @@ def upgrade(
 @app.command()
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask (needed when not on a terminal).")
+    ] = False,
 ) -> None:
-    """Revert migrations down to REVISION."""
+    """Revert migrations down to REVISION, dropping the tables and columns later migrations
+    added and the data in them. Asks first on a terminal; elsewhere it needs --yes.
+
+    Example: marketdata db downgrade 0003 --yes
+    """
+    import sys
+
+    from marketdata.errors import InputError
     from marketdata.storage import migrate
 
     ctx = build_app()
+    current = _current(ctx)
+    if not yes:
+        question = (
+            f"downgrade {ctx.target.shown} from {current or 'base'} to {revision}? Tables and "
+            "columns added since are dropped with their data"
+        )
+        if not sys.stdin.isatty():
+            raise InputError(
+                f"`db downgrade {revision}` drops tables or columns and their data",
+                hint="pass --yes to confirm",
+            )
+        if not typer.confirm(question, default=False, err=True):
+            render.note("nothing changed")
+            raise typer.Exit(1)
     migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
     render.note(f"database {ctx.target.shown} is at {_current(ctx) or 'base (no tables)'}")
     if ctx.target.dialect == "sqlite":
