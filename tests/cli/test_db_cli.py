@@ -117,9 +117,15 @@ def test_an_explicit_downgrade_is_kept_and_the_upgrade_asks_for_an_analytics_reb
     assert "downgraded to 0002" in line and "marketdata db upgrade" in line
     assert run(["db", "current"], env).stdout.strip() == "0002"
 
-    up = run(["db", "upgrade"], env)
+    up = run(["db", "upgrade", "--json"], env)
     assert up.returncode == 0, up.stderr
     assert "marketdata analytics rebuild" in up.stderr
+    assert json.loads(up.stdout) == {
+        "database": str(embedded_file(env)),
+        "previous": "0002",
+        "current": SCHEMA_HEAD,
+        "analytics_rebuild_needed": True,
+    }
     after = run(["markets", "list", "--json"], env)
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout) is not None and "upgraded" not in after.stderr

@@ -20,15 +20,23 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 @app.command()
 def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    json: JsonFlag = False,
 ) -> None:
-    """Apply migrations up to REVISION (default: the newest)."""
+    """Apply migrations up to REVISION (default: the newest); says when the stored indicators
+    need `marketdata analytics rebuild`.
+
+    Example: marketdata db upgrade
+    """
     from marketdata.storage import migrate
 
     ctx = build_app()
     before = _current(ctx, missing_is_base=True)  # upgrade is how a new file is made
     migrate.upgrade(ctx.engine(migrate=False), ctx.target, revision)
-    render.note(f"database {ctx.target.shown} is at {_current(ctx)}")
+    after = _current(ctx)
     rebuild = migrate.rebuild_needed(ctx.engine(migrate=False), ctx.target, before)
+    if json:
+        render.emit_json(_moved(ctx, before, after, rebuild=rebuild is not None))
+    render.note(f"database {ctx.target.shown} is at {after}")
     if rebuild:
         render.note(rebuild)
 
@@ -39,6 +47,7 @@ def downgrade(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Do not ask (needed when not on a terminal).")
     ] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Revert migrations down to REVISION, dropping the tables and columns later migrations
     added and the data in them. Asks first on a terminal; elsewhere it needs --yes.
@@ -66,7 +75,10 @@ def downgrade(
             render.note("nothing changed")
             raise typer.Exit(1)
     migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
-    render.note(f"database {ctx.target.shown} is at {_current(ctx) or 'base (no tables)'}")
+    after = _current(ctx)
+    if json:
+        render.emit_json(_moved(ctx, current, after, rebuild=False))
+    render.note(f"database {ctx.target.shown} is at {after or 'base (no tables)'}")
     if ctx.target.dialect == "sqlite":
         render.note("it stays there until `marketdata db upgrade` (commands will not upgrade it)")
 
@@ -143,6 +155,18 @@ def shell(
 
     ctx = build_app()
     raise typer.Exit(open_shell(ctx.target, args or ()))
+
+
+def _moved(
+    ctx: AppContext, before: str | None, after: str | None, *, rebuild: bool
+) -> dict[str, object]:
+    """What `db upgrade|downgrade --json` prints: revisions as `db current` names them."""
+    return {
+        "database": ctx.target.shown,
+        "previous": before,
+        "current": after,
+        "analytics_rebuild_needed": rebuild,
+    }
 
 
 def _current(ctx: AppContext, *, missing_is_base: bool = False) -> str | None:
