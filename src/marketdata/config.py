@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     # itself cannot be turned off (tls.py)
     http_ca_bundle: FilePath | None = None
     db_connect_timeout: int = Field(default=5, ge=1, le=120)
+    # Server-side limits on PostgreSQL, in seconds (0 turns one off); migrations lift the
+    # statement timeout, since a data migration may rewrite a big table.
+    db_statement_timeout: float = Field(default=300.0, ge=0, le=86_400)
+    db_lock_timeout: float = Field(default=30.0, ge=0, le=86_400)
+    db_idle_in_transaction_timeout: float = Field(default=300.0, ge=0, le=86_400)
+    # TCP keepalive on PostgreSQL connections: a dead peer is noticed after idle + 3 x 10 s
+    db_keepalives_idle: int = Field(default=30, ge=1, le=7_200)
+    # How long an SQLite writer waits for another process's write lock
+    db_busy_timeout: float = Field(default=30.0, gt=0, le=3_600)
 
     @field_validator(
         "ingestion_provider",

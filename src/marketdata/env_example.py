@@ -62,6 +62,16 @@ DESCRIPTIONS: dict[str, str] = {
     "http_ca_bundle": "PEM file of CA certificates to trust for HTTPS (providers, webhook) "
     "instead of the default store; certificates are always verified.",
     "db_connect_timeout": "Seconds before an unreachable database server is reported.",
+    "db_statement_timeout": "PostgreSQL: seconds one statement may run before the server "
+    "cancels it (a transient error); 0: no limit. Migrations are not limited.",
+    "db_lock_timeout": "PostgreSQL: seconds a statement waits for a row or table lock before "
+    "giving up (a transient error); 0: no limit.",
+    "db_idle_in_transaction_timeout": "PostgreSQL: seconds a session may sit idle inside a "
+    "transaction before the server ends it (a stuck process cannot hold locks); 0: no limit.",
+    "db_keepalives_idle": "PostgreSQL: seconds of silence before TCP keepalives probe the "
+    "server (3 probes 10 s apart), so a dead server or network is noticed.",
+    "db_busy_timeout": "SQLite: seconds a writer waits for another process's write lock "
+    "before giving up (a transient error).",
 }
 
 HEADER = f"""\

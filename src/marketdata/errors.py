@@ -5,8 +5,14 @@
     │   ├── ConfigError                      a setting is malformed
     │   ├── UnknownProviderError
     │   ├── UnsupportedIntervalError         asked before any request is sent
-    │   └── NoDataError                      unknown symbol / nothing stored
-    ├── DatabaseUnavailableError    exit 75  server unreachable (transient)
+    │   ├── NoDataError                      unknown symbol / nothing stored
+    │   └── DatabaseConfigError              no such database / role / privilege / table,
+    │                                        a read-only or unopenable SQLite file
+    ├── DatabaseUnavailableError    exit 75  server unreachable or gone mid-way (transient)
+    ├── DatabaseBusyError           exit 75  deadlock, serialization failure, lock or statement
+    │                                        timeout, SQLite busy (transient: retry the pair)
+    ├── DatabaseDataError           exit 1   integrity, data, disk full, pool timeout: the
+    │                                        pair fails, a run goes on (and ends with exit 3)
     ├── SchemaError                 exit 1   migrations pending / schema drift
     ├── ProviderError               exit 1   raised at the provider boundary
     │   ├── ProviderUnavailableError         transient: outage, 5xx, timeouts, 429
@@ -18,7 +24,9 @@
     └── RunInterruptedError         exit 130 / 143
 
 Vendor exceptions (httpx, psycopg, sqlalchemy) are translated where they are raised: nothing
-above this module sees them. Only the CLI root turns these into exit codes.
+above this module sees them. Database errors are sorted by SQLSTATE and SQLite result code,
+never by exception class, in one table (storage/dberrors.py). Only the CLI root turns these
+into exit codes.
 """
 
 from __future__ import annotations
@@ -80,11 +88,29 @@ class NoDataError(InputError):
     """Nothing stored (or listed) for what was asked."""
 
 
+class DatabaseConfigError(InputError):
+    """The database is reachable but not usable as configured: a database, role, privilege or
+    table that does not exist, a read-only or unopenable SQLite file. The user must fix it."""
+
+
 class DatabaseUnavailableError(MarketdataError):
     """The database server cannot be reached now; trying later may work."""
 
     exit_code = ExitCode.TEMPFAIL
     transient = True
+
+
+class DatabaseBusyError(MarketdataError):
+    """The server is up but this statement lost a conflict or hit one of our timeouts
+    (deadlock, serialization failure, lock or statement timeout, SQLite busy): retry it."""
+
+    exit_code = ExitCode.TEMPFAIL
+    transient = True
+
+
+class DatabaseDataError(MarketdataError):
+    """The database refused this write or read for a reason retrying will not fix
+    (a constraint, a value out of range, a full disk, no free pooled connection, a bug)."""
 
 
 class SchemaError(MarketdataError):

@@ -167,7 +167,7 @@ def test_migrations_work_from_any_directory(env, tmp_path):
     result = run(["db", "check", "--json"], env, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["pending"] == []
-    assert run(["db", "downgrade", "base"], env, cwd=elsewhere).returncode == 0
+    assert run(["db", "downgrade", "base", "--yes"], env, cwd=elsewhere).returncode == 0
     assert run(["db", "check"], env, cwd=elsewhere).returncode == 1
     assert Path(tmp_path / "x.sqlite3").exists()
 

@@ -38,6 +38,29 @@ def test_malformed_or_foreign_urls_are_usage_errors_naming_the_variable(url):
     assert "pw@" not in caught.value.one_line()
 
 
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("sqlite://", "names no SQLite file"),
+        ("sqlite:///:memory:", "names no SQLite file"),
+        ("postgresql://", "names no PostgreSQL host"),
+        ("postgresql:///market", "names no PostgreSQL host"),
+        ("postgresql://md:pw@db.example:5432", "names no database"),
+        ("postgres://md:pw@db.example:5432/", "names no database"),
+    ],
+)
+def test_urls_that_leave_out_the_file_host_or_database_are_usage_errors(url, fragment):
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        target_for(url)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "pw" not in caught.value.one_line()
+
+
+def test_a_unix_socket_url_names_its_host_in_the_query():
+    target = target_for("postgresql://md@/market?host=/run/postgresql")
+    assert target.url.database == "market"
+
+
 def test_an_unreachable_server_is_temporarily_unavailable_naming_host_and_port():
     settings = load_settings({"database_url": "postgresql://u@127.0.0.1:1/x"}, environ={}).settings
     target = resolve_target(settings)
@@ -49,3 +72,28 @@ def test_an_unreachable_server_is_temporarily_unavailable_naming_host_and_port()
         pass
     assert caught.value.exit_code == ExitCode.TEMPFAIL
     engine.dispose()
+
+
+def test_every_postgresql_wait_is_bounded_by_the_settings(pg_database):
+    import sqlalchemy as sa
+
+    settings = load_settings(
+        {"database_url": pg_database, "db_lock_timeout": 7, "db_keepalives_idle": 45},
+        environ={},
+    ).settings
+    target = resolve_target(settings)
+    engine = create_engine(settings, target)
+    with connect(engine, target) as conn:
+        shown = {
+            name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+            for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+        }
+        libpq = conn.connection.driver_connection.info.get_parameters()
+    engine.dispose()
+    assert shown == {
+        "statement_timeout": "5min",
+        "lock_timeout": "7s",
+        "idle_in_transaction_session_timeout": "5min",
+    }
+    assert libpq["keepalives"] == "1" and libpq["keepalives_idle"] == "45"
+    assert libpq["connect_timeout"] == "5"

@@ -20,25 +20,67 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 @app.command()
 def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    json: JsonFlag = False,
 ) -> None:
-    """Apply migrations up to REVISION (default: the newest)."""
+    """Apply migrations up to REVISION (default: the newest); says when the stored indicators
+    need `marketdata analytics rebuild`.
+
+    Example: marketdata db upgrade
+    """
     from marketdata.storage import migrate
 
     ctx = build_app()
+    before = _current(ctx, missing_is_base=True)  # upgrade is how a new file is made
     migrate.upgrade(ctx.engine(migrate=False), ctx.target, revision)
-    render.note(f"database {ctx.target.shown} is at {_current(ctx)}")
+    after = _current(ctx)
+    rebuild = migrate.rebuild_needed(ctx.engine(migrate=False), ctx.target, before)
+    if json:
+        render.emit_json(_moved(ctx, before, after, rebuild=rebuild is not None))
+    render.note(f"database {ctx.target.shown} is at {after}")
+    if rebuild:
+        render.note(rebuild)
 
 
 @app.command()
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask (needed when not on a terminal).")
+    ] = False,
+    json: JsonFlag = False,
 ) -> None:
-    """Revert migrations down to REVISION."""
+    """Revert migrations down to REVISION, dropping the tables and columns later migrations
+    added and the data in them. Asks first on a terminal; elsewhere it needs --yes.
+
+    Example: marketdata db downgrade 0003 --yes
+    """
+    import sys
+
+    from marketdata.errors import InputError
     from marketdata.storage import migrate
 
     ctx = build_app()
+    current = _current(ctx)
+    if not yes:
+        question = (
+            f"downgrade {ctx.target.shown} from {current or 'base'} to {revision}? Tables and "
+            "columns added since are dropped with their data"
+        )
+        if not sys.stdin.isatty():
+            raise InputError(
+                f"`db downgrade {revision}` drops tables or columns and their data",
+                hint="pass --yes to confirm",
+            )
+        if not typer.confirm(question, default=False, err=True):
+            render.note("nothing changed")
+            raise typer.Exit(1)
     migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
-    render.note(f"database {ctx.target.shown} is at {_current(ctx) or 'base (no tables)'}")
+    after = _current(ctx)
+    if json:
+        render.emit_json(_moved(ctx, current, after, rebuild=False))
+    render.note(f"database {ctx.target.shown} is at {after or 'base (no tables)'}")
+    if ctx.target.dialect == "sqlite":
+        render.note("it stays there until `marketdata db upgrade` (commands will not upgrade it)")
 
 
 @app.command()
@@ -73,8 +115,9 @@ def history(json: JsonFlag = False) -> None:
 
 @app.command()
 def check(json: JsonFlag = False) -> None:
-    """Connect, show the server, its version and the revisions; exit 75 when unreachable,
-    1 when migrations are pending or the schema drifted from the models."""
+    """Connect, show the server, its version and the revisions; creates nothing. Exit 75 when
+    unreachable, 2 when the database (or SQLite file) or role does not exist, 1 when
+    migrations are pending or the schema drifted from the models."""
     from marketdata.storage.health import database_health
 
     ctx = build_app()
@@ -114,9 +157,25 @@ def shell(
     raise typer.Exit(open_shell(ctx.target, args or ()))
 
 
-def _current(ctx: AppContext) -> str | None:
-    from marketdata.storage.engine import connect
+def _moved(
+    ctx: AppContext, before: str | None, after: str | None, *, rebuild: bool
+) -> dict[str, object]:
+    """What `db upgrade|downgrade --json` prints: revisions as `db current` names them."""
+    return {
+        "database": ctx.target.shown,
+        "previous": before,
+        "current": after,
+        "analytics_rebuild_needed": rebuild,
+    }
+
+
+def _current(ctx: AppContext, *, missing_is_base: bool = False) -> str | None:
+    from marketdata.storage.engine import connect, missing_file_error, sqlite_file_missing
     from marketdata.storage.migrate import stored_revision
 
+    if sqlite_file_missing(ctx.target):  # reading a revision must not create the file
+        if ctx.target.embedded or missing_is_base:
+            return None  # not made yet: nothing applied
+        raise missing_file_error(ctx.target)
     with connect(ctx.engine(migrate=False), ctx.target) as conn:
         return stored_revision(conn)

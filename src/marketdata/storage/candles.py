@@ -367,13 +367,12 @@ def update_indicators(
         .where(c.symbol == symbol, c.interval == interval.value, c.ts == bindparam("b_ts"))
         .values({column: bindparam(column) for column in INDICATOR_COLUMNS.values()})
     )
-    nan_is_null = conn.dialect.name == "sqlite"
     params = []
     for i in rows.tolist():
         record: dict[str, Any] = {"b_ts": utc_from_epoch(int(ts[i]))}
         for public, column in INDICATOR_COLUMNS.items():
             value = float(columns[public][i])
-            record[column] = None if nan_is_null and value != value else value
+            record[column] = None if value != value else value  # undefined is NULL on both
         params.append(record)
     conn.execute(statement, params)
     return int(rows.shape[0])

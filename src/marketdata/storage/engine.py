@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marketdata.config import Settings, app_dir
-from marketdata.errors import ConfigError, DatabaseUnavailableError, MarketdataError
+from marketdata.errors import ConfigError, DatabaseConfigError
 from marketdata.redact import mask_url
 
 if TYPE_CHECKING:
@@ -73,33 +73,121 @@ def resolve_target(settings: Settings) -> Target:
         _ = url.port  # a non-numeric port only shows when read
     except (ArgumentError, ValueError):
         raise ConfigError(f"DATABASE_URL is malformed: {shown}") from None
+    _check_complete(url, shown)
     return Target(url, shown, embedded=False)
 
 
+def _check_complete(url: URL, shown: str) -> None:
+    """Refuse a URL that leaves out what it must name, rather than fall back on libpq's or
+    SQLite's silent defaults (the local socket and the user's name; a throw-away database)."""
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            raise ConfigError(
+                f"DATABASE_URL names no SQLite file: {shown}",
+                hint="use sqlite:///relative/file.sqlite3 or sqlite:////absolute/file.sqlite3",
+            )
+        return
+    if not (url.host or url.query.get("host")):
+        raise ConfigError(
+            f"DATABASE_URL names no PostgreSQL host: {shown}",
+            hint="use postgresql://user:password@host:5432/dbname",
+        )
+    if not url.database:
+        raise ConfigError(
+            f"DATABASE_URL names no database: {shown}",
+            hint="add it after the host: postgresql://user:password@host:5432/dbname",
+        )
+
+
 def create_engine(settings: Settings, target: Target | None = None) -> Engine:
-    """An Engine for the target, with a connect timeout and SQLite in WAL mode."""
+    """An Engine for the target with every wait bounded: the connect, statement, lock and
+    idle-in-transaction timeouts and TCP keepalives on PostgreSQL, the busy timeout on
+    SQLite (WAL mode). The pool has a connection for every worker plus the run's own.
+    Creates nothing: an SQLite file's directory must exist (`prepare_sqlite_directory`
+    makes the embedded one's)."""
     import sqlalchemy
     from sqlalchemy import event
 
     target = target or resolve_target(settings)
+    pool_size = settings.ingestion_concurrency + 2  # the workers, the run's row, a reader
     if target.dialect == "sqlite":
-        if target.url.database:
-            Path(target.url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sqlalchemy.create_engine(
-            target.url, connect_args={"timeout": 30}, pool_size=8, max_overflow=8
+            target.url,
+            connect_args={"timeout": settings.db_busy_timeout},
+            pool_size=pool_size,
+            max_overflow=4,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sqlalchemy.create_engine(
+    engine = sqlalchemy.create_engine(
         target.url,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
             "application_name": "marketdata",
+            "keepalives": 1,
+            "keepalives_idle": settings.db_keepalives_idle,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
         },
-        pool_size=max(4, settings.ingestion_concurrency + 2),
+        pool_size=pool_size,
         max_overflow=4,
         pool_pre_ping=True,
         hide_parameters=True,
+    )
+    event.listen(engine, "connect", _postgres_timeouts(settings))
+    return engine
+
+
+def _postgres_timeouts(settings: Settings) -> Callable[[Any, Any], None]:
+    """A connect hook setting the session's statement, lock and idle-in-transaction timeouts
+    (in ms; 0 is off). Set by a statement rather than libpq's `options`, which connection
+    poolers such as PgBouncer refuse at start-up."""
+    timeouts = {
+        "statement_timeout": settings.db_statement_timeout,
+        "lock_timeout": settings.db_lock_timeout,
+        "idle_in_transaction_session_timeout": settings.db_idle_in_transaction_timeout,
+    }
+    sql = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name in timeouts)
+    values = [f"{round(seconds * 1000)}" for seconds in timeouts.values()]
+
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(sql, values)
+        dbapi_connection.commit()
+
+    return apply
+
+
+def prepare_sqlite_directory(target: Target) -> None:
+    """Create the embedded database's directory; only that one: a DATABASE_URL naming a
+    directory that does not exist is a mistake to report (DatabaseConfigError), not a tree
+    to create."""
+    if target.dialect != "sqlite":
+        return
+    directory = Path(target.host_port).parent
+    if target.embedded:
+        directory.mkdir(parents=True, exist_ok=True)
+    elif not directory.is_dir():
+        raise DatabaseConfigError(
+            f"the directory of the SQLite database {target.host_port} does not exist",
+            hint=f"create {directory} or fix the path in DATABASE_URL",
+        )
+
+
+def sqlite_file_missing(target: Target) -> bool:
+    """True for an SQLite target whose file does not exist yet."""
+    return target.dialect == "sqlite" and not Path(target.host_port).exists()
+
+
+def missing_file_error(target: Target) -> DatabaseConfigError:
+    """What to say when a command that only looks finds no SQLite file (it makes none)."""
+    return DatabaseConfigError(
+        f"the SQLite database {target.host_port} does not exist",
+        hint=(
+            "it is created by the first `marketdata ingest` or `marketdata db upgrade`"
+            if target.embedded
+            else "check the path in DATABASE_URL, or create it with `marketdata db upgrade`"
+        ),
     )
 
 
@@ -112,43 +200,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-@contextmanager
-def translate_errors(target: Target) -> Iterator[None]:
-    """Turn driver connection errors into DatabaseUnavailableError naming host and port."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+def translate_errors(target: Target) -> AbstractContextManager[None]:
+    """Raise every database error inside as the MarketdataError its SQLSTATE or SQLite
+    result code means (storage/dberrors.py)."""
+    from marketdata.storage.dberrors import translated
 
-    try:
-        yield
-    except OperationalError as exc:
-        raise unavailable(target, exc) from None
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise unavailable(target, exc) from None
-        raise
-
-
-def unavailable(target: Target, exc: BaseException) -> MarketdataError:
-    """A one-line error for a database that cannot be reached or used."""
-    reason = _reason(exc)
-    if target.dialect == "sqlite":
-        return DatabaseUnavailableError(
-            f"cannot open the SQLite database {target.host_port}: {reason}",
-            hint="check the path and its permissions",
-        )
-    return DatabaseUnavailableError(
-        f"cannot reach PostgreSQL at {target.host_port} (DATABASE_URL {target.shown}): {reason}",
-        hint="is PostgreSQL running? (`marketdata db check`)",
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    text = lines[0] if lines else type(original).__name__
-    # libpq repeats the host and port; keep the cause ("Connection refused", "timeout ...")
-    if "failed:" in text:
-        text = text.rsplit("failed:", 1)[-1].strip()
-    return text[:200]
+    return translated(target)
 
 
 @contextmanager

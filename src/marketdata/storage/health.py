@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from marketdata.errors import SchemaError
-from marketdata.storage.engine import Target, connect
+from marketdata.storage.engine import Target, connect, missing_file_error, sqlite_file_missing
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -35,11 +35,14 @@ class DatabaseHealth:
 
 
 def database_health(engine: Engine, target: Target) -> DatabaseHealth:
-    """Connect (DatabaseUnavailableError when unreachable) and compare revisions."""
+    """Connect (DatabaseUnavailableError when unreachable) and compare revisions. Creates
+    nothing: an SQLite file that does not exist is reported (DatabaseConfigError), not made."""
     from sqlalchemy import text
 
     from marketdata.storage import migrate
 
+    if sqlite_file_missing(target):
+        raise missing_file_error(target)
     head = migrate.head_revision()
     with connect(engine, target) as conn:
         if conn.dialect.name == "postgresql":

@@ -6,10 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marketdata.errors import InputError, SchemaError
-from marketdata.storage.engine import Target, translate_errors
+from loguru import logger
+
+from marketdata.errors import DatabaseBusyError, DatabaseConfigError, InputError, SchemaError
+from marketdata.storage.engine import (
+    Target,
+    prepare_sqlite_directory,
+    sqlite_file_missing,
+    translate_errors,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -43,14 +51,64 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+# How long a process waits for another one migrating the same database.
+MIGRATION_LOCK_TIMEOUT = 120.0
+# A stable advisory-lock key for migrations on PostgreSQL (pair locks hash their names).
+_PG_MIGRATION_LOCK = 0x6D64_6D69_6772  # "mdmigr"
+
+
+@contextmanager
+def migration_lock(target: Target) -> Iterator[None]:
+    """One migration at a time per SQLite file, across processes: a file lock beside the
+    database (four processes opening a new embedded file raced Alembic's set-up). PostgreSQL
+    is serialized inside the migration's transaction (`_alembic`)."""
+    if target.dialect != "sqlite":
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    prepare_sqlite_directory(target)
+    # one instance per path, so the lock is re-entrant (ensure_schema holds it around upgrade)
+    lock = FileLock(f"{target.host_port}.migrate.lock", is_singleton=True)
+    try:
+        lock.acquire(timeout=MIGRATION_LOCK_TIMEOUT)
+    except Timeout:  # (a subclass of OSError: first)
+        raise DatabaseBusyError(
+            f"another process has been migrating {target.host_port} for over "
+            f"{MIGRATION_LOCK_TIMEOUT:.0f} s",
+            hint="wait for it, or look for a stuck `marketdata` process",
+        ) from None
+    except OSError as exc:  # the directory is not writable: neither would the database be
+        raise DatabaseConfigError(
+            f"cannot write beside the SQLite database {target.host_port}: {exc.strerror}",
+            hint="check the directory's permissions",
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextmanager
 def _alembic(engine: Engine, target: Target) -> Iterator[Config]:
-    with translate_errors(target), engine.begin() as conn:
+    from sqlalchemy import text
+
+    with migration_lock(target), translate_errors(target), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # a data migration may rewrite a big table: no statement timeout here; and one
+            # migration at a time (the second sees the first's result once it commits)
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+            # wait as long as the other migration takes, then keep DB_LOCK_TIMEOUT for the
+            # migration's own locks (it must not queue ahead of every query for long)
+            lock_timeout = conn.execute(text("SHOW lock_timeout")).scalar()
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": lock_timeout})
         yield alembic_config(conn)
 
 
 def upgrade(engine: Engine, target: Target, revision: str = "head") -> None:
-    """Migrate up to `revision`."""
+    """Migrate up to `revision`; forgets an earlier `db downgrade` of the embedded file."""
     from alembic import command
     from alembic.util import CommandError
 
@@ -59,10 +117,14 @@ def upgrade(engine: Engine, target: Target, revision: str = "head") -> None:
             command.upgrade(config, revision)
     except CommandError as exc:
         raise InputError(f"cannot upgrade to {revision!r}: {exc}") from None
+    marker = _downgrade_marker(target)
+    if marker is not None:
+        marker.unlink(missing_ok=True)
 
 
 def downgrade(engine: Engine, target: Target, revision: str) -> None:
-    """Migrate down to `revision` ('base' removes every table)."""
+    """Migrate down to `revision` ('base' removes every table). For an SQLite file the
+    choice is remembered, so that commands do not upgrade it again behind the user's back."""
     from alembic import command
     from alembic.util import CommandError
 
@@ -71,6 +133,17 @@ def downgrade(engine: Engine, target: Target, revision: str) -> None:
             command.downgrade(config, revision)
     except CommandError as exc:
         raise InputError(f"cannot downgrade to {revision!r}: {exc}") from None
+    marker = _downgrade_marker(target)
+    if marker is not None:
+        marker.write_text(f"{revision}\n")
+
+
+def _downgrade_marker(target: Target) -> Path | None:
+    """The file that remembers an explicit `db downgrade` of an SQLite database (None for a
+    server: it is never upgraded automatically, so there is nothing to remember)."""
+    if target.dialect != "sqlite":
+        return None
+    return Path(f"{target.host_port}.downgraded")
 
 
 @dataclass(frozen=True)
@@ -116,7 +189,7 @@ def drift(conn: Connection) -> list[Any]:
 
 # The newest revision in migrations/versions, so that every command can check the schema
 # without loading Alembic and parsing the scripts (a test keeps the two equal).
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 
 
 def stored_revision(conn: Connection) -> str | None:
@@ -128,19 +201,81 @@ def stored_revision(conn: Connection) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+# Revisions that add columns derived from candles (indicators): rows stored before them
+# have those columns empty until `analytics rebuild` computes them.
+DERIVED_COLUMN_REVISIONS = frozenset({"0003"})
+
+
 def ensure_schema(engine: Engine, target: Target) -> None:
-    """Make sure the schema is at head: migrate the embedded SQLite file automatically,
-    refuse to touch a server database that is behind (`db upgrade` is an operator's step)."""
-    with translate_errors(target), engine.connect() as conn:
-        current = stored_revision(conn)
+    """Make sure the schema is at head with one plain query (no Alembic when it is).
+
+    The embedded SQLite file (or any new SQLite file) is migrated automatically when it is
+    new or behind, and says so in one line; not after an explicit `db downgrade`, which is
+    remembered. A server database that is behind is refused: `db upgrade` is an operator's
+    step. Concurrent processes set a new file up once (`migration_lock`).
+    """
+    if target.dialect == "sqlite" and sqlite_file_missing(target):
+        current = None
+    else:
+        with translate_errors(target), engine.connect() as conn:
+            current = stored_revision(conn)
     if current == SCHEMA_HEAD:
         return
-    head = head_revision()
-    if target.embedded or (target.dialect == "sqlite" and current is None):
+    if current is not None and current not in {r.revision for r in history()}:
+        raise SchemaError(
+            f"{target.shown} is at schema {current}, which this version of marketdata does "
+            f"not know (it needs {SCHEMA_HEAD}): a newer version wrote it",
+            hint="install that version (or newer) of marketdata",
+        )
+    automatic = target.embedded or (target.dialect == "sqlite" and current is None)
+    marker = _downgrade_marker(target)
+    if automatic and marker is not None and marker.exists():
+        raise SchemaError(
+            f"{target.shown} was downgraded to {current or 'base'} with "
+            "`marketdata db downgrade`; "
+            f"this version needs {SCHEMA_HEAD}",
+            hint="run `marketdata db upgrade` to bring it back (it is not upgraded on its own)",
+        )
+    if not automatic:
+        raise SchemaError(
+            f"the database schema is at {current or 'nothing (empty database)'}, "
+            f"this version needs {SCHEMA_HEAD}",
+            hint="run `marketdata db upgrade`",
+        )
+    with migration_lock(target):
+        # another process may have migrated it while this one waited for the lock
+        with translate_errors(target), engine.connect() as conn:
+            current = stored_revision(conn)
+        if current == SCHEMA_HEAD:
+            return
         upgrade(engine, target)
-        return
-    raise SchemaError(
-        f"the database schema is at {current or 'nothing (empty database)'}, "
-        f"this version needs {head}",
-        hint="run `marketdata db upgrade`",
+    if current is None:
+        logger.warning("created the database {} at schema {}", target.shown, SCHEMA_HEAD)
+    else:
+        logger.warning(
+            "upgraded the database {} from schema {} to {}", target.shown, current, SCHEMA_HEAD
+        )
+        rebuild = rebuild_needed(engine, target, current)
+        if rebuild:
+            logger.warning(rebuild)
+
+
+def rebuild_needed(engine: Engine, target: Target, since: str | None) -> str | None:
+    """The line asking for `analytics rebuild` when the migrations applied after `since`
+    added derived columns and candles were already stored (None when nothing to do)."""
+    from sqlalchemy import text
+
+    if since is None:
+        return None  # a new database: no candles were stored before the columns
+    newest_first = [r.revision for r in history()]
+    applied = set(newest_first[: newest_first.index(since)]) if since in newest_first else set()
+    if not applied & DERIVED_COLUMN_REVISIONS:
+        return None
+    with translate_errors(target), engine.connect() as conn:
+        stored = conn.execute(text("SELECT 1 FROM candles LIMIT 1")).first() is not None
+    if not stored:
+        return None
+    return (
+        "the upgrade added indicator columns that are empty for the candles already stored: "
+        "run `marketdata analytics rebuild`"
     )

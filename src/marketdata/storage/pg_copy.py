@@ -34,14 +34,39 @@ def columns_of(batch: Candles) -> tuple[str, ...]:
 
 
 def encode_binary_copy(batch: Candles, now: datetime) -> bytes:
-    """The batch as a complete COPY ... (FORMAT BINARY) stream for `columns_of(batch)`."""
+    """The batch as a complete COPY ... (FORMAT BINARY) stream for `columns_of(batch)`.
+
+    An undefined indicator (NaN in memory) is written as NULL, as on SQLite. A NULL field
+    has no value bytes, so rows are encoded in runs sharing the same undefined columns (an
+    indicator is undefined during its warm-up, so a batch has a handful of runs), each run
+    one numpy structured array of fixed-size rows.
+    """
+    if batch.indicators is None:
+        return _HEADER + _encode_rows(batch, now, {}, slice(None), ()) + _TRAILER
+    derived = {column: batch.indicators[public] for public, column in INDICATOR_COLUMNS.items()}
+    pattern = np.zeros(len(batch), dtype=np.int64)
+    for bit, values in enumerate(derived.values()):
+        pattern |= np.isnan(values).astype(np.int64) << bit
+    starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]]).tolist()
+    chunks = []
+    for first, stop in zip(starts, [*starts[1:], len(batch)], strict=True):
+        nulls = tuple(name for name, values in derived.items() if values[first] != values[first])
+        chunks.append(_encode_rows(batch, now, derived, slice(first, stop), nulls))
+    return _HEADER + b"".join(chunks) + _TRAILER
+
+
+def _encode_rows(
+    batch: Candles,
+    now: datetime,
+    derived: dict[str, np.ndarray],
+    rows_of: slice,
+    nulls: tuple[str, ...],
+) -> bytes:
+    """COPY rows (no header) of `batch[rows_of]`, whose undefined indicators are `nulls`."""
     symbol = batch.symbol.encode()
     interval = batch.interval.value.encode()
     provider = batch.provider.encode()
-    floats: dict[str, np.ndarray] = {name: getattr(batch, name) for name in PRICES}
-    if batch.indicators is not None:
-        for public, column in INDICATOR_COLUMNS.items():
-            floats[column] = batch.indicators[public]
+    ts = batch.ts[rows_of]
     fields: list[tuple[str, str]] = [("n", ">i2")]
     for name, width in (("symbol", len(symbol)), ("interval", len(interval))):
         fields += [(f"{name}_len", ">i4"), (name, f"S{width}")]
@@ -50,20 +75,25 @@ def encode_binary_copy(batch: Candles, now: datetime) -> bytes:
         fields += [(f"{name}_len", ">i4"), (name, ">f8")]
     fields += [("provider_len", ">i4"), ("provider", f"S{len(provider)}")]
     fields += [("ingested_len", ">i4"), ("ingested", ">i8")]
-    for name in DERIVED if batch.indicators is not None else ():
-        # NaN, not NULL, where undefined: a NULL would break the fixed row size
-        fields += [(f"{name}_len", ">i4"), (name, ">f8")]
-    rows = np.empty(len(batch), dtype=np.dtype(fields))
-    rows["n"] = len(columns_of(batch))
+    for name in derived:
+        # a NULL is its length, -1, and no value
+        fields += [(f"{name}_len", ">i4")] + ([] if name in nulls else [(name, ">f8")])
+    rows = np.empty(len(ts), dtype=np.dtype(fields))
+    rows["n"] = len(BASE_COLUMNS) + len(derived)
     rows["symbol_len"], rows["symbol"] = len(symbol), symbol
     rows["interval_len"], rows["interval"] = len(interval), interval
-    rows["ts_len"], rows["ts"] = 8, (batch.ts - _PG_EPOCH) * 1_000_000
-    for name, values in floats.items():
-        rows[f"{name}_len"], rows[name] = 8, values
+    rows["ts_len"], rows["ts"] = 8, (ts - _PG_EPOCH) * 1_000_000
+    for name in PRICES:
+        rows[f"{name}_len"], rows[name] = 8, getattr(batch, name)[rows_of]
     rows["provider_len"], rows["provider"] = len(provider), provider
     rows["ingested_len"] = 8
     rows["ingested"] = (epoch_of(now) - _PG_EPOCH) * 1_000_000 + now.microsecond
-    return _HEADER + rows.tobytes() + _TRAILER
+    for name, values in derived.items():
+        if name in nulls:
+            rows[f"{name}_len"] = -1
+        else:
+            rows[f"{name}_len"], rows[name] = 8, values[rows_of]
+    return rows.tobytes()
 
 
 def _copy(conn: Connection, table: str, batch: Candles, now: datetime) -> None:
@@ -87,12 +117,11 @@ def copy_insert(conn: Connection, batch: Candles, now: datetime) -> int:
 def _changed(column: str) -> str:
     if column in PRICES:
         return f"c.{column} IS DISTINCT FROM s.{column}"
-    # PostgreSQL orders NaN above every number and equal to itself, so NaN <= NaN is true:
-    # the tolerance applies only between two numbers, or a value turning NaN is never written.
+    # undefined is NULL: a value turning NULL (or back) is a change; two numbers within the
+    # tolerance are not (the comparison is NULL when either is, which COALESCE makes false)
     return (
         f"NOT COALESCE(c.{column} IS NOT DISTINCT FROM s.{column} "
-        f"OR (c.{column} <> 'NaN' AND s.{column} <> 'NaN' "
-        f"AND abs(c.{column} - s.{column}) <= {_DERIVED_RTOL} * abs(s.{column})), false)"
+        f"OR abs(c.{column} - s.{column}) <= {_DERIVED_RTOL} * abs(s.{column}), false)"
     )
 
 

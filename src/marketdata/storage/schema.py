@@ -75,7 +75,7 @@ markets = Table(
 )
 
 # Derived columns stored beside their candles (public name -> column). "return" is a SQL
-# keyword, hence simple_return. NULL (SQLite) or NaN (PostgreSQL) where undefined or where
+# keyword, hence simple_return. NULL on both backends (never NaN) where undefined or where
 # the interval is not in ANALYTICS_INTERVALS.
 INDICATOR_COLUMNS = {
     "return": "simple_return",
