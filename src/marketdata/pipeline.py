@@ -476,6 +476,10 @@ def _fetch_and_store(
             if cancel.is_set():  # leave the transaction uncommitted: it rolls back
                 raise RunInterruptedError(15)
         app.metrics.timing("ingestion.write_ms", (time.perf_counter() - started) * 1e3)
+    if outcome.inserted + outcome.updated:  # committed: refresh the pair's cached values
+        from marketdata.cache.market import after_commit
+
+        after_commit(app.cache, conn, app.settings, pair.symbol, pair.interval, now)
 
 
 @contextmanager

@@ -156,7 +156,7 @@ def test_a_redis_error_other_than_a_lost_connection_also_degrades_to_local(clien
     assert limiter.degraded
 
 
-def test_a_limiter_whose_redis_is_down_degrades_to_local_and_still_paces():
+def test_a_limiter_whose_redis_is_down_from_the_start_paces_locally_without_a_burst():
     client = redis.Redis.from_url(CLOSED_PORT_URL, socket_connect_timeout=1)
     slept: list[float] = []
 
@@ -171,8 +171,9 @@ def test_a_limiter_whose_redis_is_down_degrades_to_local_and_still_paces():
         limiter.acquire()
     elapsed = time.perf_counter() - started
     assert limiter.degraded
-    # the local bucket took over: two at once, the third after about 1/20 s
-    assert slept and sum(slept) == pytest.approx(0.05, abs=0.02)
+    # the local bucket took over, empty: the shared burst may be spent by other processes,
+    # so each request waits its 1/20 s
+    assert slept == pytest.approx([0.05] * 3, abs=0.02)
     assert elapsed < 1.0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,6 +103,63 @@ def read_candles(
             for i, public in enumerate(INDICATOR_COLUMNS)
         }
     )
+
+
+def read_pairs(
+    conn: Connection, pairs: list[tuple[str, Interval]], *, with_indicators: bool = False
+) -> dict[tuple[str, Interval], Candles]:
+    """Every stored candle of several pairs in one query, ascending, by (symbol, interval).
+
+    Pairs with nothing stored are absent from the result. Keep `pairs` to a few hundred:
+    each one is two bound parameters.
+    """
+    from sqlalchemy import select, tuple_
+
+    if not pairs:
+        return {}
+    c = candles_table.c
+    derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
+    by_name = {(symbol, interval.value): interval for symbol, interval in pairs}
+    query = (
+        select(
+            c.symbol,
+            c.interval,
+            _epoch_seconds(conn, c.ts),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.provider,
+            *derived,
+        )
+        .where(tuple_(c.symbol, c.interval).in_(list(by_name)))
+        .order_by(c.symbol, c.interval, c.ts)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        return {}
+    columns = list(zip(*rows, strict=True))
+    names = list(zip(columns[0], columns[1], strict=True))
+    ts = np.array(columns[2], dtype=np.int64)
+    prices = [np.array(columns[i], dtype=np.float64) for i in range(3, 8)]
+    extra = [np.array(columns[9 + i], dtype=np.float64) for i in range(len(derived))]
+    starts = [0, *(i for i in range(1, len(names)) if names[i] != names[i - 1]), len(names)]
+    found: dict[tuple[str, Interval], Candles] = {}
+    for a, b in pairwise(starts):
+        symbol, name = names[a]
+        interval = by_name[(symbol, name)]
+        part = slice(a, b)
+        open_, high, low, close, volume = (p[part] for p in prices)
+        batch = Candles(
+            symbol, interval, str(columns[8][b - 1]), ts[part], open_, high, low, close, volume
+        )
+        if with_indicators:
+            batch = batch.with_indicators(
+                {public: extra[i][part] for i, public in enumerate(INDICATOR_COLUMNS)}
+            )
+        found[(symbol, interval)] = batch
+    return found
 
 
 def _epoch_seconds(conn: Connection, column: Any) -> Any:
