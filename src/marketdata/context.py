@@ -153,9 +153,7 @@ class AppContext:
             self._redis,
             f"{self.settings.cache_prefix}marketdata:ratelimit:",
             redis_down=outage.event,
-            on_error=lambda exc: outage.report(
-                exc, "provider rate limits are kept in this process for the rest of this run"
-            ),
+            on_error=outage.report,
         )
 
     def close(self) -> None:

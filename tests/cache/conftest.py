@@ -48,3 +48,14 @@ def make_cache(backend_name, tmp_path, request) -> Iterator:
 @pytest.fixture
 def cache(make_cache, prefix) -> Cache:
     return make_cache(prefix)
+
+
+@pytest.fixture
+def caplog_warnings():
+    """Every WARNING-or-worse message logged during the test."""
+    from loguru import logger
+
+    seen: list[str] = []
+    handler = logger.add(lambda m: seen.append(m.record["message"]), level="WARNING")
+    yield seen
+    logger.remove(handler)

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+CONSEQUENCE = (
+    "carrying on without Redis for the rest of this run: the disk cache instead, provider "
+    "rate limits kept in this process (`marketdata cache rebuild` once Redis is back)"
+)
 HITS = "stats:hits"
 MISSES = "stats:misses"
 FALLBACKS = "stats:fallbacks"
@@ -45,7 +49,7 @@ class RedisOutage:
         """True once a Redis failure was reported."""
         return self.event.is_set()
 
-    def report(self, exc: BaseException, consequence: str) -> bool:
+    def report(self, exc: BaseException) -> bool:
         """Log, count and alert the first failure; True only for that first one."""
         from marketdata.observability.alerts import Alert
         from marketdata.redact import scrub
@@ -55,19 +59,22 @@ class RedisOutage:
                 return False
             self.cause = scrub(describe(exc))
             self.event.set()
-        logger.warning("Redis client error: {}; {}", self.cause, consequence)
+        message = f"Redis client error: {self.cause}; {CONSEQUENCE}"
+        logger.warning("{}", message)
         self._metrics.incr("cache.fallback")
-        self._alerts.send(
-            Alert(
-                "warning", "Redis unavailable", f"Redis client error: {self.cause}; {consequence}"
-            )
-        )
+        self._alerts.send(Alert("warning", "Redis unavailable", message))
         return True
 
 
 def describe(exc: BaseException) -> str:
-    """The cause in a few words: the exception's kind and its first line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """The cause in a few words: the exception's kind and its first line (without the
+    pipelined command redis-py puts in front, which would quote a cached value)."""
+    import re
+
+    lines = str(exc).strip().splitlines()
+    text = re.sub(
+        r"^Command # \d+ \(.*?\) of pipeline caused error: ", "", lines[0] if lines else ""
+    )
     kind = type(exc).__name__
     return f"{kind}: {text}" if text else kind
 
@@ -173,7 +180,7 @@ class FallbackCache:
             return NoCache()
 
     def _to_disk(self, exc: BaseException) -> None:
-        if self._outage.report(exc, "using the disk cache for the rest of this run"):
+        if self._outage.report(exc):
             try:
                 self._disk_count(FALLBACKS)
             except Exception as count_exc:  # noqa: BLE001 - a count must not stop a run

@@ -63,7 +63,9 @@ class LocalRateLimiter:
                     self._tokens + (now - self._stamp) * self.limit.per_second,
                 )
                 self._stamp = now
-                if self._tokens >= 1.0:
+                # within rounding of a whole token: a refill computed from the wait just
+                # slept can land a hair below 1.0, and a wait that small never advances a clock
+                if self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
                     return
                 wait = (1.0 - self._tokens) / self.limit.per_second

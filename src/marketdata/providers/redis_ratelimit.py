@@ -82,8 +82,8 @@ class RedisRateLimiter:
         self._clock = clock
         self._fallback: LocalRateLimiter | None = None
         self._lock = threading.Lock()
-        # (tokens left, clock time) at the shared bucket's last answer
-        self._last: tuple[float, float] = (0.0, clock())
+        # (tokens left, clock time) at the shared bucket's last answer; None: never answered
+        self._last: tuple[float, float] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -114,7 +114,8 @@ class RedisRateLimiter:
     def _local(self) -> LocalRateLimiter:
         with self._lock:
             if self._fallback is None:
-                tokens, stamp = self._last
+                # never answered: empty from now on (others may have spent the shared burst)
+                tokens, stamp = self._last or (0.0, self._clock())
                 self._fallback = LocalRateLimiter(
                     self.limit, clock=self._clock, sleep=self._sleep, tokens=tokens, stamp=stamp
                 )
