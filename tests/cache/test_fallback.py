@@ -13,8 +13,6 @@ from marketdata.cache.keys import latest_key
 from marketdata.config import load_settings
 from marketdata.context import AppContext
 from marketdata.domain import RunStatus
-from marketdata.observability.alerts import RecordingAlerts
-from marketdata.observability.metrics import RecordingMetrics
 from marketdata.pipeline import IngestRequest, run_ingest
 from marketdata.storage.engine import connect
 from marketdata.storage.schema import candles
@@ -25,14 +23,8 @@ SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 
 
 @pytest.fixture
-def warnings():
-    """Every WARNING-or-worse message logged during the test."""
-    from loguru import logger
-
-    seen: list[str] = []
-    handler = logger.add(lambda m: seen.append(m.record["message"]), level="WARNING")
-    yield seen
-    logger.remove(handler)
+def warnings(caplog_warnings):
+    return caplog_warnings
 
 
 @pytest.fixture
