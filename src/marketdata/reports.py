@@ -305,6 +305,10 @@ def rebuild_analytics(
                     rows, updated = rebuild(conn, symbol, interval)
                     if dry_run:
                         transaction.rollback()
+                if updated and not dry_run:  # committed: the cached indicators are stale
+                    from marketdata.cache.market import after_commit
+
+                    after_commit(app.cache, conn, app.settings, symbol, interval, app.clock())
                 done.append(RebuiltPair(symbol, name, rows, updated))
     return done
 

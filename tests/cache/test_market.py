@@ -220,3 +220,21 @@ def test_stats_count_keys_by_kind_hits_and_misses(make_app):
     assert stats.keys == {"latest": 3, "show": 3, "roi": 3, "other": 0}
     assert (stats.hits, stats.misses) == (1, 1)
     assert stats.used_bytes and stats.used_bytes > 0
+
+
+def test_analytics_rebuild_refreshes_the_cached_indicators(make_app):
+    from sqlalchemy import text
+
+    from marketdata.reports import rebuild_analytics
+
+    app = make_app()
+    ingest(app, symbols=["BTC-USD"])
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        conn.execute(text("UPDATE candles SET sma_20 = 123.0 WHERE symbol = 'BTC-USD'"))
+    app.cache.delete_pattern("market:*")
+    assert show(app, "BTC-USD").records()[-1]["sma_20"] == 123.0  # cached as stored
+    rebuild_analytics(app, ["BTC-USD"])
+    report = show(app, "BTC-USD")
+    assert report.source == "cache"
+    same_report(report, from_database(app, "BTC-USD", last=20))
+    assert report.records()[-1]["sma_20"] != 123.0
