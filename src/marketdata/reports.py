@@ -126,7 +126,7 @@ def show_report(
 ) -> ShowReport:
     """The report of `show` from a pair's whole history and its newest `last` stored rows
     with indicators (None for an interval outside ANALYTICS_INTERVALS)."""
-    computed = stored is None or _never_derived(stored, len(history))
+    computed = stored is None or never_derived(stored, len(history))
     latest = stored
     if latest is None or computed:
         derived = compute_indicators(
@@ -340,7 +340,7 @@ def _history(
     return candles
 
 
-def _never_derived(latest: Candles, stored: int) -> bool:
+def never_derived(latest: Candles, stored: int) -> bool:
     """Whether stored derived values are missing (the pair predates ANALYTICS_INTERVALS).
 
     The newest row's log return is defined whenever the pair has two closes, so NaN there

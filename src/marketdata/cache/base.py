@@ -96,7 +96,10 @@ class Cache(Protocol):
 
 def encode(value: Any) -> str:
     """Compact JSON; NaN and infinities become null so that any program can read it."""
-    return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a NaN somewhere: walk the value (market values come clean)
+        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
 
 
 def decode(raw: str | bytes) -> Any:

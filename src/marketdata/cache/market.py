@@ -59,8 +59,8 @@ def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[s
     assert candles.indicators is not None
     interval = report.interval.value
     columns: dict[str, list[Any]] = {"ts": candles.ts.tolist()}
-    columns |= {k: getattr(candles, k).tolist() for k in PRICE_KEYS}
-    columns |= {k: candles.indicators[k].tolist() for k in INDICATOR_NAMES}
+    columns |= {k: _plain(getattr(candles, k)) for k in PRICE_KEYS}
+    columns |= {k: _plain(candles.indicators[k]) for k in INDICATOR_NAMES}
     newest = int(candles.ts[-1])
     values: dict[str, Any] = {
         show_key(report.symbol, interval): {
@@ -91,6 +91,15 @@ def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[s
             "stored_at": stored_at,
         }
     return values
+
+
+def _plain(values: np.ndarray[Any, np.dtype[np.float64]]) -> list[float | None]:
+    """A float column as a JSON-ready list, NaN as None."""
+    plain: list[float | None] = values.tolist()
+    missing = np.isnan(values)
+    if missing.any():
+        plain = [None if gone else v for v, gone in zip(plain, missing.tolist(), strict=True)]
+    return plain
 
 
 def latest_value(
@@ -291,10 +300,12 @@ def after_commit(
     from marketdata.errors import MarketdataError
 
     try:
-        if interval in analytics_intervals(settings):
-            refresh_pairs(cache, conn, settings, [(symbol, interval)], now)
-        else:
+        if cache.name == "none":
+            return  # nothing to refresh: spare the reads
+        if interval not in analytics_intervals(settings):
             _latest_only(cache, conn, symbol, interval, now)
+        elif not _from_tail(cache, conn, symbol, interval, now):
+            refresh_pairs(cache, conn, settings, [(symbol, interval)], now)
     except (MarketdataError, SQLAlchemyError) as exc:
         from marketdata.cache.fallback import describe
         from marketdata.redact import scrub
@@ -309,6 +320,31 @@ def after_commit(
         )
     finally:
         conn.rollback()  # end the read transaction the refresh began
+
+
+def _from_tail(
+    cache: FallbackCache, conn: Connection, symbol: str, interval: Interval, now: datetime
+) -> bool:
+    """Write a derived pair's keys from its newest CACHED_BARS rows and the few closes ROI
+    looks back to (a cost that does not grow with history). False when the stored rows were
+    never derived, so the caller reads the whole history instead."""
+    from marketdata.analytics.roi import reference_times, roi
+    from marketdata.reports import ShowReport, never_derived
+    from marketdata.storage.candles import anchor_closes, read_candles
+
+    tail = read_candles(conn, symbol, interval, last=CACHED_BARS, with_indicators=True)
+    if len(tail) == 0:
+        return False
+    at_or_before, before = reference_times(int(tail.ts[-1]))
+    ts, close = anchor_closes(conn, symbol, interval, at_or_before, before)
+    ts, first = np.unique(np.concatenate([ts, tail.ts]), return_index=True)
+    close = np.concatenate([close, tail.close])[first]
+    if never_derived(tail, len(ts)):
+        return False
+    report = ShowReport(symbol, interval, tail, roi(ts, close), computed=False)
+    complete = int(ts[0]) == int(tail.ts[0])  # the first candle is in the tail
+    cache.set_many(pair_values(report, complete=complete, stored_at=_iso(now)), MARKET_TTL)
+    return True
 
 
 def _latest_only(

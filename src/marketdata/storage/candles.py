@@ -3,6 +3,7 @@ batched upserts on SQLite. Only rows that changed are ever rewritten."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -113,7 +114,7 @@ def read_pairs(
     Pairs with nothing stored are absent from the result. Keep `pairs` to a few hundred:
     each one is two bound parameters.
     """
-    from sqlalchemy import select, tuple_
+    from sqlalchemy import and_, or_, select
 
     if not pairs:
         return {}
@@ -133,7 +134,14 @@ def read_pairs(
             c.provider,
             *derived,
         )
-        .where(tuple_(c.symbol, c.interval).in_(list(by_name)))
+        .where(
+            or_(
+                *(
+                    and_(c.interval == name, c.symbol.in_(group))
+                    for name, group in _by_interval(by_name)
+                )
+            )
+        )
         .order_by(c.symbol, c.interval, c.ts)
     )
     rows = conn.execute(query).all()
@@ -160,6 +168,41 @@ def read_pairs(
             )
         found[(symbol, interval)] = batch
     return found
+
+
+def _by_interval(pairs: dict[tuple[str, str], Interval]) -> list[tuple[str, list[str]]]:
+    """Symbols grouped by interval name: (interval = X AND symbol IN (...)) uses the index."""
+    groups: dict[str, list[str]] = {}
+    for symbol, name in pairs:
+        groups.setdefault(name, []).append(symbol)
+    return list(groups.items())
+
+
+def anchor_closes(
+    conn: Connection,
+    symbol: str,
+    interval: Interval,
+    at_or_before: Sequence[int],
+    before: Sequence[int],
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """(ts, close) of the first candle of a pair and of the last one at or before (or strictly
+    before) each cutoff, ascending and distinct: one query of index lookups, whatever the
+    history's length."""
+    from sqlalchemy import select, union_all
+
+    c = candles_table.c
+    base = select(_epoch_seconds(conn, c.ts).label("ts"), c.close.label("close")).where(
+        c.symbol == symbol, c.interval == interval.value
+    )
+    parts = [
+        base.where(c.ts <= utc_from_epoch(t)).order_by(c.ts.desc()).limit(1) for t in at_or_before
+    ]
+    parts += [base.where(c.ts < utc_from_epoch(t)).order_by(c.ts.desc()).limit(1) for t in before]
+    parts.append(base.order_by(c.ts).limit(1))
+    # each part in a subquery: SQLite takes no LIMIT on a bare member of a UNION
+    rows = conn.execute(union_all(*(select(p.subquery()) for p in parts))).all()
+    found = dict(sorted((int(ts), float(close)) for ts, close in rows))
+    return np.fromiter(found, dtype=np.int64), np.fromiter(found.values(), dtype=np.float64)
 
 
 def _epoch_seconds(conn: Connection, column: Any) -> Any:
