@@ -172,3 +172,15 @@ def test_an_unusable_disk_cache_without_redis_runs_uncached_with_one_warning(
     assert result.status is RunStatus.SUCCESS
     assert stored(app) == without_redis[0]
     assert [w for w in warnings if "disk cache unusable" in w] == warnings and len(warnings) == 1
+
+
+def test_a_redis_that_never_answers_costs_one_timeout_then_disk(make_app, warnings, without_redis):
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        app = make_app(redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        result, seconds = ingest(app)
+    line = assert_degraded_once(app, warnings, result, seconds, without_redis)
+    assert "TimeoutError" in line

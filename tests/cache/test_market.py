@@ -215,6 +215,7 @@ def test_stats_count_keys_by_kind_hits_and_misses(make_app):
     ingest(app)
     show(app, "BTC-USD")
     show(app, "BTC-USD", last=market.CACHED_BARS + 5)
+    assert (app.metrics.counters["cache.hit"], app.metrics.counters["cache.miss"]) == (1, 1)
     app.close()
     stats = maintenance.stats(make_app())
     assert stats.keys == {"latest": 3, "show": 3, "roi": 3, "other": 0}
