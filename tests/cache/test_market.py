@@ -85,7 +85,7 @@ def test_an_ingest_writes_each_pairs_keys_as_json_after_its_commit(make_app):
         )
         assert set(latest["indicators"]) == {k for k in newest if k not in latest}
         assert cache.get(roi_key(symbol))["roi"] == fresh.roi
-        same_report(market._report(cache.get(show_key(symbol, "1d")), None), fresh)
+        same_report(market.report_of(cache.get(show_key(symbol, "1d")), None), fresh)
 
 
 def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
@@ -182,7 +182,7 @@ def test_rebuild_makes_every_key_equal_what_the_database_says(make_app):
         for interval in (Interval.D1, Interval.H6):
             fresh = from_database(app, symbol, interval)
             value = app.cache.get(show_key(symbol, interval.value))
-            same_report(market._report(value, None), fresh)
+            same_report(market.report_of(value, None), fresh)
             latest = app.cache.get(latest_key(symbol, interval.value))
             assert latest["ts"] == int(fresh.candles.ts[-1])
 

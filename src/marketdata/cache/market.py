@@ -118,7 +118,7 @@ def latest_value(
     }
 
 
-def _report(value: dict[str, Any], last: int | None) -> ShowReport | None:
+def report_of(value: dict[str, Any], last: int | None) -> ShowReport | None:
     """The ShowReport a `show` value holds, or None when it has fewer than `last` candles
     and is not the whole history."""
     from marketdata.reports import ShowReport
@@ -170,7 +170,7 @@ def read_show(cache: FallbackCache, symbol: str, interval: Interval, last: int) 
     keys = [show_key(symbol, interval.value), latest_key(symbol, interval.value)]
     found = cache.get_many(keys)
     value = found.get(keys[0])
-    report = None if value is None else _report(value, last)
+    report = None if value is None else report_of(value, last)
     if report is None:
         cache.count_read(False)
         return CachedShow()
