@@ -35,14 +35,20 @@ def make_app(request, app_factory, tmp_path):
             "cache_prefix": f"test:{uuid.uuid4().hex[:8]}:",
         }
 
+    built = []
+
     def build(**more):
         app = app_factory(**{**overrides, **more})
         app.clock = lambda: NOW
+        built.append(app)
         return app
 
     yield build
+    for app in built:  # closing flushes the hit and miss counters: before the cleaning
+        app.close()
     cleaner = app_factory(**overrides)
     cleaner.cache.delete_pattern("*")
+    cleaner.close()
 
 
 def ingest(app, **kwargs):
@@ -207,6 +213,7 @@ def test_invalidate_everything_leaves_nothing_under_market_and_nothing_else_touc
     assert app.cache.count("market:*") == 0
     assert app.cache.get("keep:me") == 1
     assert neighbour.cache.get("market:BTC-USD:1d:latest") == {"ts": 1}
+    neighbour.close()  # flushes its hit counter; then every key of its prefix goes
     neighbour.cache.delete_pattern("*")
 
 
