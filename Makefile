@@ -8,6 +8,7 @@ INTERVAL ?= 1d
 PROVIDER ?=
 PYTEST_ARGS ?=
 MUTANTS ?=
+BENCH ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify pip-audit mutation drills
@@ -50,8 +51,8 @@ typecheck: $(STAMP) ## mypy (strict) on src
 
 check: lint typecheck test ## Everything CI runs
 
-bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
-	$(BIN)/python -m tests.benchmarks
+bench: $(STAMP) ## Benchmarks (PostgreSQL, Redis at TEST_*_URL); ratios; BENCH=cache picks some
+	$(BIN)/python -m tests.benchmarks $(BENCH)
 
 drills: $(STAMP) ## Fault drills against real PostgreSQL and SQLite (long, not in make test): a table
 	nice $(BIN)/python -m tests.drills

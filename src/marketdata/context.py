@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from redis import Redis
     from sqlalchemy import Engine
 
+    from marketdata.cache.fallback import FallbackCache, RedisOutage
     from marketdata.providers.base import ProviderContext
     from marketdata.providers.ratelimit import RateLimit, RateLimiter
     from marketdata.storage.engine import Target
@@ -41,6 +42,8 @@ class AppContext:
     limiter_factory: Callable[[str, RateLimit], RateLimiter] | None = None
     _schema_checked: bool = False
     _redis: Redis[Any] | None = None
+    _cache: FallbackCache | None = None
+    _redis_outage: RedisOutage | None = None
     # set by SIGTERM/SIGINT while a run watches it; every wait of the run observes it
     cancel: Cancel = field(default_factory=Cancel)
 
@@ -85,6 +88,24 @@ class AppContext:
             self._schema_checked = True
         return self._engine
 
+    @property
+    def redis_outage(self) -> RedisOutage:
+        """Reports the first Redis failure of this command, for the cache and the limiters."""
+        if self._redis_outage is None:
+            from marketdata.cache.fallback import RedisOutage
+
+            self._redis_outage = RedisOutage(self.metrics, self.alerts)
+        return self._redis_outage
+
+    @property
+    def cache(self) -> FallbackCache:
+        """The cache: Redis (REDIS_URL), falling back to the disk cache, opened on first use."""
+        if self._cache is None:
+            from marketdata.cache.fallback import build_cache
+
+            self._cache = build_cache(self.settings, self.redis_outage, self.metrics)
+        return self._cache
+
     def database_exists(self) -> bool:
         """False only for an embedded SQLite file not created yet (dry runs must not make it)."""
         target = self.target
@@ -125,17 +146,20 @@ class AppContext:
         sleep = self.cancel.sleep  # a limiter's wait ends when the run is asked to stop
         if not self.settings.redis_url:
             return lambda _provider, limit: LocalRateLimiter(limit, sleep=sleep)
-        import redis
-
+        from marketdata.cache.redis_backend import redis_client
         from marketdata.providers.redis_ratelimit import redis_limiter_factory
 
         if self._redis is None:
-            # short timeouts: a slow Redis must not slow requests; the limiter degrades
-            self._redis = redis.Redis.from_url(
-                self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
-            )
+            # short timeouts, no retries: a slow Redis must not slow requests; the limiter
+            # degrades (once, with the cache: one RedisOutage per command)
+            self._redis = redis_client(self.settings.redis_url)
+        outage = self.redis_outage
         return redis_limiter_factory(
-            self._redis, f"{self.settings.cache_prefix}marketdata:ratelimit:", sleep=sleep
+            self._redis,
+            f"{self.settings.cache_prefix}marketdata:ratelimit:",
+            sleep=sleep,
+            redis_down=outage.event,
+            on_error=outage.report,
         )
 
     def close(self) -> None:
@@ -147,6 +171,9 @@ class AppContext:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+        if self._cache is not None:  # before the sinks: it may still count and alert
+            self._cache.close()
+            self._cache = None
         for sink in (self.alerts, self.metrics):  # alerts first: queued ones are delivered
             close_sink = getattr(sink, "close", None)
             if close_sink is not None:

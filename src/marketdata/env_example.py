@@ -18,8 +18,8 @@ DESCRIPTIONS: dict[str, str] = {
     "database_url": "postgresql://user:password@host:5432/dbname (also postgres://) or "
     "sqlite:///path/file.sqlite3. Unset: the embedded SQLite file in $STATE_DIRECTORY under "
     "systemd, else in the user's data directory.",
-    "redis_url": "Redis, e.g. redis://:password@127.0.0.1:6379/0: shares each provider's rate "
-    "budget between processes.",
+    "redis_url": "Redis, e.g. redis://:password@127.0.0.1:6379/0: the cache of market values "
+    "and each provider's rate budget, shared between processes. Unset: the disk cache.",
     "ingestion_provider": "A provider, or a fallback chain such as coinbase,kraken.",
     "ingestion_symbols": "Symbols to ingest when --symbols is not given (comma-separated); "
     "unset: every enabled market.",
@@ -31,8 +31,8 @@ DESCRIPTIONS: dict[str, str] = {
     "ingestion_batch_size": "Pairs per group, so memory stays flat on big universes.",
     "ingestion_disabled_symbols": "Symbols skipped with a note (comma-separated).",
     "analytics_intervals": "Intervals whose indicators are stored (comma-separated).",
-    "cache_dir": "The disk cache's directory. Unset: $CACHE_DIRECTORY under systemd, else the "
-    "user's cache directory.",
+    "cache_dir": "The disk cache's directory (the cache without Redis, or after Redis failed). "
+    "Unset: $CACHE_DIRECTORY under systemd, else the user's cache directory.",
     "cache_prefix": "Prefix of every Redis key the tool writes (to share one Redis).",
     "alert_webhook_url": "Webhook that receives alerts as JSON (its path is a secret).",
     "alert_min_severity": "Alerts below this severity are not sent.",

@@ -616,6 +616,10 @@ def _store(
             record_outcome(conn, run_id, outcome)
             cancel.check()  # a stop before the commit leaves the transaction to roll back
         app.metrics.timing("ingestion.write_ms", (time.perf_counter() - started) * 1e3)
+    if outcome.inserted + outcome.updated:  # committed: refresh the pair's cached values
+        from marketdata.cache.market import after_commit
+
+        after_commit(app.cache, conn, app.settings, pair.symbol, pair.interval, now)
 
 
 @contextmanager

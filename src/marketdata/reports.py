@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
@@ -40,6 +40,8 @@ class ShowReport:
         roi: ROI per key of analytics.roi.ROI_KEYS, as of the latest stored close.
         computed: True when the indicators were computed from the stored closes now (the
             interval is not in ANALYTICS_INTERVALS, or its derived values were never stored).
+        source: "database", or "cache" when the cache answered.
+        stored_at: When the cached values were stored (ISO 8601), for a cached answer.
     """
 
     symbol: str
@@ -47,6 +49,12 @@ class ShowReport:
     candles: Candles
     roi: dict[str, float | None]
     computed: bool
+    source: str = "database"
+    stored_at: str | None = None
+
+    def tail(self, last: int) -> ShowReport:
+        """The same report keeping only the newest `last` candles."""
+        return replace(self, candles=self.candles.take(slice(-last, None)))
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per candle, keys as CANDLE_KEYS; ts in epoch seconds, NaN where undefined."""
@@ -75,24 +83,51 @@ def show(
 ) -> ShowReport:
     """The latest `last` candles of a pair with their indicators, and its ROI.
 
-    Stored indicators are used where ANALYTICS_INTERVALS keeps them; otherwise they are
-    computed from every stored close of the pair (drawdown needs the whole history's peak).
+    Answered from the cache when it holds the pair's current values (no database
+    connection); otherwise from the database, and the cache is filled. Stored indicators are
+    used where ANALYTICS_INTERVALS keeps them; otherwise they are computed from every stored
+    close of the pair (drawdown needs the whole history's peak). When the database is
+    unreachable, values the cache still holds are shown with a warning.
 
     Raises:
         InputError: For a malformed symbol or `last` below 1.
         NoDataError: When nothing is stored for the pair.
     """
+    from marketdata.cache import market
+    from marketdata.errors import DatabaseUnavailableError
+
     symbol = parse_symbol(symbol)
     if last < 1:
         raise InputError(f"--last must be at least 1, not {last}")
-    with _reading(app, [symbol], interval) as conn:
-        history = _history(conn, symbol, interval)
-        latest: Candles | None = None
-        if interval in analytics_intervals(app.settings):
-            from marketdata.storage.candles import read_candles
+    cached = market.read_show(app.cache, symbol, interval, last)
+    if cached.fresh is not None:
+        return cached.fresh
+    wanted = max(last, market.CACHED_BARS)
+    try:
+        with _reading(app, [symbol], interval) as conn:
+            history = _history(conn, symbol, interval)
+            stored: Candles | None = None
+            if interval in analytics_intervals(app.settings):
+                from marketdata.storage.candles import read_candles
 
-            latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
-    computed = latest is None or _never_derived(latest, len(history))
+                stored = read_candles(conn, symbol, interval, last=wanted, with_indicators=True)
+    except DatabaseUnavailableError as exc:
+        if cached.stale is None:
+            raise
+        market.warn_stale(exc, cached.stale.stored_at)
+        return cached.stale
+    report = show_report(symbol, interval, history, stored, wanted)
+    market.store_show(app.cache, report, complete=len(history) <= wanted, now=app.clock())
+    return report.tail(last)
+
+
+def show_report(
+    symbol: str, interval: Interval, history: Candles, stored: Candles | None, last: int
+) -> ShowReport:
+    """The report of `show` from a pair's whole history and its newest `last` stored rows
+    with indicators (None for an interval outside ANALYTICS_INTERVALS)."""
+    computed = stored is None or never_derived(stored, len(history))
+    latest = stored
     if latest is None or computed:
         derived = compute_indicators(
             history.close, periods_per_year=bars_per_year(symbol, interval)
@@ -138,6 +173,15 @@ def aggregate_records(bars: AggregateBars) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class ComparisonReport:
+    """A comparison and where its closes came from ("cache" or "database")."""
+
+    comparison: Comparison
+    source: str = "database"
+    stored_at: str | None = None
+
+
 def comparison(
     app: AppContext,
     symbols: Sequence[str],
@@ -150,6 +194,25 @@ def comparison(
         InputError: Fewer than two symbols, a window below 2, or a benchmark not compared.
         NoDataError: A symbol has no daily candles, or the symbols share too few days.
     """
+    return comparison_report(app, symbols, window, benchmark).comparison
+
+
+def comparison_report(
+    app: AppContext,
+    symbols: Sequence[str],
+    window: int = DEFAULT_WINDOW,
+    benchmark: str | None = None,
+) -> ComparisonReport:
+    """`comparison`, answered from the cache when it holds enough current daily closes of
+    every symbol, else from the database (cached closes, with a warning, if it is down).
+
+    Raises:
+        InputError: Fewer than two symbols, a window below 2, or a benchmark not compared.
+        NoDataError: A symbol has no daily candles, or the symbols share too few days.
+    """
+    from marketdata.cache import market
+    from marketdata.errors import DatabaseUnavailableError
+
     chosen = parse_symbols(symbols)
     if len(chosen) < 2:
         raise InputError(
@@ -165,14 +228,34 @@ def comparison(
                 f"benchmark {benchmark} is not among the compared symbols {', '.join(chosen)}",
                 hint="add it to the symbols",
             )
-    with _reading(app, chosen, Interval.D1) as conn:
-        daily = {symbol: _history(conn, symbol, Interval.D1, required=False) for symbol in chosen}
+    cached = market.read_closes(app.cache, chosen, window)
+    if cached.fresh is not None:
+        return ComparisonReport(
+            _compare(cached.fresh, chosen, window, benchmark), "cache", cached.stored_at
+        )
+    try:
+        with _reading(app, chosen, Interval.D1) as conn:
+            daily = {s: _history(conn, s, Interval.D1, required=False) for s in chosen}
+    except DatabaseUnavailableError as exc:
+        if cached.stale is None:
+            raise
+        market.warn_stale(exc, cached.stored_at)
+        return ComparisonReport(
+            _compare(cached.stale, chosen, window, benchmark), "cache", cached.stored_at
+        )
     missing = [symbol for symbol, candles in daily.items() if len(candles) == 0]
     if missing:
-        raise _nothing_stored(missing, Interval.D1)
+        raise nothing_stored(missing, Interval.D1)
+    series = {symbol: (c.ts, c.close) for symbol, c in daily.items()}
+    return ComparisonReport(_compare(series, chosen, window, benchmark))
+
+
+def _compare(
+    series: dict[str, tuple[Any, Any]], chosen: list[str], window: int, benchmark: str | None
+) -> Comparison:
     try:
         return compare(
-            {symbol: (c.ts, c.close) for symbol, c in daily.items()},
+            series,
             window=window,
             periods_per_year={symbol: bars_per_year(symbol, Interval.D1) for symbol in chosen},
             benchmark=benchmark,
@@ -201,7 +284,7 @@ def rebuild_analytics(
     chosen = parse_symbols(symbols or [])
     if not app.database_exists():
         if chosen:
-            raise _nothing_stored(chosen, None)
+            raise nothing_stored(chosen, None)
         return []
     wanted = analytics_intervals(app.settings)
     done: list[RebuiltPair] = []
@@ -209,7 +292,7 @@ def rebuild_analytics(
         pairs = stored_pairs(conn, chosen or None)
         conn.rollback()
         if chosen and not pairs:
-            raise _nothing_stored(chosen, None)
+            raise nothing_stored(chosen, None)
         for symbol, name in pairs:
             interval = Interval.parse(name)
             if interval not in wanted:
@@ -222,6 +305,10 @@ def rebuild_analytics(
                     rows, updated = rebuild(conn, symbol, interval)
                     if dry_run:
                         transaction.rollback()
+                if updated and not dry_run:  # committed: the cached indicators are stale
+                    from marketdata.cache.market import after_commit
+
+                    after_commit(app.cache, conn, app.settings, symbol, interval, app.clock())
                 done.append(RebuiltPair(symbol, name, rows, updated))
     return done
 
@@ -236,7 +323,7 @@ def _reading(app: AppContext, symbols: Sequence[str], interval: Interval) -> Ite
 
     # a read must not create the embedded database file as a side effect
     if not app.database_exists():
-        raise _nothing_stored(symbols, interval)
+        raise nothing_stored(symbols, interval)
     with connect(app.engine(), app.target) as conn:
         yield conn
 
@@ -249,11 +336,11 @@ def _history(
 
     candles = read_candles(conn, symbol, interval)
     if required and len(candles) == 0:
-        raise _nothing_stored([symbol], interval, conn)
+        raise nothing_stored([symbol], interval, conn)
     return candles
 
 
-def _never_derived(latest: Candles, stored: int) -> bool:
+def never_derived(latest: Candles, stored: int) -> bool:
     """Whether stored derived values are missing (the pair predates ANALYTICS_INTERVALS).
 
     The newest row's log return is defined whenever the pair has two closes, so NaN there
@@ -263,7 +350,7 @@ def _never_derived(latest: Candles, stored: int) -> bool:
     return stored > 1 and bool(np.isnan(latest.indicators["log_return"][-1]))
 
 
-def _nothing_stored(
+def nothing_stored(
     symbols: Sequence[str], interval: Interval | None, conn: Connection | None = None
 ) -> NoDataError:
     """'nothing stored for X 1d', with the ingest command that fills it (one line)."""

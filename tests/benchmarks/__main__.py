@@ -1,4 +1,5 @@
-"""`python -m tests.benchmarks` (what `make bench` runs): ingest, analytics and metrics figures."""
+"""`python -m tests.benchmarks [NAME...]` (what `make bench` runs): ingest, analytics, metrics
+and cache figures; names pick some of them (`make bench BENCH=cache`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, ingest, metrics
+from tests.benchmarks import analytics, cache, ingest, metrics
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -16,11 +17,16 @@ def main() -> int:
     started = time.perf_counter()
     server = Server.from_env()
     report = Report()
+    chosen = set(sys.argv[1:]) or {"ingest", "analytics", "metrics", "cache"}
     try:
         version = server.version()
-        first_ingest_seconds = ingest.run(server, report)
-        analytics.run(report, first_ingest_seconds)
-        metrics.run(server, report)
+        if "ingest" in chosen or "analytics" in chosen:
+            first_ingest_seconds = ingest.run(server, report)
+            analytics.run(report, first_ingest_seconds)
+        if "metrics" in chosen:
+            metrics.run(server, report)
+        if "cache" in chosen:
+            cache.run(server, report)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

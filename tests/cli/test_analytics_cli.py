@@ -68,7 +68,7 @@ def json_of(args, env):
 def test_show_json_prints_exactly_the_documented_keys_with_iso_times(filled):
     data = json_of(["show", "btc-usd", "--last", "5", "--json"], filled)
 
-    assert list(data) == ["symbol", "interval", "candles", "roi"]
+    assert list(data) == ["symbol", "interval", "candles", "roi", "source", "cached_at"]
     assert (data["symbol"], data["interval"]) == ("BTC-USD", "1d")
     assert [list(c) for c in data["candles"]] == [CANDLE_KEYS] * 5
     assert [c["ts"] for c in data["candles"]] == [
@@ -124,6 +124,8 @@ def test_compare_json_has_every_documented_key_per_symbol(filled):
         "relative_performance",
         "correlation",
         "returns_used",
+        "source",
+        "cached_at",
     ]
     symbols = ["BTC-USD", "ETH-USD", "AAPL"]
     assert (data["window"], data["benchmark"], data["symbols"]) == (30, "ETH-USD", symbols)

@@ -61,6 +61,9 @@ def mdwe_env(env) -> dict[str, str]:  # the probe also proves the restriction bi
 def test_ingest_and_show_on_both_databases_run_without_writable_executable_memory(
     mdwe_env, pg_database, redis_url, tmp_path
 ):
+    import uuid
+
+    prefix = f"mdwe-test:{uuid.uuid4().hex[:8]}:"  # the cache's keys, dropped at the end
     fake = FakeCoinbase()
     fake.add("BTC-USD", 86400, [(1704067200 + i * 86400, 10, 12, 9, 11, 5) for i in range(40)])
     with serve(fake) as coinbase:
@@ -68,7 +71,7 @@ def test_ingest_and_show_on_both_databases_run_without_writable_executable_memor
             **mdwe_env,
             "DATABASE_URL": pg_database,
             "REDIS_URL": redis_url,
-            "CACHE_PREFIX": "mdwe-test:",
+            "CACHE_PREFIX": prefix,
             "COINBASE_BASE_URL": coinbase.url,
         }
         ingest = under_mdwe(
@@ -89,6 +92,7 @@ def test_ingest_and_show_on_both_databases_run_without_writable_executable_memor
         assert ingest.returncode == 0, ingest.stderr
         assert json.loads(ingest.stdout)["status"] == "success"
     show = under_mdwe(["-m", "marketdata", "show", "BTC-USD", "--last", "3", "--json"], env)
+    _drop_keys(redis_url, prefix)
     assert show.returncode == 0, show.stderr
     assert len(json.loads(show.stdout)["candles"]) == 3
     embedded = {**mdwe_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'md.sqlite3'}"}
@@ -105,3 +109,13 @@ def test_ingest_and_show_on_both_databases_run_without_writable_executable_memor
     ]
     result = under_mdwe(sqlite, embedded)
     assert result.returncode == 0, result.stderr
+
+
+def _drop_keys(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

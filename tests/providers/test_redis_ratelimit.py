@@ -156,7 +156,7 @@ def test_a_redis_error_other_than_a_lost_connection_also_degrades_to_local(clien
     assert limiter.degraded
 
 
-def test_a_limiter_whose_redis_is_down_degrades_to_local_and_still_paces():
+def test_a_limiter_whose_redis_is_down_from_the_start_paces_locally_without_a_burst():
     client = redis.Redis.from_url(CLOSED_PORT_URL, socket_connect_timeout=1)
     slept: list[float] = []
 
@@ -171,8 +171,9 @@ def test_a_limiter_whose_redis_is_down_degrades_to_local_and_still_paces():
         limiter.acquire()
     elapsed = time.perf_counter() - started
     assert limiter.degraded
-    # the local bucket took over: two at once, the third after about 1/20 s
-    assert slept and sum(slept) == pytest.approx(0.05, abs=0.02)
+    # the local bucket took over, empty: the shared burst may be spent by other processes,
+    # so each request waits its 1/20 s
+    assert slept == pytest.approx([0.05] * 3, abs=0.02)
     assert elapsed < 1.0
 
 
@@ -185,3 +186,74 @@ def test_one_failure_degrades_every_limiter_of_the_same_factory():
     first.acquire()
     assert first.degraded and second.degraded
     second.acquire()  # goes straight to its local bucket
+
+
+class ManualClock:
+    """A clock that moves only when the limiter sleeps (waits become exact figures)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def test_losing_redis_is_logged_once_and_the_local_bucket_continues_from_the_spent_budget(
+    tmp_path,
+):
+    from loguru import logger
+
+    from marketdata.cache.fallback import RedisOutage
+    from marketdata.cache.redis_backend import redis_client
+    from marketdata.observability.alerts import RecordingAlerts
+    from marketdata.observability.metrics import RecordingMetrics
+    from tests.fakes.redis_server import private_redis
+
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    limit = RateLimit(per_second=10.0, burst=15)
+    clock = ManualClock()
+    try:
+        with private_redis(tmp_path) as server:
+            client = redis_client(server.url())
+            outage = RedisOutage(RecordingMetrics(), RecordingAlerts())
+            limiters = [
+                RedisRateLimiter(
+                    client,
+                    provider,
+                    limit,
+                    prefix="rl:",
+                    sleep=clock.sleep,
+                    clock=clock,
+                    redis_down=outage.event,
+                    on_error=outage.report,
+                )
+                for provider in ("coinbase", "kraken")
+            ]
+            for _ in range(15):  # the shared burst, spent through Redis
+                limiters[0].acquire()
+            assert not limiters[0].degraded
+            server.stop()
+            spent_through_redis = len(clock.waits)
+            for _ in range(15):
+                limiters[0].acquire()
+            coinbase = clock.waits[spent_through_redis:]
+            for _ in range(5):
+                limiters[1].acquire()
+            kraken = clock.waits[spent_through_redis + len(coinbase) :]
+            client.close()
+    finally:
+        logger.remove(handler)
+    assert limiters[0].degraded and limiters[1].degraded
+    assert len([line for line in lines if line.startswith("Redis client error:")]) == 1
+    # no fresh burst: the 15 requests after the outage are paced at 10/s from the first
+    # (a full bucket would have let all 15 through at once); the shared bucket had refilled
+    # at most a token while its burst was being spent
+    assert len(coinbase) >= 14 and sum(coinbase) >= 1.3
+    # kraken never reached Redis: it starts empty too, and its failure is not logged again
+    assert kraken == pytest.approx([0.1] * 5)

@@ -63,6 +63,13 @@ def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
     }
 
 
+def reference_times(latest: int) -> tuple[list[int], list[int]]:
+    """The times `roi()` looks back to from the latest candle: (cutoffs whose last candle at
+    or before counts, cutoffs whose last candle strictly before counts). With those closes,
+    the first and the latest, `roi()` of the few candles gives what it gives on all of them."""
+    return [latest - seconds for seconds in HORIZONS.values()], [int(_year_start(np.int64(latest)))]
+
+
 def _year_start(epoch: np.int64) -> np.int64:
     """Epoch seconds of January 1 00:00 UTC of the year holding epoch."""
     year = np.datetime64(int(epoch), "s").astype("datetime64[Y]")

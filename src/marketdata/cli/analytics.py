@@ -107,13 +107,15 @@ def compare(
     json: Json = False,
 ) -> None:
     """ROI, volatility, beta and correlation of symbols over their latest common daily returns."""
-    from marketdata.reports import comparison
+    from marketdata.reports import comparison_report
 
-    result = comparison(build_app(), symbols, window, benchmark)
+    report = comparison_report(build_app(), symbols, window, benchmark)
     if json:
-        render.emit_json(_comparison_data(result))
+        render.emit_json(
+            {**_comparison_data(report.comparison), **_source(report.source, report.stored_at)}
+        )
         return
-    _render_comparison(result)
+    _render_comparison(report.comparison)
 
 
 @app.command()
@@ -158,7 +160,13 @@ def _show_data(report: ShowReport) -> dict[str, Any]:
         "interval": report.interval.value,
         "candles": [{**row, "ts": render.iso(row["ts"])} for row in report.records()],
         "roi": report.roi,
+        **_source(report.source, report.stored_at),
     }
+
+
+def _source(source: str, stored_at: str | None) -> dict[str, Any]:
+    """Where an answer came from ("cache" or "database"), and when cached values were stored."""
+    return {"source": source, "cached_at": stored_at}
 
 
 def _render_show(report: ShowReport, *, chart: bool, volume: bool) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
+from marketdata.cli import cache as cache_cli
 from marketdata.cli import metrics as metrics_cli
 from marketdata.cli import runs as runs_cli
 from marketdata.cli.state import OPTIONS
@@ -72,6 +73,7 @@ app.add_typer(alert_cmd.app, name="alert")
 app.add_typer(schedule.app, name="schedule")
 metrics_cli.register(app)
 runs_cli.register(app)
+cache_cli.register(app)
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

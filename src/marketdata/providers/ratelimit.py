@@ -1,4 +1,4 @@
-"""Rate limiters: a token bucket per provider, in this process (and shared via Redis later)."""
+"""Rate limiters: a token bucket per provider in this process (redis_ratelimit shares one)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,16 @@ class LocalRateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        tokens: float | None = None,
+        stamp: float | None = None,
     ) -> None:
+        """A full bucket, or one carrying on from `tokens` left at `stamp` (clock time; may
+        be negative: tokens already reserved), as when a shared bucket becomes local."""
         self.limit = limit
         self._clock = clock
         self._sleep = sleep
-        self._tokens = float(limit.burst)
-        self._stamp = clock()
+        self._tokens = float(limit.burst) if tokens is None else min(float(limit.burst), tokens)
+        self._stamp = clock() if stamp is None else stamp
         self._lock = threading.Lock()
 
     @classmethod
@@ -59,7 +63,9 @@ class LocalRateLimiter:
                     self._tokens + (now - self._stamp) * self.limit.per_second,
                 )
                 self._stamp = now
-                if self._tokens >= 1.0:
+                # within rounding of a whole token: a refill computed from the wait just
+                # slept can land a hair below 1.0, and a wait that small never advances a clock
+                if self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
                     return
                 wait = (1.0 - self._tokens) / self.limit.per_second

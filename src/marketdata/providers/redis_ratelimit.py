@@ -44,7 +44,7 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
            'stamp', string.format('%.6f', now))
 -- once full again the bucket is the same as no key: let it expire
 redis.call('PEXPIRE', KEYS[1], math.ceil((wait + burst / rate) * 1000) + 1000)
-return string.format('%.6f', wait)
+return string.format('%.6f %.17g', wait, tokens)
 """
 
 
@@ -53,7 +53,10 @@ class RedisRateLimiter:
 
     If Redis fails (down, timing out, refusing), the limiter switches to an in-process
     LocalRateLimiter for the rest of its life and sets `degraded`: a run never fails because
-    the limiter's Redis is unavailable.
+    the limiter's Redis is unavailable. The first failure is handed to `on_error` (which
+    logs it once per command). The local bucket carries on from the budget the shared one
+    had left at its last answer, refilled since; with no answer ever, it starts empty: other
+    processes may have spent the shared burst, so none is granted again.
     """
 
     def __init__(
@@ -65,6 +68,8 @@ class RedisRateLimiter:
         prefix: str = DEFAULT_PREFIX,
         sleep: Callable[[float], None] = time.sleep,
         redis_down: threading.Event | None = None,
+        on_error: Callable[[Exception], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.key = f"{prefix}{provider}"
@@ -73,8 +78,12 @@ class RedisRateLimiter:
         # Shared by the limiters of one factory: once Redis failed for one provider, the others
         # do not wait for their own connection errors (or timeouts) to find out.
         self._redis_down = redis_down if redis_down is not None else threading.Event()
+        self._on_error = on_error
+        self._clock = clock
         self._fallback: LocalRateLimiter | None = None
         self._lock = threading.Lock()
+        # (tokens left, clock time) at the shared bucket's last answer; None: never answered
+        self._last: tuple[float, float] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -85,12 +94,18 @@ class RedisRateLimiter:
         """Take a token from the shared bucket, sleeping until it is ours."""
         if not self._redis_down.is_set():
             try:
-                wait = float(
-                    self._script(keys=[self.key], args=[self.limit.per_second, self.limit.burst])
+                answer = self._script(
+                    keys=[self.key], args=[self.limit.per_second, self.limit.burst]
                 )
-            except (RedisError, ValueError, TypeError):
-                self._redis_down.set()
+                wait, tokens = (float(x) for x in answer.split())
+            except (RedisError, OSError, ValueError, TypeError, AttributeError) as exc:
+                if not self._redis_down.is_set():
+                    self._redis_down.set()
+                    if self._on_error is not None:
+                        self._on_error(exc)
             else:
+                with self._lock:
+                    self._last = (tokens, self._clock())
                 if wait > 0 and math.isfinite(wait):
                     self._sleep(wait)
                 return
@@ -99,7 +114,11 @@ class RedisRateLimiter:
     def _local(self) -> LocalRateLimiter:
         with self._lock:
             if self._fallback is None:
-                self._fallback = LocalRateLimiter(self.limit, sleep=self._sleep)
+                # never answered: empty from now on (others may have spent the shared burst)
+                tokens, stamp = self._last or (0.0, self._clock())
+                self._fallback = LocalRateLimiter(
+                    self.limit, clock=self._clock, sleep=self._sleep, tokens=tokens, stamp=stamp
+                )
             return self._fallback
 
 
@@ -108,14 +127,26 @@ def redis_limiter_factory(
     prefix: str = DEFAULT_PREFIX,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    redis_down: threading.Event | None = None,
+    on_error: Callable[[Exception], object] | None = None,
 ) -> Callable[[str, RateLimit], RateLimiter]:
-    """A ProviderContext.limiter_factory whose limiters share buckets through `client`
-    (and wait with `sleep`: the run's cancellable one)."""
-    redis_down = threading.Event()
+    """A ProviderContext.limiter_factory whose limiters share buckets through `client` and
+    wait with `sleep` (the run's cancellable one).
+
+    Its limiters share `redis_down` (once set, none asks Redis again) and report the first
+    failure to `on_error`.
+    """
+    down = redis_down if redis_down is not None else threading.Event()
 
     def build(provider: str, limit: RateLimit) -> RateLimiter:
         return RedisRateLimiter(
-            client, provider, limit, prefix=prefix, sleep=sleep, redis_down=redis_down
+            client,
+            provider,
+            limit,
+            prefix=prefix,
+            sleep=sleep,
+            redis_down=down,
+            on_error=on_error,
         )
 
     return build

@@ -3,8 +3,10 @@ batched upserts on SQLite. Only rows that changed are ever rewritten."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,6 +104,105 @@ def read_candles(
             for i, public in enumerate(INDICATOR_COLUMNS)
         }
     )
+
+
+def read_pairs(
+    conn: Connection, pairs: list[tuple[str, Interval]], *, with_indicators: bool = False
+) -> dict[tuple[str, Interval], Candles]:
+    """Every stored candle of several pairs in one query, ascending, by (symbol, interval).
+
+    Pairs with nothing stored are absent from the result. Keep `pairs` to a few hundred:
+    each one is two bound parameters.
+    """
+    from sqlalchemy import and_, or_, select
+
+    if not pairs:
+        return {}
+    c = candles_table.c
+    derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
+    by_name = {(symbol, interval.value): interval for symbol, interval in pairs}
+    query = (
+        select(
+            c.symbol,
+            c.interval,
+            _epoch_seconds(conn, c.ts),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.provider,
+            *derived,
+        )
+        .where(
+            or_(
+                *(
+                    and_(c.interval == name, c.symbol.in_(group))
+                    for name, group in _by_interval(by_name)
+                )
+            )
+        )
+        .order_by(c.symbol, c.interval, c.ts)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        return {}
+    columns = list(zip(*rows, strict=True))
+    names = list(zip(columns[0], columns[1], strict=True))
+    ts = np.array(columns[2], dtype=np.int64)
+    prices = [np.array(columns[i], dtype=np.float64) for i in range(3, 8)]
+    extra = [np.array(columns[9 + i], dtype=np.float64) for i in range(len(derived))]
+    starts = [0, *(i for i in range(1, len(names)) if names[i] != names[i - 1]), len(names)]
+    found: dict[tuple[str, Interval], Candles] = {}
+    for a, b in pairwise(starts):
+        symbol, name = names[a]
+        interval = by_name[(symbol, name)]
+        part = slice(a, b)
+        open_, high, low, close, volume = (p[part] for p in prices)
+        batch = Candles(
+            symbol, interval, str(columns[8][b - 1]), ts[part], open_, high, low, close, volume
+        )
+        if with_indicators:
+            batch = batch.with_indicators(
+                {public: extra[i][part] for i, public in enumerate(INDICATOR_COLUMNS)}
+            )
+        found[(symbol, interval)] = batch
+    return found
+
+
+def _by_interval(pairs: dict[tuple[str, str], Interval]) -> list[tuple[str, list[str]]]:
+    """Symbols grouped by interval name: (interval = X AND symbol IN (...)) uses the index."""
+    groups: dict[str, list[str]] = {}
+    for symbol, name in pairs:
+        groups.setdefault(name, []).append(symbol)
+    return list(groups.items())
+
+
+def anchor_closes(
+    conn: Connection,
+    symbol: str,
+    interval: Interval,
+    at_or_before: Sequence[int],
+    before: Sequence[int],
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """(ts, close) of the first candle of a pair and of the last one at or before (or strictly
+    before) each cutoff, ascending and distinct: one query of index lookups, whatever the
+    history's length."""
+    from sqlalchemy import select, union_all
+
+    c = candles_table.c
+    base = select(_epoch_seconds(conn, c.ts).label("ts"), c.close.label("close")).where(
+        c.symbol == symbol, c.interval == interval.value
+    )
+    parts = [
+        base.where(c.ts <= utc_from_epoch(t)).order_by(c.ts.desc()).limit(1) for t in at_or_before
+    ]
+    parts += [base.where(c.ts < utc_from_epoch(t)).order_by(c.ts.desc()).limit(1) for t in before]
+    parts.append(base.order_by(c.ts).limit(1))
+    # each part in a subquery: SQLite takes no LIMIT on a bare member of a UNION
+    rows = conn.execute(union_all(*(select(p.subquery()) for p in parts))).all()
+    found = dict(sorted((int(ts), float(close)) for ts, close in rows))
+    return np.fromiter(found, dtype=np.int64), np.fromiter(found.values(), dtype=np.float64)
 
 
 def _epoch_seconds(conn: Connection, column: Any) -> Any:

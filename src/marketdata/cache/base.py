@@ -1,0 +1,158 @@
+"""The Cache interface, its statistics, the JSON encoding of values and Redis-style globs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+DELETE_BATCH = 500
+"""Keys deleted per UNLINK (and per disk transaction): big deletes never block a server."""
+
+
+@dataclass
+class CacheStats:
+    """What `cache stats` reports about one backend.
+
+    Attributes:
+        backend: "redis", "disk" or "none".
+        location: The Redis URL (password masked) or the disk cache's directory.
+        keys: Keys by kind ("latest", "show", "roi", "other") under `market:*`.
+        hits: Reads answered by the cache, since the counters began.
+        misses: Reads the cache could not answer.
+        fallbacks: Times this host's runs fell back from Redis to the disk cache.
+        used_bytes: Redis memory in use (the whole server), or the disk cache's size.
+    """
+
+    backend: str
+    location: str
+    keys: dict[str, int] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    fallbacks: int = 0
+    used_bytes: int | None = None
+
+
+class Cache(Protocol):
+    """A key-value cache of JSON values; keys are logical (the backend adds CACHE_PREFIX).
+
+    Every method may raise the backend's own errors (listed in `errors`); the fallback
+    wrapper catches exactly those.
+    """
+
+    name: str
+    location: str
+    errors: tuple[type[BaseException], ...]
+
+    def get(self, key: str) -> Any | None:
+        """The decoded value, or None when the key is missing or expired."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The keys that are present, with their decoded values (one round trip)."""
+        ...
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store a JSON-encodable value, expiring after `ttl` seconds (never when None)."""
+        ...
+
+    def set_many(
+        self, values: Mapping[str, Any], ttl: float | None = None, *, drop: Iterable[str] = ()
+    ) -> None:
+        """Store several values and delete the `drop` keys, in one round trip."""
+        ...
+
+    def scan(self, pattern: str) -> Iterator[str]:
+        """The logical keys matching a Redis-style glob, incrementally (never KEYS)."""
+        ...
+
+    def delete_pattern(self, pattern: str) -> int:
+        """Delete the keys matching a glob, in batches; how many were deleted."""
+        ...
+
+    def count(self, pattern: str = "*") -> int:
+        """How many keys match a glob."""
+        ...
+
+    def incr(self, key: str, amount: int = 1) -> None:
+        """Add to an integer counter (created at 0)."""
+        ...
+
+    def counter(self, key: str) -> int:
+        """An integer counter's value (0 when missing)."""
+        ...
+
+    def used_bytes(self) -> int | None:
+        """Memory (Redis) or disk space (disk cache) in use."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+def encode(value: Any) -> str:
+    """Compact JSON; NaN and infinities become null so that any program can read it."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a NaN somewhere: walk the value (market values come clean)
+        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
+
+
+def decode(raw: str | bytes) -> Any:
+    """The value `encode` wrote."""
+    return json.loads(raw)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def escape_glob(text: str) -> str:
+    """`text` matched literally in a Redis glob (for CACHE_PREFIX in front of a pattern)."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A compiled regex matching exactly what Redis's MATCH glob matches (*, ?, [..], \\x)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = pattern[i + 1 : end]
+                negate = body.startswith("^")
+                body = body[1:] if negate else body
+                out.append(
+                    f"[{'^' if negate else ''}{re.escape(body).replace(chr(92) + '-', '-')}]"
+                )
+                i = end + 1
+                continue
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)

@@ -1,0 +1,99 @@
+"""The disk cache backend (diskcache: SQLite plus files), used without Redis or after it fails."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from marketdata.cache.base import DELETE_BATCH, decode, encode, glob_regex
+
+# diskcache waits this long for SQLite's lock (several processes share one directory)
+SQLITE_TIMEOUT = 1.0
+
+
+class DiskCache:
+    """Values as JSON text in a diskcache directory, keys carrying CACHE_PREFIX as in Redis."""
+
+    name = "disk"
+    errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, diskcache.Timeout)
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        self.location = str(directory)
+        self._prefix = prefix
+        self._cache = diskcache.Cache(str(directory), timeout=SQLITE_TIMEOUT)
+
+    def get(self, key: str) -> Any | None:
+        """The decoded value, or None."""
+        raw = self._cache.get(self._prefix + key)
+        return None if raw is None else decode(raw)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Present keys with their values."""
+        found = {}
+        for key in keys:
+            raw = self._cache.get(self._prefix + key)
+            if raw is not None:
+                found[key] = decode(raw)
+        return found
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store with an expiry."""
+        self._cache.set(self._prefix + key, encode(value), expire=ttl)
+
+    def set_many(
+        self, values: Mapping[str, Any], ttl: float | None = None, *, drop: Iterable[str] = ()
+    ) -> None:
+        """Store and delete in one SQLite transaction."""
+        with self._cache.transact():
+            for key, value in values.items():
+                self._cache.set(self._prefix + key, encode(value), expire=ttl)
+            for key in drop:
+                self._cache.delete(self._prefix + key)
+
+    def scan(self, pattern: str) -> Iterator[str]:
+        """Matching unexpired keys (the glob applies after the prefix, as in Redis)."""
+        self._cache.expire()
+        regex = glob_regex(pattern)
+        cut = len(self._prefix)
+        for key in list(self._cache.iterkeys()):
+            if isinstance(key, str) and key.startswith(self._prefix) and regex.match(key[cut:]):
+                yield key[cut:]
+
+    def delete_pattern(self, pattern: str) -> int:
+        """Delete the matching keys, DELETE_BATCH per transaction."""
+        deleted = 0
+        keys = list(self.scan(pattern))
+        for first in range(0, len(keys), DELETE_BATCH):
+            with self._cache.transact():
+                for key in keys[first : first + DELETE_BATCH]:
+                    deleted += bool(self._cache.delete(self._prefix + key))
+        return deleted
+
+    def count(self, pattern: str = "*") -> int:
+        """How many keys match."""
+        return sum(1 for _ in self.scan(pattern))
+
+    def incr(self, key: str, amount: int = 1) -> None:
+        """Add to a counter stored as JSON text (so `get` reads it like any value)."""
+        with self._cache.transact():
+            raw = self._cache.get(self._prefix + key)
+            self._cache.set(
+                self._prefix + key, encode((0 if raw is None else decode(raw)) + amount)
+            )
+
+    def counter(self, key: str) -> int:
+        """A counter's value."""
+        value = self.get(key)
+        return 0 if value is None else int(value)
+
+    def used_bytes(self) -> int | None:
+        """The directory's size on disk as diskcache estimates it."""
+        return int(self._cache.volume())
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        self._cache.close()

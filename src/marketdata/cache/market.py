@@ -1,0 +1,365 @@
+"""What is cached about the markets, as JSON other programs can read, and how it is refreshed.
+
+Per (symbol, interval) pair:
+- `market:{symbol}:{interval}:latest`: the newest stored candle with its indicators (null
+  outside ANALYTICS_INTERVALS, where none are stored) and `stored_at`;
+- `market:{symbol}:{interval}:show`: what `show` prints, the newest CACHED_BARS candles as
+  columns with their indicators, and the ROI horizons;
+and per symbol `market:{symbol}:roi`: the ROI horizons as of the latest daily close.
+
+Writers (the pipeline after each pair's commit, `analytics rebuild`, `cache rebuild`) keep
+them current; readers trust a `show` value only when it ends at the `latest` candle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from loguru import logger
+
+from marketdata.analytics.indicators import INDICATOR_NAMES
+from marketdata.cache.keys import latest_key, roi_key, show_key
+from marketdata.domain import DAY, Candles, Interval, utc_from_epoch
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from marketdata.cache.fallback import FallbackCache
+    from marketdata.config import Settings
+    from marketdata.errors import MarketdataError
+    from marketdata.reports import ShowReport
+
+CACHED_BARS = 100
+"""Candles kept per pair: `show --last` up to this, `compare --window` up to this - 1."""
+MARKET_TTL = 7 * DAY
+"""Market keys expire unless a writer refreshes them (bounds staleness after an outage)."""
+PRICE_KEYS = ("open", "high", "low", "close", "volume")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------------------------ values
+
+
+def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[str, Any]:
+    """The keys of one pair (and its symbol's ROI for the daily interval) from its report.
+
+    Args:
+        report: `show`'s report holding up to CACHED_BARS candles.
+        complete: Whether those candles are the pair's whole history.
+        stored_at: When the values were read from the database (ISO 8601).
+    """
+    candles = report.candles
+    assert candles.indicators is not None
+    interval = report.interval.value
+    columns: dict[str, list[Any]] = {"ts": candles.ts.tolist()}
+    columns |= {k: _plain(getattr(candles, k)) for k in PRICE_KEYS}
+    columns |= {k: _plain(candles.indicators[k]) for k in INDICATOR_NAMES}
+    newest = int(candles.ts[-1])
+    values: dict[str, Any] = {
+        show_key(report.symbol, interval): {
+            "symbol": report.symbol,
+            "interval": interval,
+            "newest": newest,
+            "complete": complete,
+            "computed": report.computed,
+            "provider": candles.provider,
+            "stored_at": stored_at,
+            "columns": columns,
+            "roi": report.roi,
+        },
+        latest_key(report.symbol, interval): latest_value(
+            report.symbol,
+            interval,
+            {k: v[-1] for k, v in columns.items()},
+            stored_at,
+            with_indicators=True,
+        ),
+    }
+    if report.interval is Interval.D1:
+        values[roi_key(report.symbol)] = {
+            "symbol": report.symbol,
+            "interval": interval,
+            "as_of": _iso(utc_from_epoch(newest)),
+            "roi": report.roi,
+            "stored_at": stored_at,
+        }
+    return values
+
+
+def _plain(values: np.ndarray[Any, np.dtype[np.float64]]) -> list[float | None]:
+    """A float column as a JSON-ready list, NaN as None."""
+    plain: list[float | None] = values.tolist()
+    missing = np.isnan(values)
+    if missing.any():
+        plain = [None if gone else v for v, gone in zip(plain, missing.tolist(), strict=True)]
+    return plain
+
+
+def latest_value(
+    symbol: str, interval: str, row: dict[str, Any], stored_at: str, *, with_indicators: bool
+) -> dict[str, Any]:
+    """`market:{symbol}:{interval}:latest` from one row (keys ts, prices, indicators)."""
+    ts = int(row["ts"])
+    return {
+        "symbol": symbol,
+        "interval": interval,
+        "ts": ts,
+        "time": _iso(utc_from_epoch(ts)),
+        **{k: row[k] for k in PRICE_KEYS},
+        "indicators": {k: row[k] for k in INDICATOR_NAMES} if with_indicators else None,
+        "stored_at": stored_at,
+    }
+
+
+def report_of(value: dict[str, Any], last: int | None) -> ShowReport | None:
+    """The ShowReport a `show` value holds, or None when it has fewer than `last` candles
+    and is not the whole history."""
+    from marketdata.reports import ShowReport
+
+    columns = value["columns"]
+    if last is not None and len(columns["ts"]) < last and not value["complete"]:
+        return None
+    keep = slice(-last, None) if last is not None else slice(None)
+    open_, high, low, close, volume = (_floats(columns[k])[keep] for k in PRICE_KEYS)
+    candles = Candles(
+        value["symbol"],
+        Interval.parse(value["interval"]),
+        value["provider"],
+        np.array(columns["ts"], dtype=np.int64)[keep],
+        open_,
+        high,
+        low,
+        close,
+        volume,
+    ).with_indicators({k: _floats(columns[k])[keep] for k in INDICATOR_NAMES})
+    return ShowReport(
+        value["symbol"],
+        candles.interval,
+        candles,
+        dict(value["roi"]),
+        bool(value["computed"]),
+        source="cache",
+        stored_at=value["stored_at"],
+    )
+
+
+def _floats(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class CachedShow:
+    """A cached `show` answer: `fresh` when current, else `stale` (for a database outage)."""
+
+    fresh: ShowReport | None = None
+    stale: ShowReport | None = None
+
+
+def read_show(cache: FallbackCache, symbol: str, interval: Interval, last: int) -> CachedShow:
+    """The pair's cached report (one round trip), counting a hit or a miss."""
+    keys = [show_key(symbol, interval.value), latest_key(symbol, interval.value)]
+    found = cache.get_many(keys)
+    value = found.get(keys[0])
+    report = None if value is None else report_of(value, last)
+    if report is None:
+        cache.count_read(False)
+        return CachedShow()
+    if _is_current(value, found.get(keys[1])):
+        cache.count_read(True)
+        return CachedShow(fresh=report)
+    cache.count_read(False)
+    return CachedShow(stale=report)
+
+
+def _is_current(show: Any, latest: Any) -> bool:
+    """A `show` value is current unless a writer stored a newer latest candle since."""
+    return latest is None or int(show["newest"]) >= int(latest["ts"])
+
+
+@dataclass(frozen=True)
+class CachedCloses:
+    """Cached daily (ts, close) per symbol: `fresh` when current and long enough."""
+
+    fresh: dict[str, tuple[Any, Any]] | None = None
+    stale: dict[str, tuple[Any, Any]] | None = None
+    stored_at: str | None = None
+
+
+def read_closes(cache: FallbackCache, symbols: Sequence[str], window: int) -> CachedCloses:
+    """Daily closes of every symbol from the cache (one round trip), when they give the same
+    comparison as the database: every value current and, unless all of them hold their
+    whole history, at least `window` + 1 common days (the newest common days of the cached
+    tails are the newest common days of the whole histories)."""
+    daily = Interval.D1.value
+    keys = [k for s in symbols for k in (show_key(s, daily), latest_key(s, daily))]
+    found = cache.get_many(keys)
+    maybe = [found.get(show_key(s, daily)) for s in symbols]
+    shows: list[dict[str, Any]] = [v for v in maybe if v is not None]
+    if len(shows) < len(symbols):
+        cache.count_read(False)
+        return CachedCloses()
+    series = {
+        s: (np.array(v["columns"]["ts"], dtype=np.int64), _floats(v["columns"]["close"]))
+        for s, v in zip(symbols, shows, strict=True)
+    }
+    stored_at = min(str(v["stored_at"]) for v in shows)
+    current = all(
+        _is_current(v, found.get(latest_key(s, daily))) for s, v in zip(symbols, shows, strict=True)
+    )
+    common = len(_common(series))
+    enough = all(v["complete"] for v in shows) or common >= window + 1
+    if current and enough:
+        cache.count_read(True)
+        return CachedCloses(fresh=series, stored_at=stored_at)
+    cache.count_read(False)
+    return CachedCloses(stale=series if enough else None, stored_at=stored_at)
+
+
+def _common(series: dict[str, tuple[Any, Any]]) -> Any:
+    stamps = [ts for ts, _ in series.values()]
+    common = stamps[0]
+    for ts in stamps[1:]:
+        common = np.intersect1d(common, ts)
+    return common
+
+
+def warn_stale(exc: MarketdataError, stored_at: str | None) -> None:
+    """The one warning of an answer from the cache while the database is unreachable."""
+    logger.warning(
+        "{}; answering from the cache (values stored at {})", exc.one_line(), stored_at or "?"
+    )
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def store_show(cache: FallbackCache, report: ShowReport, *, complete: bool, now: datetime) -> None:
+    """Fill the cache from a report `show` just read from the database (one round trip)."""
+    values = pair_values(report, complete=complete, stored_at=_iso(now))
+    cache.set_many(values, MARKET_TTL)
+
+
+def refresh_pairs(
+    cache: FallbackCache,
+    conn: Connection,
+    settings: Settings,
+    pairs: list[tuple[str, Interval]],
+    now: datetime,
+) -> int:
+    """Read several pairs from the database in one query and write their keys in one round
+    trip; the number of keys written. Pairs with nothing stored get their keys dropped."""
+    from marketdata.derive import analytics_intervals
+    from marketdata.reports import show_report
+    from marketdata.storage.candles import read_pairs
+
+    stored = read_pairs(conn, pairs, with_indicators=True)
+    derived = analytics_intervals(settings)
+    values: dict[str, Any] = {}
+    drop: list[str] = []
+    stored_at = _iso(now)
+    for symbol, interval in pairs:
+        history = stored.get((symbol, interval))
+        if history is None:
+            drop += [show_key(symbol, interval.value), latest_key(symbol, interval.value)]
+            continue
+        tail = history.take(slice(-CACHED_BARS, None)) if interval in derived else None
+        report = show_report(symbol, interval, history.with_indicators(None), tail, CACHED_BARS)
+        complete = len(history) <= CACHED_BARS
+        values |= pair_values(report, complete=complete, stored_at=stored_at)
+    cache.set_many(values, MARKET_TTL, drop=drop)
+    return len(values)
+
+
+def after_commit(
+    cache: FallbackCache,
+    conn: Connection,
+    settings: Settings,
+    symbol: str,
+    interval: Interval,
+    now: datetime,
+) -> None:
+    """Refresh a pair's keys once its transaction committed (the pipeline's hook).
+
+    Intervals in ANALYTICS_INTERVALS get every key (their indicators are stored); others
+    get `latest` (indicators null) and lose their `show` value, which the next `show`
+    computes and caches. A database error here is logged: the pair is already stored.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from marketdata.derive import analytics_intervals
+    from marketdata.errors import MarketdataError
+
+    try:
+        if cache.name == "none":
+            return  # nothing to refresh: spare the reads
+        if interval not in analytics_intervals(settings):
+            _latest_only(cache, conn, symbol, interval, now)
+        elif not _from_tail(cache, conn, symbol, interval, now):
+            refresh_pairs(cache, conn, settings, [(symbol, interval)], now)
+    except (MarketdataError, SQLAlchemyError) as exc:
+        from marketdata.cache.fallback import describe
+        from marketdata.redact import scrub
+
+        why = exc.one_line() if isinstance(exc, MarketdataError) else scrub(describe(exc))
+        logger.warning(
+            "{} {}: cache not refreshed ({}); `marketdata cache rebuild --symbols {}` fixes it",
+            symbol,
+            interval,
+            why,
+            symbol,
+        )
+    finally:
+        conn.rollback()  # end the read transaction the refresh began
+
+
+def _from_tail(
+    cache: FallbackCache, conn: Connection, symbol: str, interval: Interval, now: datetime
+) -> bool:
+    """Write a derived pair's keys from its newest CACHED_BARS rows and the few closes ROI
+    looks back to (a cost that does not grow with history). False when the stored rows were
+    never derived, so the caller reads the whole history instead."""
+    from marketdata.analytics.roi import reference_times, roi
+    from marketdata.reports import ShowReport, never_derived
+    from marketdata.storage.candles import anchor_closes, read_candles
+
+    tail = read_candles(conn, symbol, interval, last=CACHED_BARS, with_indicators=True)
+    if len(tail) == 0:
+        return False
+    at_or_before, before = reference_times(int(tail.ts[-1]))
+    ts, close = anchor_closes(conn, symbol, interval, at_or_before, before)
+    ts, first = np.unique(np.concatenate([ts, tail.ts]), return_index=True)
+    close = np.concatenate([close, tail.close])[first]
+    if never_derived(tail, len(ts)):
+        return False
+    report = ShowReport(symbol, interval, tail, roi(ts, close), computed=False)
+    complete = int(ts[0]) == int(tail.ts[0])  # the first candle is in the tail
+    cache.set_many(pair_values(report, complete=complete, stored_at=_iso(now)), MARKET_TTL)
+    return True
+
+
+def _latest_only(
+    cache: FallbackCache, conn: Connection, symbol: str, interval: Interval, now: datetime
+) -> None:
+    from marketdata.storage.candles import read_candles
+
+    newest = read_candles(conn, symbol, interval, last=1)
+    if len(newest) == 0:
+        return
+    row: dict[str, Any] = {"ts": int(newest.ts[0])}
+    row |= {k: float(getattr(newest, k)[0]) for k in PRICE_KEYS}
+    value = latest_value(symbol, interval.value, row, _iso(now), with_indicators=False)
+    cache.set_many(
+        {latest_key(symbol, interval.value): value},
+        MARKET_TTL,
+        drop=[show_key(symbol, interval.value)],
+    )

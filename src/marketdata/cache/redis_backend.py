@@ -1,0 +1,118 @@
+"""The Redis cache backend, and the one function that builds a Redis client for the tool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from marketdata.cache.base import DELETE_BATCH, decode, encode, escape_glob
+
+# A dead Redis must cost well under a second per run in all: the first failing call decides
+# (connection refused is immediate; a black hole costs one connect timeout) and the run
+# carries on without Redis. redis-py's default retries would wait seconds per call.
+CONNECT_TIMEOUT = 0.3
+SOCKET_TIMEOUT = 0.5
+SCAN_COUNT = 1000
+
+
+def redis_client(url: str) -> redis.Redis[bytes]:
+    """A client for REDIS_URL with short timeouts and no retries (see CONNECT_TIMEOUT)."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+
+
+class RedisCache:
+    """Values as JSON strings under `prefix + key`; pattern deletes by SCAN and UNLINK."""
+
+    name = "redis"
+    errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+    def __init__(self, client: redis.Redis[bytes], prefix: str, location: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self.location = location
+
+    def get(self, key: str) -> Any | None:
+        """The decoded value, or None."""
+        raw = self._client.get(self._prefix + key)
+        return None if raw is None else decode(raw)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Present keys with their values, by one MGET."""
+        if not keys:
+            return {}
+        raws = self._client.mget([self._prefix + k for k in keys])
+        return {k: decode(raw) for k, raw in zip(keys, raws, strict=True) if raw is not None}
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """SET with an expiry in milliseconds."""
+        self._client.set(self._prefix + key, encode(value), px=_ms(ttl))
+
+    def set_many(
+        self, values: Mapping[str, Any], ttl: float | None = None, *, drop: Iterable[str] = ()
+    ) -> None:
+        """SETs and UNLINKs in one pipelined round trip (MULTI: readers see all or none)."""
+        pipe = self._client.pipeline(transaction=True)
+        for key, value in values.items():
+            pipe.set(self._prefix + key, encode(value), px=_ms(ttl))
+        dropped = [self._prefix + k for k in drop]
+        if dropped:
+            pipe.unlink(*dropped)
+        pipe.execute()
+
+    def scan(self, pattern: str) -> Iterator[str]:
+        """SCAN MATCH under the prefix (the prefix is matched literally)."""
+        cut = len(self._prefix)
+        match = escape_glob(self._prefix) + pattern
+        for raw in self._client.scan_iter(match=match, count=SCAN_COUNT):
+            yield raw.decode()[cut:]
+
+    def delete_pattern(self, pattern: str) -> int:
+        """UNLINK the matching keys, DELETE_BATCH at a time."""
+        deleted = 0
+        batch: list[str] = []
+        for key in self.scan(pattern):
+            batch.append(self._prefix + key)
+            if len(batch) >= DELETE_BATCH:
+                deleted += int(self._client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(self._client.unlink(*batch))
+        return deleted
+
+    def count(self, pattern: str = "*") -> int:
+        """How many keys match (by SCAN)."""
+        return sum(1 for _ in self.scan(pattern))
+
+    def incr(self, key: str, amount: int = 1) -> None:
+        """INCRBY."""
+        self._client.incrby(self._prefix + key, amount)
+
+    def counter(self, key: str) -> int:
+        """An INCRBY counter's value."""
+        raw = self._client.get(self._prefix + key)
+        return 0 if raw is None else int(raw)
+
+    def used_bytes(self) -> int | None:
+        """INFO memory's used_memory (the whole server: Redis does not count per prefix)."""
+        info = self._client.info("memory")
+        return int(info["used_memory"])
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+
+def _ms(ttl: float | None) -> int | None:
+    return None if ttl is None else max(1, round(ttl * 1000))

@@ -1,0 +1,245 @@
+"""Cache benchmark: `cache rebuild` of 10,000 pairs on PostgreSQL and Redis next to reading the
+same rows alone, and the ingest write path with Redis configured next to no cache at all."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from tests.benchmarks.common import BenchError, Figure, Report, Server, connect, log, median
+
+PAIRS = 10_000
+DAYS = 30
+REBUILD_TARGET = 2.0
+INGEST_TARGET = 1.05
+INGEST_SYMBOLS = 200
+INGEST_DAYS = 365
+INGEST_ROUNDS = 3
+DAY = 86_400
+FIRST_DAY = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def run(server: Server, report: Report) -> None:
+    """Both cache scenarios; adds their figures to the report."""
+    redis_url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    _check_redis(redis_url)
+    _rebuild(server, report, redis_url)
+    _ingest(server, report, redis_url)
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BenchError(f"Redis at TEST_REDIS_URL unreachable: {exc}") from None
+    finally:
+        client.close()
+
+
+def _app(url: str, **settings: Any) -> Any:
+    from marketdata.config import load_settings
+    from marketdata.context import AppContext
+
+    return AppContext(load_settings({"database_url": url, **settings}, environ={}))
+
+
+# ------------------------------------------------------------------------------------ rebuild
+
+
+def _fill(url: str) -> int:
+    """PAIRS daily pairs of DAYS candles with their indicators, by one binary COPY."""
+    from marketdata.analytics.indicators import compute_indicators
+    from marketdata.storage.schema import INDICATOR_COLUMNS
+
+    rng = np.random.default_rng(8)
+    now = datetime.now(UTC)
+    stamps = [datetime.fromtimestamp(FIRST_DAY + d * DAY, UTC) for d in range(DAYS)]
+    columns = ["symbol", "interval", "ts", "open", "high", "low", "close", "volume", "provider"]
+    columns += ["ingested_at", *INDICATOR_COLUMNS.values()]
+    types = ["varchar", "varchar", "timestamptz", *["float8"] * 5, "varchar", "timestamptz"]
+    types += ["float8"] * len(INDICATOR_COLUMNS)
+    rows = 0
+    with connect(url) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY candles ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for i in range(PAIRS):
+                close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.02, DAYS)))
+                derived = compute_indicators(close, periods_per_year=365.0).columns()
+                indicators = [derived[name].tolist() for name in INDICATOR_COLUMNS]
+                symbol = f"C{i:05d}-USD"
+                for d in range(DAYS):
+                    c = float(close[d])
+                    values = [None if np.isnan(v[d]) else v[d] for v in indicators]
+                    prices = (c, c * 1.01, c * 0.99, c, 1000.0)
+                    copy.write_row((symbol, "1d", stamps[d], *prices, "synthetic", now, *values))
+                    rows += 1
+        conn.execute("ANALYZE candles")
+    return rows
+
+
+def _read_alone(url: str) -> float:
+    """Read every pair's rows with the very queries the rebuild makes, and nothing else."""
+    from marketdata.cache.maintenance import REBUILD_CHUNK
+    from marketdata.domain import Interval
+    from marketdata.storage.candles import read_pairs, stored_pairs
+    from marketdata.storage.engine import connect as db_connect
+
+    app = _app(url)
+    try:
+        with db_connect(app.engine(), app.target) as conn:
+            started = time.perf_counter()
+            pairs = [(s, Interval.parse(i)) for s, i in stored_pairs(conn)]
+            conn.rollback()
+            for first in range(0, len(pairs), REBUILD_CHUNK):
+                read_pairs(conn, pairs[first : first + REBUILD_CHUNK], with_indicators=True)
+                conn.rollback()
+            return time.perf_counter() - started
+    finally:
+        app.close()
+
+
+def _rebuild_once(url: str, redis_url: str, prefix: str) -> tuple[float, int]:
+    from marketdata.cache.maintenance import rebuild
+
+    app = _app(url, redis_url=redis_url, cache_prefix=prefix)
+    try:
+        app.engine()  # connected and checked before the clock starts, as for the read
+        started = time.perf_counter()
+        result = rebuild(app)
+        seconds = time.perf_counter() - started
+        if result.backend != "redis" or result.pairs != PAIRS:
+            raise BenchError(f"rebuild went to {result.backend} for {result.pairs} pairs")
+        return seconds, result.written
+    finally:
+        app.close()
+
+
+def _rebuild(server: Server, report: Report, redis_url: str) -> None:
+    url = server.create("cache")
+    log(f"cache: {PAIRS:,} daily pairs of {DAYS} candles by COPY ...")
+    rows = _fill(url)
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    reads, rebuilds = [], []
+    written = 0
+    try:
+        for round_ in (1, 2, 3):  # alternate, so drift hits both alike
+            log(f"cache: read the rows alone, then rebuild into Redis, round {round_} ...")
+            reads.append(_read_alone(url))
+            seconds, written = _rebuild_once(url, redis_url, prefix)
+            rebuilds.append(seconds)
+    finally:
+        cleaner = _app(url, redis_url=redis_url, cache_prefix=prefix)
+        cleaner.cache.delete_pattern("*")
+        cleaner.close()
+    read, rebuilt = min(reads), min(rebuilds)
+    report.add(Figure(f"read {PAIRS:,} pairs' rows (reference)", read, rows, "1 (ref)"))
+    ratio = rebuilt / read
+    report.add(
+        Figure(
+            f"cache rebuild, {PAIRS:,} pairs into Redis",
+            rebuilt,
+            rows,
+            f"{ratio:.2f}x the read",
+            target=f"<= {REBUILD_TARGET:g}x",
+            passed=ratio <= REBUILD_TARGET,
+        )
+    )
+    report.note(f"cache rebuild wrote {written:,} keys ({PAIRS:,} pairs x show, latest, roi).")
+
+
+# ------------------------------------------------------------------------------------ ingest
+
+
+def _ingest_once(url: str, redis_url: str | None, prefix: str, *, backend: str = "redis") -> float:
+    from marketdata.cache.fallback import FallbackCache, NoCache
+    from marketdata.domain import Interval
+    from marketdata.pipeline import IngestRequest, run_ingest
+
+    with connect(url) as conn:
+        conn.execute("TRUNCATE candles, ingestion_runs CASCADE")
+    settings: dict[str, Any] = {"cache_prefix": prefix, "ingestion_concurrency": 1}
+    if redis_url:
+        settings["redis_url"] = redis_url
+    app = _app(url, **settings)
+    if not redis_url:  # no cache at all: the reference
+        app._cache = FallbackCache(None, NoCache, app.redis_outage, app.metrics)
+    symbols = [f"I{i:03d}-USD" for i in range(INGEST_SYMBOLS)]
+    request = IngestRequest(
+        symbols=symbols,
+        intervals=[Interval.D1],
+        providers=["synthetic"],
+        since=FIRST_DAY,
+        until=FIRST_DAY + INGEST_DAYS * DAY,
+    )
+    try:
+        app.engine()
+        started = time.perf_counter()
+        result = run_ingest(app, request)
+        seconds = time.perf_counter() - started
+        if result.rows_inserted != INGEST_SYMBOLS * INGEST_DAYS:
+            raise BenchError(f"ingest inserted {result.rows_inserted} rows")
+        if redis_url and app.cache.name != backend:
+            raise BenchError(f"the ingest's cache was {app.cache.name}, not {backend}")
+        return seconds
+    finally:
+        app.close()
+
+
+def _ingest(server: Server, report: Report, redis_url: str) -> None:
+    url = server.create("cache_ingest")
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    without, with_redis, dead = [], [], []
+    dead_url = f"redis://127.0.0.1:{_closed_port()}/0"
+    try:
+        for round_ in range(1, INGEST_ROUNDS + 1):
+            log(f"cache: ingest without a cache, with Redis, with a dead Redis, round {round_} ...")
+            without.append(_ingest_once(url, None, prefix))
+            with_redis.append(_ingest_once(url, redis_url, prefix))
+            dead.append(_ingest_once(url, dead_url, prefix, backend="disk"))
+    finally:
+        cleaner = _app(url, redis_url=redis_url, cache_prefix=prefix)
+        cleaner.cache.delete_pattern("*")
+        cleaner.close()
+    rows = INGEST_SYMBOLS * INGEST_DAYS
+    base, cached = median(without), median(with_redis)
+    report.add(Figure(f"ingest {INGEST_SYMBOLS} daily pairs, no cache", base, rows, "1 (ref)"))
+    ratio = cached / base
+    report.add(
+        Figure(
+            f"ingest {INGEST_SYMBOLS} daily pairs, Redis cache",
+            cached,
+            rows,
+            f"{ratio:.3f}x no cache",
+            target=f"<= {INGEST_TARGET:g}x",
+            passed=ratio <= INGEST_TARGET,
+        )
+    )
+    # a dead Redis falls back to the disk cache: its cost is the disk cache's plus the
+    # failure itself, which the target bounds (seconds, not a ratio: it is a fixed cost)
+    extra = median(dead) - base
+    report.add(
+        Figure(
+            f"ingest {INGEST_SYMBOLS} daily pairs, REDIS_URL dead (disk cache)",
+            median(dead),
+            rows,
+            f"{extra:+.2f} s vs no cache",
+            target="informational",
+        )
+    )
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

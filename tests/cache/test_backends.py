@@ -1,0 +1,94 @@
+"""One suite over both cache backends: a real diskcache directory and the test Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from marketdata.cache.base import DELETE_BATCH, escape_glob, glob_regex
+
+pytestmark = pytest.mark.redis
+
+
+def test_a_value_round_trips_as_json_and_a_missing_key_is_none(cache):
+    value = {"close": 1.5, "ts": 1_700_000_000, "roi": {"1d": None}, "rows": [1, 2.25]}
+    cache.set("market:BTC-USD:1d:latest", value)
+    assert cache.get("market:BTC-USD:1d:latest") == value
+    assert cache.get("market:NOPE:1d:latest") is None
+
+
+def test_nan_is_stored_as_null_so_other_programs_can_read_it(cache):
+    cache.set("market:X:1d:latest", {"sma_200": float("nan"), "vol": [float("inf"), 1.0]})
+    assert cache.get("market:X:1d:latest") == {"sma_200": None, "vol": [None, 1.0]}
+
+
+def test_a_value_expires_after_its_ttl(cache):
+    cache.set("market:A:1d:latest", 1, ttl=0.2)
+    cache.set("market:B:1d:latest", 2)
+    assert cache.get("market:A:1d:latest") == 1
+    time.sleep(0.35)
+    assert cache.get("market:A:1d:latest") is None
+    assert cache.get("market:B:1d:latest") == 2
+    assert cache.count("market:*") == 1
+
+
+def test_set_many_writes_and_drops_together_and_get_many_returns_only_present_keys(cache):
+    cache.set("market:OLD:1d:show", "old")
+    cache.set_many({"market:A:1d:latest": 1, "market:B:1d:latest": 2}, drop=["market:OLD:1d:show"])
+    found = cache.get_many(["market:A:1d:latest", "market:OLD:1d:show", "market:B:1d:latest"])
+    assert found == {"market:A:1d:latest": 1, "market:B:1d:latest": 2}
+    assert cache.get_many([]) == {}
+
+
+def test_pattern_delete_removes_exactly_the_matching_keys_in_batches(cache):
+    many = {f"market:S{i}:1d:latest": i for i in range(DELETE_BATCH * 2 + 7)}
+    cache.set_many(many)
+    cache.set_many({"market:S1:1h:show": 0, "other:key": 0})
+    assert cache.count("market:*:1d:latest") == len(many)
+    assert cache.delete_pattern("market:*:1d:latest") == len(many)
+    assert sorted(cache.scan("*")) == ["market:S1:1h:show", "other:key"]
+
+
+def test_globs_match_as_redis_does(cache):
+    keys = ["market:BTC-USD:1d:latest", "market:BTC-USD:1h:latest", "market:ETH-USD:roi", "m?x"]
+    cache.set_many(dict.fromkeys(keys, 1))
+    assert sorted(cache.scan("market:BTC-USD:1?:latest")) == keys[:2]
+    assert sorted(cache.scan("market:[BE]T*:roi")) == ["market:ETH-USD:roi"]
+    assert sorted(cache.scan("market:[^B]*")) == ["market:ETH-USD:roi"]
+    assert sorted(cache.scan("m\\?x")) == ["m?x"]
+    # the disk backend's matcher agrees with Redis on these
+    assert glob_regex("market:[^B]*").match("market:ETH-USD:roi")
+    assert not glob_regex("m\\?x").match("mAx")
+
+
+def test_patterns_never_reach_outside_the_prefix(make_cache, prefix):
+    ours = make_cache(prefix)
+    # a neighbour whose prefix the glob characters of ours would match if not escaped
+    neighbour = make_cache(prefix.replace("[x]*", "x-anything"))
+    ours.set("market:A:1d:latest", 1)
+    neighbour.set("market:A:1d:latest", 2)
+    neighbour.set("market:B:1d:latest", 3)
+    assert ours.count("*") == 1
+    assert ours.delete_pattern("*") == 1
+    assert neighbour.count("*") == 2
+    assert neighbour.get("market:A:1d:latest") == 2
+
+
+def test_counters_add_up_and_read_zero_when_missing(cache):
+    assert cache.counter("stats:hits") == 0
+    cache.incr("stats:hits")
+    cache.incr("stats:hits", 4)
+    assert cache.counter("stats:hits") == 5
+
+
+def test_space_in_use_is_reported(cache):
+    cache.set("market:A:1d:show", {"columns": list(range(1000))})
+    used = cache.used_bytes()
+    assert used is not None and used > 0
+
+
+def test_escape_glob_matches_its_text_literally():
+    text = "a*b?[c]\\d:"
+    assert glob_regex(escape_glob(text)).match(text)
+    assert not glob_regex(escape_glob(text)).match("aXb?[c]\\d:")

@@ -1,0 +1,248 @@
+"""Market keys: written after each pair commits, read by `show` and `compare`, rebuilt and
+invalidated; on SQLite and PostgreSQL, with the disk cache and with Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from marketdata.cache import maintenance, market
+from marketdata.cache.keys import latest_key, roi_key, show_key
+from marketdata.domain import Interval, RunStatus
+from marketdata.errors import DatabaseUnavailableError
+from marketdata.pipeline import IngestRequest, Mode, run_ingest
+from marketdata.reports import comparison_report, show, show_report
+from marketdata.storage.candles import read_candles
+from marketdata.storage.engine import connect
+from tests.fakes.redis_server import spare_port
+
+NOW = datetime(2024, 4, 10, 12, 0, tzinfo=UTC)
+SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
+
+
+@pytest.fixture(params=["disk", "redis"])
+def make_app(request, app_factory, tmp_path):
+    """AppContexts on the test database, sharing one cache (disk, or Redis with a prefix of
+    the test's own)."""
+    overrides = {"cache_dir": str(tmp_path / "cache")}
+    if request.param == "redis":
+        overrides |= {
+            "redis_url": request.getfixturevalue("redis_url"),
+            "cache_prefix": f"test:{uuid.uuid4().hex[:8]}:",
+        }
+
+    built = []
+
+    def build(**more):
+        app = app_factory(**{**overrides, **more})
+        app.clock = lambda: NOW
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:  # closing flushes the hit and miss counters: before the cleaning
+        app.close()
+    cleaner = app_factory(**overrides)
+    cleaner.cache.delete_pattern("*")
+    cleaner.close()
+
+
+def ingest(app, **kwargs):
+    request = IngestRequest(
+        **{"symbols": SYMBOLS, "providers": ["synthetic"], "lookback_days": 150, **kwargs}
+    )
+    result = run_ingest(app, request)
+    assert result.status is RunStatus.SUCCESS
+    return result
+
+
+def from_database(app, symbol, interval=Interval.D1, last=market.CACHED_BARS):
+    with connect(app.engine(), app.target) as conn:
+        history = read_candles(conn, symbol, interval)
+        stored = read_candles(conn, symbol, interval, last=last, with_indicators=True)
+    return show_report(symbol, interval, history, stored, last)
+
+
+def same_report(cached, fresh):
+    assert cached.symbol == fresh.symbol and cached.interval == fresh.interval
+    np.testing.assert_array_equal(cached.candles.ts, fresh.candles.ts)
+    for a, b in zip(cached.records(), fresh.records(), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert (np.isnan(a[key]) and np.isnan(b[key])) or a[key] == b[key], key
+    assert cached.roi == fresh.roi
+
+
+def test_an_ingest_writes_each_pairs_keys_as_json_after_its_commit(make_app):
+    app = make_app()
+    ingest(app)
+    cache = app.cache
+    for symbol in SYMBOLS:
+        latest = cache.get(latest_key(symbol, "1d"))
+        fresh = from_database(app, symbol)
+        newest = fresh.records()[-1]
+        assert latest["ts"] == newest["ts"] and latest["close"] == newest["close"]
+        assert latest["time"].endswith("T00:00:00Z") and latest["stored_at"].startswith(
+            "2024-04-10"
+        )
+        assert set(latest["indicators"]) == {k for k in newest if k not in latest}
+        assert cache.get(roi_key(symbol))["roi"] == fresh.roi
+        same_report(market.report_of(cache.get(show_key(symbol, "1d")), None), fresh)
+
+
+def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
+    app = make_app()
+    ingest(app)
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        from sqlalchemy import text
+
+        # a wrong stored close that the replay corrects (the provider's value comes back)
+        conn.execute(
+            text("UPDATE candles SET close = close * 2 WHERE symbol = 'BTC-USD'"),
+        )
+    app.cache.delete_pattern("market:*")
+    before = show(app, "BTC-USD")  # read-through: caches the wrong closes
+    assert before.source == "database"
+    assert show(app, "BTC-USD").source == "cache"
+    result = ingest(app, symbols=["BTC-USD"], mode=Mode.REPLAY)
+    assert result.rows_updated > 0
+    after = show(app, "BTC-USD")
+    assert after.source == "cache"
+    same_report(after, from_database(app, "BTC-USD", last=20))
+    assert after.candles.close[-1] == pytest.approx(before.candles.close[-1] / 2)
+
+
+def test_show_from_a_warm_cache_opens_no_database_connection(make_app):
+    ingest(make_app())
+    app = make_app()
+    report = show(app, "ETH-USD", last=5)
+    assert report.source == "cache" and report.stored_at is not None
+    assert app._engine is None  # no engine was even built
+    same_report(report, from_database(make_app(), "ETH-USD", last=5))
+
+
+def test_show_reads_the_database_when_a_newer_candle_was_stored_since(make_app):
+    app = make_app()
+    ingest(app)
+    newest = app.cache.get(latest_key("BTC-USD", "1d"))
+    newer = {**newest, "ts": newest["ts"] + 86_400}
+    app.cache.set(latest_key("BTC-USD", "1d"), newer)
+    report = show(app, "BTC-USD")
+    assert report.source == "database"
+    # and the answer from the database was cached again
+    assert show(app, "BTC-USD").source == "cache"
+
+
+def test_show_more_candles_than_cached_reads_the_database(make_app):
+    app = make_app()
+    ingest(app)
+    assert show(app, "BTC-USD", last=market.CACHED_BARS).source == "cache"
+    report = show(app, "BTC-USD", last=market.CACHED_BARS + 1)
+    assert report.source == "database" and len(report.candles) == market.CACHED_BARS + 1
+
+
+def test_show_answers_from_the_cache_with_a_warning_when_the_database_is_down(
+    make_app, caplog_warnings
+):
+    app = make_app()
+    ingest(app)
+    newest = app.cache.get(latest_key("BTC-USD", "1d"))
+    app.cache.set(latest_key("BTC-USD", "1d"), {**newest, "ts": newest["ts"] + 86_400})
+    down = make_app(database_url=f"postgresql://u@127.0.0.1:{spare_port()}/gone")
+    report = show(down, "BTC-USD")
+    assert report.source == "cache"
+    assert [w for w in caplog_warnings if "answering from the cache" in w]
+    # nothing cached for this pair: the outage is the answer
+    with pytest.raises(DatabaseUnavailableError):
+        show(down, "SOL-USD")
+
+
+def test_compare_from_the_cache_equals_compare_from_the_database(make_app):
+    app = make_app()
+    ingest(app)
+    cached = comparison_report(app, SYMBOLS, 30, "ETH-USD")
+    assert cached.source == "cache"
+    app.cache.delete_pattern("market:*")
+    fresh = comparison_report(app, SYMBOLS, 30, "ETH-USD")
+    assert fresh.source == "database"
+    assert dataclasses.asdict(cached.comparison) == dataclasses.asdict(fresh.comparison)
+    # a window longer than the cached closes reach: the database answers
+    assert comparison_report(make_app(), SYMBOLS, market.CACHED_BARS, None).source == "database"
+
+
+def test_rebuild_makes_every_key_equal_what_the_database_says(make_app):
+    app = make_app()
+    ingest(app, intervals=[Interval.D1, Interval.H6], lookback_days=40)
+    app.cache.set(show_key("BTC-USD", "1d"), {"garbage": True})
+    app.cache.set("market:GONE-USD:1d:latest", {"ts": 0})
+    result = maintenance.rebuild(app)
+    assert (result.pairs, result.written) == (6, 6 * 2 + 3)
+    # the ingest wrote only `latest` for 6h (outside ANALYTICS_INTERVALS: no stored indicators)
+    assert result.deleted == 3 * 3 + 3 + 1
+    assert app.cache.get("market:GONE-USD:1d:latest") is None
+    for symbol in SYMBOLS:
+        for interval in (Interval.D1, Interval.H6):
+            fresh = from_database(app, symbol, interval)
+            value = app.cache.get(show_key(symbol, interval.value))
+            same_report(market.report_of(value, None), fresh)
+            latest = app.cache.get(latest_key(symbol, interval.value))
+            assert latest["ts"] == int(fresh.candles.ts[-1])
+
+
+def test_rebuild_of_some_symbols_leaves_the_others_alone(make_app):
+    app = make_app()
+    ingest(app)
+    app.cache.set("market:ETH-USD:1d:latest", {"ts": 0, "marker": 1})
+    result = maintenance.rebuild(app, symbols=["btc-usd"])
+    assert (result.pairs, result.deleted, result.written) == (1, 3, 3)
+    assert app.cache.get("market:ETH-USD:1d:latest") == {"ts": 0, "marker": 1}
+
+
+def test_invalidate_everything_leaves_nothing_under_market_and_nothing_else_touched(make_app):
+    app = make_app()
+    ingest(app)
+    neighbour = make_app(cache_prefix=f"other:{uuid.uuid4().hex[:8]}:")
+    neighbour.cache.set("market:BTC-USD:1d:latest", {"ts": 1})
+    app.cache.set("keep:me", 1)
+    counts = maintenance.invalidate(app, ["market:*"])
+    assert counts == {"market:*": 3 * 3}
+    assert app.cache.count("market:*") == 0
+    assert app.cache.get("keep:me") == 1
+    assert neighbour.cache.get("market:BTC-USD:1d:latest") == {"ts": 1}
+    neighbour.close()  # flushes its hit counter; then every key of its prefix goes
+    neighbour.cache.delete_pattern("*")
+
+
+def test_stats_count_keys_by_kind_hits_and_misses(make_app):
+    app = make_app()
+    ingest(app)
+    show(app, "BTC-USD")
+    show(app, "BTC-USD", last=market.CACHED_BARS + 5)
+    assert (app.metrics.counters["cache.hit"], app.metrics.counters["cache.miss"]) == (1, 1)
+    app.close()
+    stats = maintenance.stats(make_app())
+    assert stats.keys == {"latest": 3, "show": 3, "roi": 3, "other": 0}
+    assert (stats.hits, stats.misses) == (1, 1)
+    assert stats.used_bytes and stats.used_bytes > 0
+
+
+def test_analytics_rebuild_refreshes_the_cached_indicators(make_app):
+    from sqlalchemy import text
+
+    from marketdata.reports import rebuild_analytics
+
+    app = make_app()
+    ingest(app, symbols=["BTC-USD"])
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        conn.execute(text("UPDATE candles SET sma_20 = 123.0 WHERE symbol = 'BTC-USD'"))
+    app.cache.delete_pattern("market:*")
+    assert show(app, "BTC-USD").records()[-1]["sma_20"] == 123.0  # cached as stored
+    rebuild_analytics(app, ["BTC-USD"])
+    report = show(app, "BTC-USD")
+    assert report.source == "cache"
+    same_report(report, from_database(app, "BTC-USD", last=20))
+    assert report.records()[-1]["sma_20"] != 123.0
