@@ -241,7 +241,6 @@ def _comparison_data(result: Comparison) -> dict[str, Any]:
 
 
 def _render_comparison(result: Comparison) -> None:
-    from rich.table import Table
 
     if result.returns_used < result.window:
         render.note(f"only {result.returns_used} common daily returns (window {result.window})")
@@ -261,15 +260,15 @@ def _render_comparison(result: Comparison) -> None:
         ],
         right=("ROI", "volatility", "beta", "vs benchmark", "volatility ratio"),
     )
-    # a title would wrap to the width of a small matrix
-    render.out.print("correlation of daily log returns", style="italic")
-    grid = Table(header_style="bold")
-    grid.add_column("")
-    for symbol in result.symbols:
-        grid.add_column(symbol, justify="right")
-    for symbol, row in result.correlation.items():
-        grid.add_row(symbol, *(_heat(row[other]) for other in result.symbols))
-    render.out.print(grid)
+    render.table(
+        "correlation of daily log returns",
+        ["symbol", *result.symbols],
+        [
+            (symbol, *(_heat(row[other]) for other in result.symbols))
+            for symbol, row in result.correlation.items()
+        ],
+        right=result.symbols,
+    )
 
 
 def _render_rebuild(
