@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from marketdata.cli import render
+from marketdata.cli.options import Json
 from marketdata.cli.state import build_app
 
 app = typer.Typer(help="Webhook alerts.", no_args_is_help=True)
@@ -18,11 +19,15 @@ def test(
         str,
         typer.Option(help="info, warning, error or critical (sent whatever ALERT_MIN_SEVERITY)."),
     ] = "warning",
+    json: Json = False,
 ) -> None:
     """Send a test alert to ALERT_WEBHOOK_URL; exit 1 when it is not delivered."""
     from marketdata.observability.alerts import send_test_alert
 
     shown = send_test_alert(build_app().settings, severity)
+    if json:
+        render.emit_json({"delivered": True, "webhook": shown, "severity": severity})
+        return
     render.note(f"test alert delivered to {shown}")
 
 

@@ -20,25 +20,55 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 @app.command()
 def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    json: JsonFlag = False,
 ) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from marketdata.storage import migrate
 
     ctx = build_app()
+    before = _current(ctx)
     migrate.upgrade(ctx.engine(migrate=False), ctx.target, revision)
-    render.note(f"database {ctx.target.shown} is at {_current(ctx)}")
+    _report_migration(ctx, before, json=json)
 
 
 @app.command()
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Drop stored data without asking (required when not at a terminal)."
+        ),
+    ] = False,
+    json: JsonFlag = False,
 ) -> None:
-    """Revert migrations down to REVISION."""
+    """Revert migrations down to REVISION; asks first (or needs --yes) when data is stored."""
     from marketdata.storage import migrate
+    from marketdata.storage.contents import stored_rows
+    from marketdata.storage.engine import connect
 
     ctx = build_app()
+    before = _current(ctx)
+    if before is not None and before != revision:
+        with connect(ctx.engine(migrate=False), ctx.target) as conn:
+            rows = {k: v for k, v in stored_rows(conn).items() if v}
+        if rows:
+            held = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in rows.items())
+            render.confirm(
+                f"downgrading {ctx.target.shown} from {before} to {revision} drops "
+                f"tables or columns of a database holding {held}",
+                yes=yes,
+            )
     migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
-    render.note(f"database {ctx.target.shown} is at {_current(ctx) or 'base (no tables)'}")
+    _report_migration(ctx, before, json=json)
+
+
+def _report_migration(ctx: AppContext, before: str | None, *, json: bool) -> None:
+    after = _current(ctx)
+    if json:
+        render.emit_json({"database": ctx.target.shown, "from": before, "current": after})
+        return
+    render.note(f"database {ctx.target.shown} is at {after or 'base (no tables)'}")
 
 
 @app.command()

@@ -298,18 +298,27 @@ def _render_plan(plan: Plan, *, json: bool) -> None:
 
 
 def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False) -> None:
-    """List missing trading bars in stored history, by each market's trading calendar."""
+    """List missing trading bars in stored history, by each market's trading calendar.
+
+    A pair asked for by --symbols with nothing stored is an error (exit 2), not "no gaps"."""
+    from marketdata.errors import NoDataError
     from marketdata.gaps import stored_gaps
     from marketdata.pipeline import IngestRequest, resolve_symbols
+    from marketdata.storage.candles import last_ts
     from marketdata.storage.engine import connect
 
     ctx = build_app()
-    chosen, _ = resolve_symbols(ctx, IngestRequest(symbols=parse_symbol_flags(symbols)))
+    asked = parse_symbol_flags(symbols)
+    chosen, _ = resolve_symbols(ctx, IngestRequest(symbols=asked))
     intervals = parse_intervals(interval)
     found = []
+    empty: list[str] = []
     with connect(ctx.engine(), ctx.target) as conn:
         for symbol in chosen:
             for iv in intervals:
+                if last_ts(conn, symbol, iv) is None:
+                    empty.append(f"{symbol} {iv}")
+                    continue
                 for gap in stored_gaps(conn, symbol, iv):
                     found.append(
                         {
@@ -317,14 +326,23 @@ def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False
                             "interval": str(iv),
                             "start": render.iso(gap.start),
                             "end": render.iso(gap.end),
-                            "bars": gap.bars,
+                            "missing_bars": gap.bars,
                         }
                     )
+    if empty and (asked or len(empty) == len(chosen) * len(intervals)):
+        first = empty[0].split()[0]
+        raise NoDataError(
+            f"nothing stored for {', '.join(empty)}: no history to look for gaps in",
+            hint=f"run `marketdata ingest --symbols {first}` first",
+        )
+    if empty:
+        render.note(f"nothing stored for {', '.join(empty)} (not checked)")
     if json:
         render.emit_json(found)
         return
     if not found:
-        render.note("no gaps in stored history")
+        checked = len(chosen) * len(intervals) - len(empty)
+        render.note(f"no gaps in the stored history of {checked} pair(s)")
         return
     render.table(
         None,

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
+    "confirm",
     "emit_json",
     "err",
     "escape",
@@ -207,3 +208,20 @@ def note(message: str) -> None:
     """A line for people on stderr (kept off stdout so pipes get only data); Rich markup."""
     if not quiet:
         err.print(message, soft_wrap=True)
+
+
+def confirm(what: str, *, yes: bool) -> None:
+    """Ask on a terminal before a destructive step; elsewhere `--yes` must say so (exit 2)."""
+    import sys
+
+    import typer
+
+    from marketdata.errors import InputError
+
+    if yes:
+        return
+    if sys.stdin.isatty() and err.is_terminal:
+        if typer.confirm(f"{what}. Go on?", default=False, err=True):
+            return
+        raise InputError("cancelled: nothing was changed")
+    raise InputError(f"{what}", hint="add --yes to go ahead")
