@@ -72,6 +72,10 @@ HELP_ONLY = {
     "db shell": "opens an interactive database client",
     "schedule run": "runs in the foreground until stopped",
 }
+# commands whose tables and JSON name things differently on purpose: why
+NAMES_DIFFER = {
+    "metrics": "its JSON keeps the Prometheus metric names; the table sums them up per scope",
+}
 # what a table cell may never show, nor the help
 ELLIPSIS = "…"
 PROGRESS_BAR = ("━", "╺", "╸")
@@ -94,6 +98,16 @@ COMMANDS = _commands()
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, str]:
     """A home with an embedded database holding two markets' daily and hourly candles."""
+    # what every command imports, imported once here: each forked run starts with it
+    import alembic.command
+    import alembic.runtime.migration
+    import alembic.script
+    import sqlalchemy.dialects.sqlite
+
+    import marketdata.context
+    import marketdata.pipeline
+    import marketdata.storage.migrate  # noqa: F401
+
     home = tmp_path_factory.mktemp("contract")
     env = {
         "HOME": str(home),
@@ -159,12 +173,45 @@ def test_every_command_keeps_the_output_contract(path, world, tmp_path):
             env = _own_copy(world, tmp_path, f"home-{number}-{index}")
             runs.append((this, Run(argv, env, columns)))
     run_all([run for _, run in runs])
+    _assert_same_names(runs)
     for this, run in runs:
         assert run.code in this.codes, run
         if run.columns is None:
             _assert_piped(run, json_output="--json" in run.args)
         else:
             _assert_screen(run, piped=_piped_twin(runs, run))
+
+
+def _assert_same_names(runs: list[tuple[Case, Run]]) -> None:
+    """A piped table's headers are the JSON field names, with spaces for underscores."""
+    for _, run in runs:
+        if (
+            run.args[0] in NAMES_DIFFER
+            or run.columns is not None
+            or "--json" in run.args
+            or run.code != 0
+        ):
+            continue
+        twin = next((r for _, r in runs if r.args == [*run.args, "--json"]), None)
+        header = run.stdout.split("\n", 1)[0]
+        if twin is None or twin.code != 0 or "\t" not in header:
+            continue
+        keys = _record_keys(json.loads(twin.stdout))
+        names = [h.replace(" ", "_") for h in header.split("\t")]
+        # a duration shown for people carries its unit in JSON (age -> age_seconds); the
+        # first column is the row's key, which JSON may hold as a list (symbol -> symbols)
+        aliases = {n: {n, f"{n}_seconds", f"{n}_ms"} for n in names}
+        aliases[names[0]].add(f"{names[0]}s")
+        assert not [n for n in names if not aliases[n] & keys], f"{names} vs {sorted(keys)}\n{run}"
+
+
+def _record_keys(data: object) -> set[str]:
+    """Every key of every object in the document."""
+    if isinstance(data, dict):
+        return set(data) | {k for v in data.values() for k in _record_keys(v)}
+    if isinstance(data, list):
+        return {k for v in data for k in _record_keys(v)}
+    return set()
 
 
 def _piped_twin(runs: list[tuple[Case, Run]], run: Run) -> Run:

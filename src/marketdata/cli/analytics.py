@@ -235,6 +235,7 @@ def _comparison_data(result: Comparison) -> dict[str, Any]:
         "volatility": result.volatility,
         "beta": result.beta,
         "relative_performance": result.relative_performance,
+        "volatility_ratio": result.volatility_ratio,
         "correlation": result.correlation,
         "returns_used": result.returns_used,
     }
@@ -246,7 +247,7 @@ def _render_comparison(result: Comparison) -> None:
         render.note(f"only {result.returns_used} common daily returns (window {result.window})")
     render.table(
         f"last {result.returns_used} common daily returns, benchmark {result.benchmark}",
-        ["symbol", "ROI", "volatility", "beta", "vs benchmark", "volatility ratio"],
+        ["symbol", "roi", "volatility", "beta", "relative performance", "volatility ratio"],
         [
             (
                 s,
@@ -258,7 +259,7 @@ def _render_comparison(result: Comparison) -> None:
             )
             for s in result.symbols
         ],
-        right=("ROI", "volatility", "beta", "vs benchmark", "volatility ratio"),
+        right=("roi", "volatility", "beta", "relative performance", "volatility ratio"),
     )
     render.table(
         "correlation of daily log returns",
@@ -294,9 +295,9 @@ def _render_rebuild(
         return
     render.table(
         None,
-        ["symbol", "interval", "rows", "would update" if dry_run else "updated", "note"],
+        ["symbol", "interval", "rows", "updated", "status"],
         [(d["symbol"], d["interval"], d["rows"], d["updated"], _locked(d["status"])) for d in data],
-        right=("rows", "updated", "would update"),
+        right=("rows", "updated"),
     )
     rows, updated = sum(p.rows for p in done), sum(p.updated for p in done)
     if dry_run:
@@ -306,7 +307,7 @@ def _render_rebuild(
 
 
 def _locked(status: str) -> str:
-    return "locked by an ingest: left alone" if status == "locked" else ""
+    return "locked by an ingest: left alone" if status == "locked" else status
 
 
 # ------------------------------------------------------------------------------ small pieces

@@ -93,7 +93,7 @@ def history(json: JsonFlag = False) -> None:
         return
     render.table(
         None,
-        ["revision", "down", "head", "message"],
+        ["revision", "down revision", "is head", "message"],
         [
             (r.revision, r.down_revision or "base", "yes" if r.is_head else "", r.message)
             for r in revisions

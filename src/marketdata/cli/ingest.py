@@ -234,9 +234,9 @@ def _render_result(result: RunResult, *, json: bool) -> None:
             "status",
             "provider",
             "fetched",
-            "new",
+            "inserted",
             "updated",
-            "same",
+            "unchanged",
             "rejected",
         ],
         [
@@ -253,7 +253,7 @@ def _render_result(result: RunResult, *, json: bool) -> None:
             )
             for o in sorted(result.outcomes, key=lambda o: (o.symbol, o.interval))
         ],
-        right=("fetched", "new", "updated", "same", "rejected"),
+        right=("fetched", "inserted", "updated", "unchanged", "rejected"),
     )
     for o in result.outcomes:
         if o.error:

@@ -49,7 +49,7 @@ def list_(json: Json = False) -> None:
         return
     render.table(
         None,
-        ["name", "intervals", "rows/request", "rate limit", "base URL"],
+        ["name", "intervals", "max rows per request", "rate limit", "base url"],
         [
             (
                 r["name"],
@@ -60,7 +60,7 @@ def list_(json: Json = False) -> None:
             )
             for r in rows
         ],
-        right=("rows/request",),
+        right=("max rows per request",),
     )
 
 

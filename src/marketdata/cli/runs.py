@@ -36,6 +36,7 @@ def runs(
     json: Json = False,
 ) -> None:
     """The run history, newest first: trigger, status, duration, rows, providers, error."""
+    from marketdata.domain import format_duration
     from marketdata.storage.engine import connect
     from marketdata.storage.run_history import parse_run_states, run_history
 
@@ -56,10 +57,10 @@ def runs(
             "started_at",
             "trigger",
             "status",
-            "duration s",
-            "inserted",
-            "updated",
-            "rejected",
+            "duration",
+            "rows inserted",
+            "rows updated",
+            "rows rejected",
             "providers",
             "host",
             "error",
@@ -70,7 +71,7 @@ def runs(
                 r.started_at,
                 r.trigger,
                 r.status,
-                None if r.duration_ms is None else round(r.duration_ms / 1000, 2),
+                None if r.duration_ms is None else format_duration(r.duration_ms / 1000),
                 r.rows_inserted,
                 r.rows_updated,
                 r.rows_rejected,
@@ -80,7 +81,7 @@ def runs(
             )
             for r in rows
         ],
-        right=("run_id", "duration s", "inserted", "updated", "rejected"),
+        right=("run_id", "duration", "rows inserted", "rows updated", "rows rejected"),
     )
 
 
@@ -124,9 +125,9 @@ def status(symbols: StoredSymbols = None, json: Json = False) -> None:
                 "age",
                 "staleness",
                 "state",
-                "last run",
-                "outcome",
-                "error",
+                "last run id",
+                "last outcome",
+                "last error",
             ],
             [
                 (
@@ -142,6 +143,6 @@ def status(symbols: StoredSymbols = None, json: Json = False) -> None:
                 )
                 for r in rows
             ],
-            right=("age", "staleness", "last run"),
+            right=("age", "staleness", "last run id"),
         )
     raise_if_stale(rows, stale_after)
