@@ -99,10 +99,6 @@ COMMANDS = _commands()
 def world(tmp_path_factory) -> dict[str, str]:
     """A home with an embedded database holding two markets' daily and hourly candles."""
     # what every command imports, imported once here: each forked run starts with it
-    import alembic.command
-    import alembic.runtime.migration
-    import alembic.script
-    import sqlalchemy.dialects.sqlite
 
     import marketdata.context
     import marketdata.pipeline

@@ -132,6 +132,11 @@ def _run(ctx: AppContext, request: IngestRequest, *, dry_run: bool, json: bool) 
             f"run {result.run_id}: {len(failed)} of {len(result.outcomes)} pairs failed"
         )
     if result.status.value == "failure":
+        if failed:  # each pair's error is in the summary above (or the JSON): not again here
+            raise MarketdataError(
+                f"run {result.run_id} failed: {len(failed)} of {len(result.outcomes)} pairs failed",
+                hint="`marketdata runs -n 1` shows the run; `-v` shows each pair's log",
+            )
         raise MarketdataError(f"run {result.run_id} failed: {result.error}")
 
 
@@ -192,7 +197,9 @@ class _Progress:
     def _log(self, outcome: PairOutcome) -> None:
         from loguru import logger
 
-        logger.info(
+        logger.bind(
+            symbol=outcome.symbol, interval=outcome.interval, provider=outcome.provider
+        ).info(
             "{} {} {}: {} fetched, {} inserted, {} updated, {} rejected{}",
             outcome.symbol,
             outcome.interval,
@@ -255,7 +262,8 @@ def _render_result(result: RunResult, *, json: bool) -> None:
         ],
         right=("fetched", "inserted", "updated", "unchanged", "rejected"),
     )
-    for o in result.outcomes:
+    # each pair's error once, whole, under the table (a table column would be cut or dropped)
+    for o in sorted(result.outcomes, key=lambda o: (o.symbol, o.interval)):
         if o.error:
             render.note(f"[red]{o.symbol} {o.interval}[/red]: {render.escape(o.error)}")
 

@@ -179,7 +179,7 @@ def _fail(
     hint = scrub(" ".join(hint.split())) if hint else None
     print(f"{prefix}marketdata: error: {message}", file=sys.stderr)
     if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+        print(f"{prefix}hint: {hint}", file=sys.stderr)
     if OPTIONS.json:
         from marketdata.cli.render import json_text
 

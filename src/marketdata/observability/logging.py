@@ -37,7 +37,8 @@ def configure_logging(
 
     `fmt` json writes one flat JSON object per line (time, level, message, then the context).
     `write` replaces stderr for text lines (the CLI passes its console, so lines land above
-    a progress bar); `terse` drops the timestamp (`warning: ...`, for people at a terminal).
+    a progress bar); `terse` is for people at a terminal: no timestamp (`warning: ...`), and
+    a pair's own records below ERROR are left to the run's summary, which reports each pair.
     Records of libraries logging through the standard library (httpx, stamina ...) go to
     the same sinks, filtered by the same level.
     """
@@ -58,6 +59,7 @@ def configure_logging(
         logger.add(
             _TextSink(write) if write is not None else sys.stderr,
             level=level,
+            filter=_not_a_pair_detail if terse else None,
             format=text_format,
             colorize=False,
             backtrace=False,
@@ -65,6 +67,10 @@ def configure_logging(
         )
     add_log_file(log_file, level, rotation, retention)
     _route_standard_logging(level)
+
+
+def _not_a_pair_detail(record: Record) -> bool:
+    return "symbol" not in record["extra"] or record["level"].no >= logging.ERROR
 
 
 def _json_line(message: Any) -> None:

@@ -1,0 +1,99 @@
+"""Logs and progress as people and scripts see them: flat JSON logs with library records
+filtered by the same level, a progress display that leaves only the summary, -q and -v."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.terminal import Run, run_all
+from tests.fakes.server import Reply, serve
+
+PAIRS = ["ingest", "-s", "BTC-USD,ETH-USD", "-p", "synthetic", "-i", "1d,1h"]
+
+
+@pytest.fixture
+def home(tmp_path) -> dict[str, str]:
+    return {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+
+
+def test_json_logs_are_one_flat_object_per_line_with_the_run_context(home):
+    [run] = run_all([Run(PAIRS, {**home, "LOG_FORMAT": "json"})])
+
+    assert run.code == 0, run
+    logs = [line for line in run.stderr.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in logs]  # notes (a table's title) are plain text
+    assert len(records) >= 6
+    for record in records:
+        assert list(record)[:3] == ["time", "level", "message"]
+        assert record["time"].endswith("Z")
+        assert not any(isinstance(v, dict | list) for v in record.values())  # flat
+    pairs = [r for r in records if "symbol" in r]
+    assert {(r["symbol"], r["interval"]) for r in pairs} >= {("BTC-USD", "1d"), ("ETH-USD", "1h")}
+    assert all(r["run_id"] == 1 and r["provider"] == "synthetic" for r in pairs)
+
+
+def test_library_records_go_through_the_same_sink_and_level(home):
+    with serve(lambda request: Reply(503, "down")) as coinbase:
+        env = {**home, "COINBASE_BASE_URL": coinbase.url, "LOG_FORMAT": "json"}
+        args = ["ingest", "-s", "BTC-USD", "-p", "coinbase", "--lookback-days", "2"]
+        [debug] = run_all([Run(["--log-level", "DEBUG", *args], env)])
+        [warning] = run_all([Run(["--log-level", "WARNING", *args], env)])
+
+    assert debug.code == warning.code == 1
+    records = [json.loads(line) for line in debug.stderr.splitlines() if line.startswith("{")]
+    httpx = [r for r in records if r["logger"].startswith("httpx")]
+    assert httpx and "503" in httpx[0]["message"]  # a standard-library record, flat JSON
+    retries = [r for r in records if "retry_num" in r]
+    assert retries and retries[0]["level"] == "INFO" and "caused_by" in retries[0]
+    shown = warning.stderr
+    assert "httpx" not in shown and "retry" not in shown and "stamina" not in shown
+    logged = [json.loads(line) for line in shown.splitlines() if line.startswith("{")]
+    assert all(r["level"] in ("WARNING", "ERROR") for r in logged)
+
+
+def test_at_a_terminal_the_bar_is_cleared_and_the_summary_shown_once(home):
+    [run] = run_all([Run(PAIRS, home, columns=100)])
+
+    assert run.code == 0, run
+    screen = run.shown
+    assert screen.count("run 1: success") == 1
+    assert "━" not in screen and "INFO" not in screen  # no bar left, no log lines
+    assert [line.split()[:2] for line in run.screen if line.startswith(("BTC", "ETH"))] == [
+        ["BTC-USD", "1d"],
+        ["BTC-USD", "1h"],
+        ["ETH-USD", "1d"],
+        ["ETH-USD", "1h"],
+    ]
+
+
+def test_a_failed_pair_is_printed_once_at_a_terminal(home):
+    with serve(lambda request: Reply(503, "down")) as coinbase:
+        env = {**home, "COINBASE_BASE_URL": coinbase.url}
+        args = ["ingest", "-s", "BTC-USD", "-p", "coinbase", "--lookback-days", "2"]
+        [run] = run_all([Run(args, env, columns=120)])
+
+    assert run.code == 1, run
+    assert run.shown.count("HTTP 503") == 1, run  # under the table, not in a log line too
+    assert run.screen.count("marketdata: error: run 1 failed: 1 of 1 pairs failed") == 1
+
+
+def test_quiet_prints_errors_only_and_verbose_adds_timed_info_lines(home):
+    [verbose] = run_all([Run(["-v", "ingest", "-s", "SOL-USD", "-p", "synthetic"], home, 100)])
+    [noted] = run_all([Run(["gaps", "-s", "SOL-USD"], home, columns=100)])
+    [quiet] = run_all([Run(["-q", "gaps", "-s", "SOL-USD"], home, columns=100)])
+    [failed] = run_all([Run(["-q", "gaps", "-s", "DOGE-USD"], home, columns=100)])
+
+    info = [line for line in verbose.screen if " INFO " in line]
+    assert verbose.code == 0 and info and info[0][:4].isdigit()  # timestamped
+    assert noted.code == 0 and "no gaps" in noted.shown
+    assert quiet.code == 0 and quiet.shown == ""
+    assert failed.code == 2 and failed.shown.startswith("marketdata: error: nothing stored")
