@@ -55,6 +55,18 @@ class Run:
     __repr__ = __str__  # what an assertion shows
 
 
+def home_env(home: Path) -> dict[str, str]:
+    """A clean environment whose home, data, cache and state live under `home`."""
+    return {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_STATE_HOME": str(home / "state"),
+    }
+
+
 def run_all(runs: list[Run], *, parallel: int = 4, timeout: float = 60) -> list[Run]:
     """Run every `Run`, `parallel` at a time; fills in code, output and screen."""
     pending, active = list(runs), []

@@ -18,7 +18,7 @@ import typer
 
 from marketdata.cli.helptext import EXAMPLES, walk
 from marketdata.cli.main import app
-from tests.cli.terminal import Run, run_all
+from tests.cli.terminal import Run, home_env, run_all
 
 
 @dataclass(frozen=True)
@@ -104,15 +104,7 @@ def world(tmp_path_factory) -> dict[str, str]:
     import marketdata.pipeline
     import marketdata.storage.migrate  # noqa: F401
 
-    home = tmp_path_factory.mktemp("contract")
-    env = {
-        "HOME": str(home),
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "XDG_STATE_HOME": str(home / "state"),
-    }
+    env = home_env(tmp_path_factory.mktemp("contract"))
     args = ["ingest", "-s", "BTC-USD,ETH-USD", "-p", "synthetic", "-i", "1d,1h"]
     for step in (args, ["markets", "add", "BTC-USD"], ["markets", "add", "ETH-USD"]):
         [done] = run_all([Run(step, env)])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.cli.terminal import Run, run_all
+from tests.cli.terminal import Run, home_env, run_all
 from tests.fakes.server import Reply, serve
 
 PAIRS = ["ingest", "-s", "BTC-USD,ETH-USD", "-p", "synthetic", "-i", "1d,1h"]
@@ -15,14 +15,7 @@ PAIRS = ["ingest", "-s", "BTC-USD,ETH-USD", "-p", "synthetic", "-i", "1d,1h"]
 
 @pytest.fixture
 def home(tmp_path) -> dict[str, str]:
-    return {
-        "HOME": str(tmp_path),
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-    }
+    return home_env(tmp_path)
 
 
 def test_json_logs_are_one_flat_object_per_line_with_the_run_context(home):
