@@ -4,6 +4,7 @@ filtered by the same level, a progress display that leaves only the summary, -q 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -90,3 +91,21 @@ def test_quiet_prints_errors_only_and_verbose_adds_timed_info_lines(home):
     assert noted.code == 0 and "no gaps" in noted.shown
     assert quiet.code == 0 and quiet.shown == ""
     assert failed.code == 2 and failed.shown.startswith("marketdata: error: nothing stored")
+
+
+def _completions(home: dict[str, str], line: str) -> list[str]:
+    env = {**home, "_MARKETDATA_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": line}
+    [run] = run_all([Run([], env)])
+    assert run.code == 0, run
+    return re.findall(r'"([^"]+)"', run.stdout)
+
+
+def test_completion_offers_intervals_providers_and_stored_symbols(home, tmp_path):
+    assert _completions(home, "marketdata gaps -s ") == []  # nothing stored yet
+    assert not (tmp_path / "data").exists()  # and completing created no database
+    [ingested] = run_all([Run(["ingest", "-s", "SOL-USD", "-p", "synthetic"], home)])
+    assert ingested.code == 0, ingested
+
+    assert _completions(home, "marketdata ingest -i 1h,1") == ["1h,1m", "1h,15m", "1h,1h", "1h,1d"]
+    assert _completions(home, "marketdata ingest -p coinbase,k") == ["coinbase,kraken"]
+    assert _completions(home, "marketdata status -s S") == ["SOL-USD"]
