@@ -1,4 +1,4 @@
-"""`ingest`, `replay`, `gaps` and `rejects`: the ingestion job and what it leaves behind."""
+"""`ingest`, `replay` and `gaps`: the ingestion job and the holes it leaves behind."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.command("replay")(replay)
     app.command("gaps")(gaps)
-    app.command("rejects")(rejects)
 
 
 def ingest(
@@ -357,57 +356,4 @@ def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False
         ["symbol", "interval", "start", "end", "missing bars"],
         [tuple(g.values()) for g in found],
         right=("missing bars",),
-    )
-
-
-def rejects(
-    symbols: Symbols = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.", min=1)] = 100,
-    json: Json = False,
-) -> None:
-    """List candles that failed validation and were quarantined, with the reason."""
-    from marketdata.storage.engine import connect
-    from marketdata.storage.rejects import list_rejects
-
-    ctx = build_app()
-    with connect(ctx.engine(), ctx.target) as conn:
-        rows = list_rejects(conn, parse_symbol_flags(symbols), limit=limit)
-    data = [{**r.__dict__, "ts": render.iso(r.ts)} for r in rows]
-    if json:
-        render.emit_json(data)
-        return
-    if not data:
-        render.note("no rejected candles")
-        return
-    render.table(
-        None,
-        [
-            "symbol",
-            "interval",
-            "provider",
-            "ts",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "reason",
-            "run",
-        ],
-        [
-            (
-                d["symbol"],
-                d["interval"],
-                d["provider"],
-                d["ts"],
-                d["open"],
-                d["high"],
-                d["low"],
-                d["close"],
-                d["volume"],
-                d["reason"],
-                d["run_id"],
-            )
-            for d in data
-        ],
     )

@@ -12,6 +12,7 @@ import typer
 from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
 from marketdata.cli import metrics as metrics_cli
+from marketdata.cli import rejects as rejects_cli
 from marketdata.cli import runs as runs_cli
 from marketdata.cli.helptext import HELP_OPTION_NAMES
 from marketdata.cli.state import OPTIONS
@@ -89,6 +90,7 @@ def main(
 
 
 ingest.register(app)
+app.add_typer(rejects_cli.app, name="rejects")
 analytics_cli.register(app)
 app.add_typer(markets.app, name="markets")
 app.add_typer(providers.app, name="providers")
