@@ -73,6 +73,12 @@ HELP_ONLY = {
     "db shell": "opens an interactive database client",
     "schedule run": "runs in the foreground until stopped",
 }
+# commands without --json: why
+NO_JSON = {
+    "db shell": "hands the terminal to the database's own client",
+    "config example": "prints an env file, which is its data",
+    "schedule run": "a foreground scheduler running other commands",
+}
 # commands whose tables and JSON name things differently on purpose: why
 NAMES_DIFFER = {
     "metrics": "its JSON keeps the Prometheus metric names; the table sums them up per scope",
@@ -125,6 +131,12 @@ def test_every_command_has_a_contract_case_and_examples():
     assert not missing, f"add a case to CASES in {__file__} for: {', '.join(missing)}"
     without = sorted(p for p in COMMANDS if p not in EXAMPLES)
     assert not without, f"add examples to cli/helptext.py EXAMPLES for: {', '.join(without)}"
+    no_json = sorted(p for p in COMMANDS if p not in NO_JSON and not _has_json(p))
+    assert not no_json, f"add --json to: {', '.join(no_json)}"
+
+
+def _has_json(path: str) -> bool:
+    return any("--json" in p.opts for p in COMMANDS[path].params)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS))
@@ -152,7 +164,7 @@ def test_help_has_examples_and_usage_errors_are_one_line(path, world, tmp_path):
 @pytest.mark.parametrize("path", sorted(p for p in COMMANDS if p in CASES))
 def test_every_command_keeps_the_output_contract(path, world, tmp_path):
     words = path.split()
-    has_json = any("--json" in p.opts for p in COMMANDS[path].params)  # type: ignore[attr-defined]
+    has_json = _has_json(path)
     runs: list[tuple[Case, Run]] = []
     for number, this in enumerate(CASES[path]):
         args = [*words, *this.args]

@@ -36,6 +36,7 @@ def unit_failed(
     unit: Annotated[
         str, typer.Argument(help="The systemd unit that failed (%i of the alert unit).")
     ],
+    json: Json = False,
 ) -> None:
     """Send a critical alert that UNIT failed (run by marketdata-alert@UNIT.service for
     failures the program could not report itself: killed, out of memory, broken install)."""
@@ -46,6 +47,10 @@ def unit_failed(
 
     monitor = systemd_monitor()
     alert = send_unit_failure(build_app().settings, unit, monitor)
+    if json:
+        render.emit_json(
+            {"unit": unit, "sent": alert is not None, "title": alert.title if alert else None}
+        )
     if alert is None:
         status = monitor.get("MONITOR_EXIT_STATUS")
         render.note(f"{unit} exited {status}, an outcome its run alerted on itself: not sent")

@@ -26,7 +26,10 @@ Since = Annotated[
         show_default=False,
     ),
 ]
-Limit = Annotated[int, typer.Option(help="Show at most this many, newest first.", min=1)]
+Limit = Annotated[
+    int,
+    typer.Option("--last", "-n", "--limit", help="Show at most this many, newest first.", min=1),
+]
 COLUMNS = (
     *("symbol", "interval", "provider", "ts", "open", "high", "low", "close", "volume"),
     *("reason", "count", "last seen", "run id"),

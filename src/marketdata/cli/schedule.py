@@ -158,7 +158,9 @@ def _units(
 @app.command("status")
 def status_cmd(
     instance: Instance = None,
-    limit: Annotated[int, typer.Option("--limit", help="Runs to show.", min=1)] = 10,
+    limit: Annotated[
+        int, typer.Option("--last", "-n", "--limit", help="Runs to show.", min=1)
+    ] = 10,
     json: Json = False,
 ) -> None:
     """The timers' last and next run (from systemctl, when there is systemd) beside the last
