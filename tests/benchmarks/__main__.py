@@ -1,4 +1,5 @@
-"""`python -m tests.benchmarks` (what `make bench` runs): ingest, analytics and metrics figures."""
+"""`python -m tests.benchmarks` (what `make bench` runs): start-up, ingest, analytics and metrics
+figures."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, ingest, metrics
+from tests.benchmarks import analytics, ingest, metrics, startup
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -18,6 +19,7 @@ def main() -> int:
     report = Report()
     try:
         version = server.version()
+        startup.run(report)
         first_ingest_seconds = ingest.run(server, report)
         analytics.run(report, first_ingest_seconds)
         metrics.run(server, report)

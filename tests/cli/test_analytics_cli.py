@@ -122,13 +122,14 @@ def test_compare_json_has_every_documented_key_per_symbol(filled):
         "volatility",
         "beta",
         "relative_performance",
+        "volatility_ratio",
         "correlation",
         "returns_used",
     ]
     symbols = ["BTC-USD", "ETH-USD", "AAPL"]
     assert (data["window"], data["benchmark"], data["symbols"]) == (30, "ETH-USD", symbols)
     assert data["returns_used"] == 30
-    for key in ("roi", "volatility", "beta", "relative_performance"):
+    for key in ("roi", "volatility", "beta", "relative_performance", "volatility_ratio"):
         assert list(data[key]) == symbols
     assert data["beta"]["ETH-USD"] == pytest.approx(1.0)
     assert data["relative_performance"]["ETH-USD"] == 0.0
