@@ -146,7 +146,9 @@ class _Progress:
     def __init__(self, json: bool) -> None:
         from marketdata.config import stderr_is_journal
 
-        self.live = render.err.is_terminal and not stderr_is_journal() and not json
+        self.live = (
+            render.err.is_terminal and not stderr_is_journal() and not (json or render.quiet)
+        )
         self.bar: Any = None
         self.task: Any = None
         self.rows = 0
