@@ -36,7 +36,10 @@ def case(*args: str, codes: tuple[int, ...] = (0,)) -> Case:
 CASES: dict[str, list[Case]] = {
     "ingest": [
         case("-s", "BTC-USD,SOL-USD", "-p", "synthetic", "-i", "1d,1h"),
-        case("-s", "BTC-USD", "-p", "kraken", "-i", "6h", codes=(2,)),
+        case("-s", "BTC-USD", "-p", "kraken", "-i", "6h", codes=(2,)),  # kraken has no 6h
+        case("-s", "BTC-USD", "-p", "kraken", "-i", "6h", "--dry-run", codes=(2,)),
+        case("-s", "BTC-USD", "-p", "synthetic", "--since", "2030-01-01", codes=(2,)),
+        case("-s", "BTC-USD", "-p", "synthetic", "--until", "2020-01-01", codes=(2,)),
     ],
     "replay": [case("--lookback-days", "3", "-s", "BTC-USD", "-p", "synthetic")],
     "gaps": [case("-s", "BTC-USD"), case("-s", "DOGE-USD", codes=(2,))],
