@@ -148,7 +148,7 @@ def test_help_has_examples_and_usage_errors_are_one_line(path, world, tmp_path):
     env = _own_copy(world, tmp_path, "home")
     helped, wrong, wrong_json = run_all(
         [
-            Run([*words, "--help"], env),
+            Run([*words, "-h"], env),
             Run([*words, "--no-such-option"], env),
             Run([*words, "--no-such-option", "--json"], env),
         ]

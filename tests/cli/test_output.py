@@ -109,3 +109,11 @@ def test_completion_offers_intervals_providers_and_stored_symbols(home, tmp_path
     assert _completions(home, "marketdata ingest -i 1h,1") == ["1h,1m", "1h,15m", "1h,1h", "1h,1d"]
     assert _completions(home, "marketdata ingest -p coinbase,k") == ["coinbase,kraken"]
     assert _completions(home, "marketdata status -s S") == ["SOL-USD"]
+
+
+def test_version_prints_the_installed_version(home):
+    from importlib.metadata import version
+
+    [run] = run_all([Run(["--version"], home)])
+
+    assert (run.code, run.stdout) == (0, f"marketdata {version('marketdata')}\n")
