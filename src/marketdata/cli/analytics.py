@@ -315,7 +315,7 @@ def _locked(status: str) -> str:
 
 def _when(epoch: int, daily: bool) -> str:
     text = render.iso(epoch)
-    return text[:10] if daily else text[:16].replace("T", " ")
+    return text[:10] if daily else text[:16] + "Z"  # ISO 8601 UTC, to the minute
 
 
 def _pct(value: float | None, *, signed: bool = False, digits: int = 2) -> str:
