@@ -120,7 +120,8 @@ def _route_standard_logging(level: str) -> None:
     import stamina.instrumentation
 
     root = logging.getLogger()
-    root.handlers = [_StandardLoggingHandler()]
+    if not any(isinstance(h, _StandardLoggingHandler) for h in root.handlers):
+        root.addHandler(_StandardLoggingHandler())  # others (a test runner's) stay
     number = logging.DEBUG if level == "TRACE" else logging.getLevelName(level)
     root.setLevel(number)
     # chatty libraries say at INFO what we log ourselves (requests, plugin set-up); their
