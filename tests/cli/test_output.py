@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,51 @@ def test_version_prints_the_installed_version(home):
     [run] = run_all([Run(["--version"], home)])
 
     assert (run.code, run.stdout) == (0, f"marketdata {version('marketdata')}\n")
+
+
+def test_a_downgrade_that_would_drop_data_needs_yes_when_not_at_a_terminal(home):
+    from marketdata.storage.migrate import SCHEMA_HEAD
+
+    [ingested] = run_all([Run(["ingest", "-s", "SOL-USD", "-p", "synthetic"], home)])
+    [refused] = run_all([Run(["db", "downgrade", "0003", "--json"], home)])
+    [current] = run_all([Run(["db", "current", "--json"], home)])
+    [done] = run_all([Run(["db", "downgrade", "0003", "--yes", "--json"], home)])
+
+    assert ingested.code == 0, ingested
+    assert refused.code == 2 and "91 candles" in refused.stderr, refused
+    assert "hint: add --yes to go ahead" in refused.stderr
+    assert json.loads(current.stdout)["current"] == SCHEMA_HEAD  # nothing was dropped
+    assert done.code == 0, done
+    assert json.loads(done.stdout) | {"database": None} == {
+        "database": None,
+        "from": SCHEMA_HEAD,
+        "current": "0003",
+    }
+
+
+def test_purging_rejects_asks_first_too(home):
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from marketdata.storage.rejects import record_rejects
+    from marketdata.validation import Rejected
+
+    [ingested] = run_all([Run(["ingest", "-s", "SOL-USD", "-p", "synthetic"], home)])
+    database = Path(home["XDG_DATA_HOME"]) / "marketdata" / "marketdata.sqlite3"
+    engine = sa.create_engine(f"sqlite:///{database}")
+    old = datetime.now(UTC) - timedelta(days=3)
+    with engine.begin() as conn:
+        bad = Rejected(1_767_225_600, 1.0, 0.5, 0.8, 0.9, 1.0, "high below open or close")
+        record_rejects(conn, None, "SOL-USD", "1d", "synthetic", [bad], old)
+    engine.dispose()
+    [refused] = run_all([Run(["rejects", "purge", "--before", "1d"], home)])
+    [kept] = run_all([Run(["rejects", "--json"], home)])
+    [purged] = run_all([Run(["rejects", "purge", "--before", "1d", "--yes", "--json"], home)])
+    [left] = run_all([Run(["rejects", "--json"], home)])
+
+    assert ingested.code == 0, ingested
+    assert refused.code == 2 and "delete 1 rejected candles" in refused.stderr, refused
+    assert [r["count"] for r in json.loads(kept.stdout)] == [1]
+    assert json.loads(purged.stdout) == {"deleted": 1, "matched": 1, "dry_run": False}
+    assert json.loads(left.stdout) == []
