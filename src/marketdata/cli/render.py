@@ -37,6 +37,8 @@ __all__ = [
 
 # a text column may be wrapped down to this width (or its longest header word), not less
 MIN_TEXT_WIDTH = 10
+# a column of cells this short and without spaces (a time, a symbol) is kept whole
+ATOMIC_WIDTH = 24
 # width for non-table output when stdout is not a terminal: long lines stay whole
 PIPE_WIDTH = 10_000
 
@@ -147,8 +149,9 @@ def fit_widths(
 ) -> tuple[list[int], list[int]]:
     """Column widths that fit `width` (one space between columns), and the indexes shown.
 
-    Text columns wrap down to a floor; the first column (the row's key) and numeric columns
-    keep their full width; when that is still too wide, columns are left out from the right.
+    Text columns wrap down to a floor; the first column (the row's key), numeric columns and
+    columns of short words (times, states) keep their full width; when that is still too
+    wide, columns are left out from the right.
     """
     natural = [
         max(
@@ -158,7 +161,7 @@ def fit_widths(
     ]
     floor = [
         natural[i]
-        if i == 0 or numeric[i]
+        if i == 0 or numeric[i] or _atomic(row[i] for row in cells)
         else min(natural[i], max(MIN_TEXT_WIDTH, *(cell_len(w) for w in h.split() or [""])))
         for i, h in enumerate(columns)
     ]
@@ -176,6 +179,11 @@ def fit_widths(
         if excess <= 0 or len(shown) == 1:
             return widths, shown
         shown.pop()
+
+
+def _atomic(values: Iterable[str]) -> bool:
+    """Cells without spaces and short (times, symbols, states): kept whole, never wrapped."""
+    return all(len(v) <= ATOMIC_WIDTH and not any(c.isspace() for c in v) for v in values)
 
 
 def _one_line(text: str) -> str:

@@ -53,8 +53,8 @@ def runs(
     render.table(
         None,
         [
-            "run_id",
-            "started_at",
+            "run id",
+            "started at",
             "trigger",
             "status",
             "duration",
@@ -81,7 +81,7 @@ def runs(
             )
             for r in rows
         ],
-        right=("run_id", "duration", "rows inserted", "rows updated", "rows rejected"),
+        right=("run id", "duration", "rows inserted", "rows updated", "rows rejected"),
     )
 
 
