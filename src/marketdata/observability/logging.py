@@ -47,7 +47,13 @@ def configure_logging(
     logger.remove()
     logger.configure(patcher=_journal_record if journal else _scrub_record, extra={})
     if fmt == "json":
-        logger.add(_json_line, level=level, format="{message}", backtrace=False, diagnose=False)
+        logger.add(
+            _JsonSink(write or _stderr_line),
+            level=level,
+            format="{message}",
+            backtrace=False,
+            diagnose=False,
+        )
     else:
         if journal:
             text_format = "{extra[_priority]}{level: <7} {message}"
@@ -73,14 +79,23 @@ def _not_a_pair_detail(record: Record) -> bool:
     return "symbol" not in record["extra"] or record["level"].no >= logging.ERROR
 
 
-def _json_line(message: Any) -> None:
-    """A loguru sink: the record as one flat JSON object on stderr."""
-    import json
+class _JsonSink:
+    """A loguru sink handing each record, as one flat JSON object, to `write`."""
 
-    from marketdata.observability.logfile import flat_record
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
 
-    sys.stderr.write(json.dumps(flat_record(message.record), ensure_ascii=False, default=str))
-    sys.stderr.write("\n")
+    def write(self, message: Any) -> None:
+        import json
+
+        from marketdata.observability.logfile import flat_record
+
+        record = flat_record(message.record)
+        self._write(json.dumps(record, ensure_ascii=False, default=str))
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 
