@@ -11,7 +11,7 @@ MUTANTS ?=
 BENCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify pip-audit mutation drills
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-startup clean deploy-files deploy-verify pip-audit mutation drills
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: $(STAMP) ## Benchmarks (PostgreSQL, Redis at TEST_*_URL); ratios; BENCH=c
 
 drills: $(STAMP) ## Fault drills against real PostgreSQL and SQLite (long, not in make test): a table
 	nice $(BIN)/python -m tests.drills
+
+bench-startup: $(STAMP) ## Read commands' start-up vs a bare Typer app's --help (SQLite only)
+	$(BIN)/python -m tests.benchmarks.startup
 
 deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
 	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \

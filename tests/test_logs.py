@@ -83,7 +83,8 @@ def test_under_journald_lines_carry_a_syslog_priority_and_no_timestamp(env, tmp_
     assert not any(ISO_START.match(line) for line in lines)
     assert any(line.startswith("<6>INFO") and "started" in line for line in lines)
     assert any(line.startswith("<4>WARNING") and "BTC-USD 1d failed" in line for line in lines)
-    assert lines[-1].startswith("<3>marketdata: error: run ")
+    assert lines[-2].startswith("<3>marketdata: error: run ")
+    assert lines[-1].startswith("<3>hint: ")
 
 
 def test_off_journald_the_same_stream_variable_changes_nothing(env, tmp_path):

@@ -77,6 +77,7 @@ class Freshness:
             "due": self.due,
             "staleness_seconds": self.staleness_seconds,
             "stale": self.stale,
+            "state": self.state,
             "enabled": self.enabled,
         }
 

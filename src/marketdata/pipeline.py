@@ -147,9 +147,11 @@ def _markets(app: AppContext) -> list[Market]:
 
 def build_plan(app: AppContext, request: IngestRequest, *, with_costs: bool = False) -> Plan:
     """Windows per pair from what is stored; with costs, the requests and time they take."""
+    from marketdata.plan_checks import check_intervals, check_window
     from marketdata.providers.registry import parse_chain
 
     chain = parse_chain(request.providers or app.settings.ingestion_provider)
+    check_intervals(chain, request.intervals)
     symbols, disabled = resolve_symbols(app, request)
     now = epoch_of(app.clock())
     lookback = request.lookback_days or app.settings.ingestion_lookback_days
@@ -163,6 +165,12 @@ def build_plan(app: AppContext, request: IngestRequest, *, with_costs: bool = Fa
                 last = _last_ts(conn, symbol, interval)
                 windows = _windows(conn, request, symbol, interval, last, now, lookback)
                 pairs.append(PairPlan(symbol, interval, windows, last))
+    check_window(
+        request.since,
+        request.until,
+        now,
+        [(p.symbol, p.interval, p.windows, p.skip) for p in pairs],
+    )
     plan = Plan(pairs, chain, request.mode)
     if with_costs:
         plan.pairs = [_with_costs(app, chain[0], p) for p in plan.pairs]

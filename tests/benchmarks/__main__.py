@@ -1,5 +1,5 @@
-"""`python -m tests.benchmarks [NAME...]` (what `make bench` runs): ingest, analytics, metrics
-and cache figures; names pick some of them (`make bench BENCH=cache`)."""
+"""`python -m tests.benchmarks [NAME...]` (what `make bench` runs): start-up, ingest,
+analytics, metrics and cache figures; names pick some of them (`make bench BENCH=cache`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, cache, ingest, metrics
+from tests.benchmarks import analytics, cache, ingest, metrics, startup
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -17,9 +17,11 @@ def main() -> int:
     started = time.perf_counter()
     server = Server.from_env()
     report = Report()
-    chosen = set(sys.argv[1:]) or {"ingest", "analytics", "metrics", "cache"}
+    chosen = set(sys.argv[1:]) or {"startup", "ingest", "analytics", "metrics", "cache"}
     try:
         version = server.version()
+        if "startup" in chosen:
+            startup.run(report)
         if "ingest" in chosen or "analytics" in chosen:
             first_ingest_seconds = ingest.run(server, report)
             analytics.run(report, first_ingest_seconds)

@@ -122,6 +122,7 @@ def test_compare_json_has_every_documented_key_per_symbol(filled):
         "volatility",
         "beta",
         "relative_performance",
+        "volatility_ratio",
         "correlation",
         "returns_used",
         "source",
@@ -130,7 +131,7 @@ def test_compare_json_has_every_documented_key_per_symbol(filled):
     symbols = ["BTC-USD", "ETH-USD", "AAPL"]
     assert (data["window"], data["benchmark"], data["symbols"]) == (30, "ETH-USD", symbols)
     assert data["returns_used"] == 30
-    for key in ("roi", "volatility", "beta", "relative_performance"):
+    for key in ("roi", "volatility", "beta", "relative_performance", "volatility_ratio"):
         assert list(data[key]) == symbols
     assert data["beta"]["ETH-USD"] == pytest.approx(1.0)
     assert data["relative_performance"]["ETH-USD"] == 0.0
@@ -142,8 +143,8 @@ def test_compare_tables_show_every_symbol_and_the_correlation_matrix(filled):
     result = run(["compare", "BTC-USD", "ETH-USD", "--window", "10"], filled)
 
     assert result.returncode == 0, result.stderr
-    assert "last 10 common daily returns, benchmark BTC-USD" in result.stdout
-    assert "correlation of daily log returns" in result.stdout
+    assert "last 10 common daily returns, benchmark BTC-USD" in result.stderr  # titles
+    assert "correlation of daily log returns" in result.stderr
     assert result.stdout.count("+1.00") == 2
 
 
@@ -173,7 +174,8 @@ def test_show_chart_draws_close_and_volume_under_the_table(filled):
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "ETH-USD 1d: latest 30 candles" in out and "ROI as of 2024-03-31" in out
+    assert "ETH-USD 1d: latest 30 candles" in result.stderr  # piped, a title is a note
+    assert "ROI as of 2024-03-31" in out
     chart = [line for line in out.splitlines() if "█" in line]
     assert len(chart) >= 8  # ten rows of close, four of volume; flat stretches may be empty
     assert re.search(r"\bclose\b", out) and re.search(r"\bvolume\b", out)

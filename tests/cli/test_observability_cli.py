@@ -52,7 +52,7 @@ def test_metrics_runs_and_status_report_the_recorded_history(env, tmp_path):
     assert data["ingestion_last_success"].endswith("Z")
 
     table = run(["metrics"], env)
-    assert "run duration (ms)" in table.stdout and "█" in table.stdout
+    assert "run duration (ms)" in table.stderr and "█" in table.stdout
     assert "BTC-USD" in table.stdout
 
     text = run(["metrics", "--format", "prometheus"], env).stdout

@@ -84,8 +84,8 @@ def test_verify_shows_mismatches_and_one_sided_bars_to_people(ingested, kraken, 
     kraken.fake.candles["XXBTZUSD"][1440] = kept
     result = run(["verify", "-s", "BTC-USD", "-a", "kraken", "--tolerance", "0"], ingested)
     assert result.returncode == 1, result.stderr
-    [row] = [line for line in result.stdout.splitlines() if " open " in line]
-    cells = row.split()
+    [row] = [line for line in result.stdout.splitlines() if "\topen\t" in line]
+    cells = row.split("\t")  # piped, a table is tab-separated
     diff = f"{(theirs - o) / theirs * 100:.3f}"
     assert cells == [
         time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(ts)),

@@ -154,6 +154,7 @@ def test_a_bad_cron_stops_the_scheduler_before_any_run(env):
     )
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
-        '--cron "* * * *" has 4 fields: cron takes five: minute hour day-of-month month day-of-week'
+        '--cron "* * * *" has 4 fields\nhint: cron takes five: minute hour day-of-month month '
+        "day-of-week"
     )
     assert "starting" not in result.stderr  # no run was attempted

@@ -243,19 +243,19 @@ def _comparison_data(result: Comparison) -> dict[str, Any]:
         "volatility": result.volatility,
         "beta": result.beta,
         "relative_performance": result.relative_performance,
+        "volatility_ratio": result.volatility_ratio,
         "correlation": result.correlation,
         "returns_used": result.returns_used,
     }
 
 
 def _render_comparison(result: Comparison) -> None:
-    from rich.table import Table
 
     if result.returns_used < result.window:
         render.note(f"only {result.returns_used} common daily returns (window {result.window})")
     render.table(
         f"last {result.returns_used} common daily returns, benchmark {result.benchmark}",
-        ["symbol", "ROI", "volatility", "beta", "vs benchmark", "volatility ratio"],
+        ["symbol", "roi", "volatility", "beta", "relative performance", "volatility ratio"],
         [
             (
                 s,
@@ -267,17 +267,17 @@ def _render_comparison(result: Comparison) -> None:
             )
             for s in result.symbols
         ],
-        right=("ROI", "volatility", "beta", "vs benchmark", "volatility ratio"),
+        right=("roi", "volatility", "beta", "relative performance", "volatility ratio"),
     )
-    # a title would wrap to the width of a small matrix
-    render.out.print("correlation of daily log returns", style="italic")
-    grid = Table(header_style="bold")
-    grid.add_column("")
-    for symbol in result.symbols:
-        grid.add_column(symbol, justify="right")
-    for symbol, row in result.correlation.items():
-        grid.add_row(symbol, *(_heat(row[other]) for other in result.symbols))
-    render.out.print(grid)
+    render.table(
+        "correlation of daily log returns",
+        ["symbol", *result.symbols],
+        [
+            (symbol, *(_heat(row[other]) for other in result.symbols))
+            for symbol, row in result.correlation.items()
+        ],
+        right=result.symbols,
+    )
 
 
 def _render_rebuild(
@@ -303,9 +303,9 @@ def _render_rebuild(
         return
     render.table(
         None,
-        ["symbol", "interval", "rows", "would update" if dry_run else "updated", "note"],
+        ["symbol", "interval", "rows", "updated", "status"],
         [(d["symbol"], d["interval"], d["rows"], d["updated"], _locked(d["status"])) for d in data],
-        right=("rows", "updated", "would update"),
+        right=("rows", "updated"),
     )
     rows, updated = sum(p.rows for p in done), sum(p.updated for p in done)
     if dry_run:
@@ -315,7 +315,7 @@ def _render_rebuild(
 
 
 def _locked(status: str) -> str:
-    return "locked by an ingest: left alone" if status == "locked" else ""
+    return "locked by an ingest: left alone" if status == "locked" else status
 
 
 # ------------------------------------------------------------------------------ small pieces
@@ -323,7 +323,7 @@ def _locked(status: str) -> str:
 
 def _when(epoch: int, daily: bool) -> str:
     text = render.iso(epoch)
-    return text[:10] if daily else text[:16].replace("T", " ")
+    return text[:10] if daily else text[:16] + "Z"  # ISO 8601 UTC, to the minute
 
 
 def _pct(value: float | None, *, signed: bool = False, digits: int = 2) -> str:

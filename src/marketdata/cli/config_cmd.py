@@ -29,7 +29,7 @@ def show(json: Json = False) -> None:
             }
         )
         return
-    render.table(None, ["setting", "value", "source"], [tuple(r.values()) for r in rows])
+    render.table(None, ["name", "value", "source"], [tuple(r.values()) for r in rows])
     files = ", ".join(str(p) for p in ctx.loaded.env_files) or "none"
     render.note(f"env files read: {files}; database: {ctx.target.shown}")
 

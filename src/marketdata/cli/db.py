@@ -45,39 +45,38 @@ def upgrade(
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask (needed when not on a terminal).")
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Drop stored data without asking (required when not at a terminal)."
+        ),
     ] = False,
     json: JsonFlag = False,
 ) -> None:
     """Revert migrations down to REVISION, dropping the tables and columns later migrations
-    added and the data in them. Asks first on a terminal; elsewhere it needs --yes.
+    added and the data in them. Asks first (or needs --yes) when data is stored.
 
     Example: marketdata db downgrade 0003 --yes
     """
-    import sys
-
-    from marketdata.errors import InputError
     from marketdata.storage import migrate
+    from marketdata.storage.contents import stored_rows
+    from marketdata.storage.engine import connect
 
     ctx = build_app()
-    current = _current(ctx)
-    if not yes:
-        question = (
-            f"downgrade {ctx.target.shown} from {current or 'base'} to {revision}? Tables and "
-            "columns added since are dropped with their data"
-        )
-        if not sys.stdin.isatty():
-            raise InputError(
-                f"`db downgrade {revision}` drops tables or columns and their data",
-                hint="pass --yes to confirm",
+    before = _current(ctx)
+    if before is not None and before != revision:
+        with connect(ctx.engine(migrate=False), ctx.target) as conn:
+            rows = {k: v for k, v in stored_rows(conn).items() if v}
+        if rows:
+            held = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in rows.items())
+            render.confirm(
+                f"downgrading {ctx.target.shown} from {before} to {revision} drops "
+                f"tables or columns of a database holding {held}",
+                yes=yes,
             )
-        if not typer.confirm(question, default=False, err=True):
-            render.note("nothing changed")
-            raise typer.Exit(1)
     migrate.downgrade(ctx.engine(migrate=False), ctx.target, revision)
     after = _current(ctx)
     if json:
-        render.emit_json(_moved(ctx, current, after, rebuild=False))
+        render.emit_json(_moved(ctx, before, after, rebuild=False))
     render.note(f"database {ctx.target.shown} is at {after or 'base (no tables)'}")
     if ctx.target.dialect == "sqlite":
         render.note("it stays there until `marketdata db upgrade` (commands will not upgrade it)")
@@ -105,7 +104,7 @@ def history(json: JsonFlag = False) -> None:
         return
     render.table(
         None,
-        ["revision", "down", "head", "message"],
+        ["revision", "down revision", "is head", "message"],
         [
             (r.revision, r.down_revision or "base", "yes" if r.is_head else "", r.message)
             for r in revisions

@@ -1,4 +1,4 @@
-"""`ingest`, `replay`, `gaps` and `rejects`: the ingestion job and what it leaves behind."""
+"""`ingest`, `replay` and `gaps`: the ingestion job and the holes it leaves behind."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.command("replay")(replay)
     app.command("gaps")(gaps)
-    app.command("rejects")(rejects)
 
 
 def ingest(
@@ -132,6 +131,11 @@ def _run(ctx: AppContext, request: IngestRequest, *, dry_run: bool, json: bool) 
             f"run {result.run_id}: {len(failed)} of {len(result.outcomes)} pairs failed"
         )
     if result.status.value == "failure":
+        if failed:  # each pair's error is in the summary above (or the JSON): not again here
+            raise MarketdataError(
+                f"run {result.run_id} failed: {len(failed)} of {len(result.outcomes)} pairs failed",
+                hint="`marketdata runs -n 1` shows the run; `-v` shows each pair's log",
+            )
         raise MarketdataError(f"run {result.run_id} failed: {result.error}")
 
 
@@ -142,7 +146,9 @@ class _Progress:
     def __init__(self, json: bool) -> None:
         from marketdata.config import stderr_is_journal
 
-        self.live = render.err.is_terminal and not stderr_is_journal() and not json
+        self.live = (
+            render.err.is_terminal and not stderr_is_journal() and not (json or render.quiet)
+        )
         self.bar: Any = None
         self.task: Any = None
         self.rows = 0
@@ -192,7 +198,9 @@ class _Progress:
     def _log(self, outcome: PairOutcome) -> None:
         from loguru import logger
 
-        logger.info(
+        logger.bind(
+            symbol=outcome.symbol, interval=outcome.interval, provider=outcome.provider
+        ).info(
             "{} {} {}: {} fetched, {} inserted, {} updated, {} rejected{}",
             outcome.symbol,
             outcome.interval,
@@ -234,9 +242,9 @@ def _render_result(result: RunResult, *, json: bool) -> None:
             "status",
             "provider",
             "fetched",
-            "new",
+            "inserted",
             "updated",
-            "same",
+            "unchanged",
             "rejected",
         ],
         [
@@ -253,9 +261,10 @@ def _render_result(result: RunResult, *, json: bool) -> None:
             )
             for o in sorted(result.outcomes, key=lambda o: (o.symbol, o.interval))
         ],
-        right=("fetched", "new", "updated", "same", "rejected"),
+        right=("fetched", "inserted", "updated", "unchanged", "rejected"),
     )
-    for o in result.outcomes:
+    # each pair's error once, whole, under the table (a table column would be cut or dropped)
+    for o in sorted(result.outcomes, key=lambda o: (o.symbol, o.interval)):
         if o.error:
             render.note(f"[red]{o.symbol} {o.interval}[/red]: {render.escape(o.error)}")
 
@@ -298,18 +307,27 @@ def _render_plan(plan: Plan, *, json: bool) -> None:
 
 
 def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False) -> None:
-    """List missing trading bars in stored history, by each market's trading calendar."""
+    """List missing trading bars in stored history, by each market's trading calendar.
+
+    A pair asked for by --symbols with nothing stored is an error (exit 2), not "no gaps"."""
+    from marketdata.errors import NoDataError
     from marketdata.gaps import stored_gaps
     from marketdata.pipeline import IngestRequest, resolve_symbols
+    from marketdata.storage.candles import last_ts
     from marketdata.storage.engine import connect
 
     ctx = build_app()
-    chosen, _ = resolve_symbols(ctx, IngestRequest(symbols=parse_symbol_flags(symbols)))
+    asked = parse_symbol_flags(symbols)
+    chosen, _ = resolve_symbols(ctx, IngestRequest(symbols=asked))
     intervals = parse_intervals(interval)
     found = []
+    empty: list[str] = []
     with connect(ctx.engine(), ctx.target) as conn:
         for symbol in chosen:
             for iv in intervals:
+                if last_ts(conn, symbol, iv) is None:
+                    empty.append(f"{symbol} {iv}")
+                    continue
                 for gap in stored_gaps(conn, symbol, iv):
                     found.append(
                         {
@@ -317,71 +335,27 @@ def gaps(symbols: Symbols = None, interval: Intervals = None, json: Json = False
                             "interval": str(iv),
                             "start": render.iso(gap.start),
                             "end": render.iso(gap.end),
-                            "bars": gap.bars,
+                            "missing_bars": gap.bars,
                         }
                     )
+    if empty and (asked or len(empty) == len(chosen) * len(intervals)):
+        first = empty[0].split()[0]
+        raise NoDataError(
+            f"nothing stored for {', '.join(empty)}: no history to look for gaps in",
+            hint=f"run `marketdata ingest --symbols {first}` first",
+        )
+    if empty:
+        render.note(f"nothing stored for {', '.join(empty)} (not checked)")
     if json:
         render.emit_json(found)
         return
     if not found:
-        render.note("no gaps in stored history")
+        checked = len(chosen) * len(intervals) - len(empty)
+        render.note(f"no gaps in the stored history of {checked} pair(s)")
         return
     render.table(
         None,
         ["symbol", "interval", "start", "end", "missing bars"],
         [tuple(g.values()) for g in found],
         right=("missing bars",),
-    )
-
-
-def rejects(
-    symbols: Symbols = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.", min=1)] = 100,
-    json: Json = False,
-) -> None:
-    """List candles that failed validation and were quarantined, with the reason."""
-    from marketdata.storage.engine import connect
-    from marketdata.storage.rejects import list_rejects
-
-    ctx = build_app()
-    with connect(ctx.engine(), ctx.target) as conn:
-        rows = list_rejects(conn, parse_symbol_flags(symbols), limit=limit)
-    data = [{**r.__dict__, "ts": render.iso(r.ts)} for r in rows]
-    if json:
-        render.emit_json(data)
-        return
-    if not data:
-        render.note("no rejected candles")
-        return
-    render.table(
-        None,
-        [
-            "symbol",
-            "interval",
-            "provider",
-            "ts",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "reason",
-            "run",
-        ],
-        [
-            (
-                d["symbol"],
-                d["interval"],
-                d["provider"],
-                d["ts"],
-                d["open"],
-                d["high"],
-                d["low"],
-                d["close"],
-                d["volume"],
-                d["reason"],
-                d["run_id"],
-            )
-            for d in data
-        ],
     )

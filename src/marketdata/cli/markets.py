@@ -83,6 +83,7 @@ def add(
     ] = None,
     note: Annotated[str | None, typer.Option(help="Free text shown in `markets list`.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be stored.")] = False,
+    json: Json = False,
 ) -> None:
     """Add a market (enabled), or update its asset class, calendar and provider symbols."""
     from marketdata.markets import add_market
@@ -100,24 +101,41 @@ def add(
         if new
         else "updated"
     )
+    if json:
+        render.emit_json(
+            {
+                "symbol": market.symbol,
+                "action": "added" if new else "updated",
+                "dry_run": dry_run,
+                "enabled": market.enabled,
+                "asset_class": market.asset_class,
+                "calendar": market.trading_calendar,
+                "provider_symbols": market.provider_symbols,
+                "note": market.note,
+            }
+        )
+        return
     render.note(f"{verb} {market.symbol} ({market.asset_class}, {market.trading_calendar})")
 
 
 @app.command()
-def disable(symbol: SymbolArg) -> None:
+def disable(symbol: SymbolArg, json: Json = False) -> None:
     """Stop ingesting a market (runs skip it with a note) until it is enabled again."""
-    _set(symbol, enabled=False)
+    _set(symbol, enabled=False, json=json)
 
 
 @app.command()
-def enable(symbol: SymbolArg) -> None:
+def enable(symbol: SymbolArg, json: Json = False) -> None:
     """Resume ingesting a disabled market."""
-    _set(symbol, enabled=True)
+    _set(symbol, enabled=True, json=json)
 
 
-def _set(symbol: str, *, enabled: bool) -> None:
+def _set(symbol: str, *, enabled: bool, json: bool) -> None:
     from marketdata.markets import set_market_enabled
 
     ctx = build_app()
     canonical = set_market_enabled(ctx, symbol, enabled)
+    if json:
+        render.emit_json({"symbol": canonical, "enabled": enabled})
+        return
     render.note(f"{canonical} {'enabled' if enabled else 'disabled'}")

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from marketdata.cli import completion
+
 if TYPE_CHECKING:
     from marketdata.domain import Interval
 
@@ -17,6 +19,7 @@ Symbols = Annotated[
         help="Symbols, comma-separated or repeated (default: INGESTION_SYMBOLS, else every "
         "enabled market).",
         show_default=False,
+        autocompletion=completion.stored_symbols,
     ),
 ]
 StoredSymbols = Annotated[
@@ -26,6 +29,7 @@ StoredSymbols = Annotated[
         "-s",
         help="Only these symbols, comma-separated or repeated (default: every stored market).",
         show_default=False,
+        autocompletion=completion.stored_symbols,
     ),
 ]
 Intervals = Annotated[
@@ -35,6 +39,7 @@ Intervals = Annotated[
         "-i",
         help="Bar interval: 1m, 5m, 15m, 1h, 6h or 1d; repeat or comma-separate for several.",
         show_default="1d",
+        autocompletion=completion.intervals,
     ),
 ]
 Provider = Annotated[
@@ -44,6 +49,7 @@ Provider = Annotated[
         "-p",
         help="Provider or fallback chain such as coinbase,kraken (default: INGESTION_PROVIDER).",
         show_default=False,
+        autocompletion=completion.providers,
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (logs stay on stderr).")]

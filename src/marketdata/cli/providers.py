@@ -49,7 +49,7 @@ def list_(json: Json = False) -> None:
         return
     render.table(
         None,
-        ["name", "intervals", "rows/request", "rate limit", "base URL"],
+        ["name", "intervals", "max rows per request", "rate limit", "base url"],
         [
             (
                 r["name"],
@@ -60,7 +60,7 @@ def list_(json: Json = False) -> None:
             )
             for r in rows
         ],
-        right=("rows/request",),
+        right=("max rows per request",),
     )
 
 
@@ -164,7 +164,7 @@ def _render_report(report: VerifyReport) -> None:
             right=("ours", "theirs", "diff %"),
         )
         if len(report.mismatches) > len(shown):
-            render.out.print(f"… and {len(report.mismatches) - len(shown)} more (see --json)")
+            render.note(f"and {len(report.mismatches) - len(shown)} more (see --json)")
     limits = (
         f"tolerance {report.tolerance * 100:.4g}% (volume {report.volume_tolerance * 100:.4g}%)"
     )
@@ -177,7 +177,7 @@ def _render_report(report: VerifyReport) -> None:
             runs = _runs(stamps, report.interval.seconds)
             text = ", ".join(runs[:SHOWN_RUNS])
             if len(runs) > SHOWN_RUNS:
-                text += f", … and {len(runs) - SHOWN_RUNS} more ranges"
+                text += f", and {len(runs) - SHOWN_RUNS} more ranges (see --json)"
             render.out.print(render.escape(f"{label} ({len(stamps)}): {text}"), soft_wrap=True)
 
 

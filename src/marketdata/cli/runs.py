@@ -37,6 +37,7 @@ def runs(
     json: Json = False,
 ) -> None:
     """The run history, newest first: trigger, status, duration, rows, providers, error."""
+    from marketdata.domain import format_duration
     from marketdata.storage.engine import connect
     from marketdata.storage.run_history import parse_run_states, run_history
 
@@ -53,14 +54,14 @@ def runs(
     render.table(
         None,
         [
-            "run_id",
-            "started_at",
+            "run id",
+            "started at",
             "trigger",
             "status",
-            "duration s",
-            "inserted",
-            "updated",
-            "rejected",
+            "duration",
+            "rows inserted",
+            "rows updated",
+            "rows rejected",
             "providers",
             "host",
             "error",
@@ -71,7 +72,7 @@ def runs(
                 r.started_at,
                 r.trigger,
                 r.status,
-                None if r.duration_ms is None else round(r.duration_ms / 1000, 2),
+                None if r.duration_ms is None else format_duration(r.duration_ms / 1000),
                 r.rows_inserted,
                 r.rows_updated,
                 r.rows_rejected,
@@ -81,7 +82,7 @@ def runs(
             )
             for r in rows
         ],
-        right=("run_id", "duration s", "inserted", "updated", "rejected"),
+        right=("run id", "duration", "rows inserted", "rows updated", "rows rejected"),
     )
 
 
@@ -125,9 +126,9 @@ def status(symbols: StoredSymbols = None, json: Json = False) -> None:
                 "age",
                 "staleness",
                 "state",
-                "last run",
-                "outcome",
-                "error",
+                "last run id",
+                "last outcome",
+                "last error",
             ],
             [
                 (
@@ -143,7 +144,7 @@ def status(symbols: StoredSymbols = None, json: Json = False) -> None:
                 )
                 for r in rows
             ],
-            right=("age", "staleness", "last run"),
+            right=("age", "staleness", "last run id"),
         )
     if not json:
         _note_runs_to_watch(ctx)

@@ -158,11 +158,14 @@ def _units(
 @app.command("status")
 def status_cmd(
     instance: Instance = None,
-    limit: Annotated[int, typer.Option("--limit", help="Runs to show.", min=1)] = 10,
+    limit: Annotated[
+        int, typer.Option("--last", "-n", "--limit", help="Runs to show.", min=1)
+    ] = 10,
     json: Json = False,
 ) -> None:
     """The timers' last and next run (from systemctl, when there is systemd) beside the last
     runs recorded in the database."""
+    from marketdata.domain import format_duration
     from marketdata.storage.engine import connect
     from marketdata.storage.runs import recent_runs
     from marketdata.systemd.install import timers_to_enable
@@ -188,20 +191,30 @@ def status_cmd(
         return
     render.table(
         f"last runs ({ctx.target.shown})",
-        ["run", "trigger", "started", "status", "rows", "seconds", "error"],
+        [
+            "id",
+            "trigger",
+            "started at",
+            "status",
+            "rows inserted",
+            "rows updated",
+            "duration",
+            "error",
+        ],
         [
             (
                 r.id,
                 r.trigger,
                 r.started_at,
                 r.status,
-                r.rows_inserted + r.rows_updated,
-                None if r.duration_ms is None else round(r.duration_ms / 1000, 1),
+                r.rows_inserted,
+                r.rows_updated,
+                None if r.duration_ms is None else format_duration(r.duration_ms / 1000),
                 r.error,
             )
             for r in runs
         ],
-        right=["run", "rows", "seconds"],
+        right=["id", "rows inserted", "rows updated", "duration"],
     )
     if not runs:
         render.note("no runs recorded yet")

@@ -16,6 +16,9 @@ class GlobalOptions:
 
     env_file: Path | None = None
     debug: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    json: bool = False
     flags: dict[str, Any] = field(default_factory=dict)
     app: AppContext | None = None
 
@@ -34,13 +37,17 @@ def build_app(**flags: Any) -> AppContext:
     settings = app.settings
     if settings.log_level == "DEBUG":
         OPTIONS.debug = True
+    journal = stderr_is_journal()
+    level, terse = log_level(settings.log_level, app.loaded.sources["log_level"], journal)
     configure_logging(
-        settings.log_level,
+        level,
         settings.log_format,
         settings.log_file,
-        journal=stderr_is_journal(),
+        journal=journal,
         rotation=settings.log_rotation,
         retention=settings.log_retention,
+        write=_console_line,
+        terse=terse,
     )
     if app.loaded.warnings:
         from loguru import logger
@@ -49,3 +56,30 @@ def build_app(**flags: Any) -> AppContext:
             logger.warning(warning)
     OPTIONS.app = app
     return app
+
+
+def log_level(configured: str, source: str, journal: bool) -> tuple[str, bool]:
+    """The level logs are shown at, and whether lines drop their timestamp.
+
+    A person at a terminal gets warnings and errors as `warning: ...` (the summary is the
+    report, not INFO lines); `-v` shows INFO with timestamps, `-q` errors only. A level set
+    on purpose (--log-level, LOG_LEVEL) wins over the terminal default; pipes and journald
+    keep the configured level.
+    """
+    from marketdata.cli import render
+
+    if OPTIONS.quiet:
+        return "ERROR", render.err.is_terminal
+    if OPTIONS.verbose:
+        return ("DEBUG" if configured == "DEBUG" else "INFO"), False
+    at_terminal = render.err.is_terminal and not journal
+    if at_terminal and source == "default":
+        return "WARNING", True
+    return configured, False
+
+
+def _console_line(line: str) -> None:
+    # through the Rich console, so that a live progress bar stays below the lines
+    from marketdata.cli import render
+
+    render.err.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -5,6 +5,7 @@ syslog priorities under journald), JSON lines in LOG_FILE, secrets scrubbed, and
 from __future__ import annotations
 
 import contextvars
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,35 +30,140 @@ def configure_logging(
     journal: bool = False,
     rotation: str = DEFAULT_ROTATION,
     retention: str = DEFAULT_RETENTION,
+    write: Callable[[str], None] | None = None,
+    terse: bool = False,
 ) -> None:
-    """Send logs to stderr (and LOG_FILE as JSON lines), scrubbing secrets from every record."""
+    """Send logs to stderr (and LOG_FILE as JSON lines), scrubbing secrets from every record.
+
+    `fmt` json writes one flat JSON object per line (time, level, message, then the context).
+    `write` replaces stderr for text lines (the CLI passes its console, so lines land above
+    a progress bar); `terse` is for people at a terminal: no timestamp (`warning: ...`), and
+    a pair's own records below ERROR are left to the run's summary, which reports each pair.
+    Records of libraries logging through the standard library (httpx, stamina ...) go to
+    the same sinks, filtered by the same level.
+    """
     from loguru import logger
 
     logger.remove()
-    logger.configure(patcher=_scrub_record, extra={})
-    serialize = fmt == "json"
-    text_format = (
-        "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {message}"
-        if not journal
-        else "{extra[_priority]}{level: <7} {message}"
-    )
-    if journal:
-        logger.configure(patcher=_journal_record)
-    logger.add(
-        sys.stderr,
-        level=level,
-        format=text_format if not serialize else "{message}",
-        serialize=serialize,
-        colorize=False if journal or serialize else None,
-        backtrace=False,
-        diagnose=False,  # diagnose would print local variables, secrets included
-    )
+    logger.configure(patcher=_journal_record if journal else _scrub_record, extra={})
+    if fmt == "json":
+        logger.add(
+            _JsonSink(write or _stderr_line),
+            level=level,
+            format="{message}",
+            backtrace=False,
+            diagnose=False,
+        )
+    else:
+        if journal:
+            text_format = "{extra[_priority]}{level: <7} {message}"
+        elif terse:
+            text_format = "{extra[_level]}: {message}"
+        else:
+            text_format = "{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {message}"
+        # diagnose would print local variables, secrets included
+        logger.add(
+            _TextSink(write) if write is not None else sys.stderr,
+            level=level,
+            filter=_not_a_pair_detail if terse else None,
+            format=text_format,
+            colorize=False,
+            backtrace=False,
+            diagnose=False,
+        )
     add_log_file(log_file, level, rotation, retention)
+    _route_standard_logging(level)
+
+
+def _not_a_pair_detail(record: Record) -> bool:
+    return "symbol" not in record["extra"] or record["level"].no >= logging.ERROR
+
+
+class _JsonSink:
+    """A loguru sink handing each record, as one flat JSON object, to `write`."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+
+    def write(self, message: Any) -> None:
+        import json
+
+        from marketdata.observability.logfile import flat_record
+
+        record = flat_record(message.record)
+        self._write(json.dumps(record, ensure_ascii=False, default=str))
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class _TextSink:
+    """A loguru sink handing each formatted line (without its newline) to `write`."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+
+    def write(self, message: str) -> None:
+        self._write(message.rstrip("\n"))
+
+
+class _StandardLoggingHandler(logging.Handler):
+    """Hands a standard-library record to loguru, keeping its level and logger name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from loguru import logger
+
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+
+        def named(entry: Record) -> None:
+            entry["name"] = record.name
+
+        logger.patch(named).opt(exception=record.exc_info or None).log(
+            level, "{}", record.getMessage()
+        )
+
+
+_CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "filelock", "asyncio")
+
+
+def _route_standard_logging(level: str) -> None:
+    import stamina.instrumentation
+
+    root = logging.getLogger()
+    if not any(isinstance(h, _StandardLoggingHandler) for h in root.handlers):
+        root.addHandler(_StandardLoggingHandler())  # others (a test runner's) stay
+    number = logging.DEBUG if level == "TRACE" else logging.getLevelName(level)
+    root.setLevel(number)
+    # chatty libraries say at INFO what we log ourselves (requests, plugin set-up); their
+    # INFO shows with DEBUG
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(number if number <= logging.DEBUG else logging.WARNING)
+    # stamina's own hook logs every scheduled retry as a WARNING with its details in
+    # `extra`; ours logs it as INFO (a retry is not a problem yet: the final failure is
+    # reported where it happens) with those details flat and scrubbed
+    stamina.instrumentation.set_on_retry_hooks([_log_retry])
+
+
+def _log_retry(details: Any) -> None:
+    from loguru import logger
+
+    logger.bind(
+        retry_callable=details.name,
+        retry_num=details.retry_num,
+        retry_wait_s=round(details.wait_for, 2),
+        caused_by=scrub(repr(details.caused_by)),
+    ).info("retry {} of {} in {:.2f}s", details.retry_num, details.name, details.wait_for)
 
 
 def _scrub_record(record: Record) -> None:
     record["message"] = scrub(record["message"])
     _add_context(record)
+    record["extra"]["_level"] = record["level"].name.lower()
 
 
 def _journal_record(record: Record) -> None:

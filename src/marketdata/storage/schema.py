@@ -161,6 +161,18 @@ rejects = Table(
     Column("close", Double, nullable=True),
     Column("volume", Double, nullable=True),
     Column("reason", String(64), nullable=False),
-    Column("rejected_at", UTCDateTime, nullable=False),
+    Column("rejected_at", UTCDateTime, nullable=False),  # first seen
+    Column("times_seen", Integer, nullable=False, server_default=text("1")),
+    Column("last_seen_at", UTCDateTime, nullable=False),
     Index("ix_rejects_symbol_interval", "symbol", "interval"),
+    # one row per bad candle and reason: re-ingesting it counts, it does not pile up
+    Index(
+        "uq_rejects_provider_symbol_interval_ts_reason",
+        "provider",
+        "symbol",
+        "interval",
+        "ts",
+        "reason",
+        unique=True,
+    ),
 )
