@@ -433,7 +433,7 @@ def _fetch_and_store(
     cancel: threading.Event,
     write_lock: threading.Lock | None,
 ) -> None:
-    from marketdata.derive import analytics_intervals, write_with_derived
+    from marketdata.derive import PairWriter, analytics_intervals
     from marketdata.storage.rejects import record_rejects
     from marketdata.storage.runs import record_outcome
     from marketdata.validation import validate
@@ -461,6 +461,7 @@ def _fetch_and_store(
     with write_lock or _no_lock():
         started = time.perf_counter()
         with conn.begin():
+            writer = PairWriter(conn, now, derive=derive)
             for batch in batches:
                 good, rejected = validate(batch, epoch_of(now))
                 outcome.fetched += len(batch)
@@ -468,10 +469,11 @@ def _fetch_and_store(
                 record_rejects(
                     conn, run_id, pair.symbol, pair.interval.value, batch.provider, rejected, now
                 )
-                stats = write_with_derived(conn, good, now, derive=derive)
+                stats = writer.write(good)
                 outcome.inserted += stats.inserted
                 outcome.updated += stats.updated
                 outcome.unchanged += stats.unchanged
+            writer.finish()  # derived data after the batches, recomputed once
             record_outcome(conn, run_id, outcome)
             if cancel.is_set():  # leave the transaction uncommitted: it rolls back
                 raise RunInterruptedError(15)

@@ -11,8 +11,8 @@ import numpy as np
 
 from marketdata.analytics.aggregates import AggregateBars, Period, aggregate
 from marketdata.analytics.comparisons import Comparison, compare
-from marketdata.analytics.indicators import INDICATOR_NAMES, compute_indicators
-from marketdata.analytics.roi import roi
+from marketdata.analytics.indicators import INDICATOR_NAMES
+from marketdata.analytics.roi import anchors, roi_from
 from marketdata.derive import analytics_intervals, bars_per_year, rebuild
 from marketdata.domain import Candles, Interval, parse_symbol, parse_symbols
 from marketdata.errors import InputError, NoDataError
@@ -75,32 +75,31 @@ def show(
 ) -> ShowReport:
     """The latest `last` candles of a pair with their indicators, and its ROI.
 
-    Stored indicators are used where ANALYTICS_INTERVALS keeps them; otherwise they are
-    computed from every stored close of the pair (drawdown needs the whole history's peak).
+    What it reads does not grow with the history: the newest `last` rows, stored
+    indicators where ANALYTICS_INTERVALS keeps them (otherwise computed from the `LOOKBACK`
+    closes before those rows and the running peak), and one indexed lookup per ROI anchor.
 
     Raises:
         InputError: For a malformed symbol or `last` below 1.
         NoDataError: When nothing is stored for the pair.
     """
+    from marketdata.derive import with_derived
+    from marketdata.storage.candles import anchor_closes, read_candles
+
     symbol = parse_symbol(symbol)
     if last < 1:
         raise InputError(f"--last must be at least 1, not {last}")
     with _reading(app, [symbol], interval) as conn:
-        history = _history(conn, symbol, interval)
-        latest: Candles | None = None
-        if interval in analytics_intervals(app.settings):
-            from marketdata.storage.candles import read_candles
-
-            latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
-    computed = latest is None or _never_derived(latest, len(history))
-    if latest is None or computed:
-        derived = compute_indicators(
-            history.close, periods_per_year=bars_per_year(symbol, interval)
-        )
-        latest = history.with_indicators(derived.columns()).take(slice(-last, None))
-    # ROI as of the latest candle shown, should a write have landed between the two reads
-    history = history.take(history.ts <= latest.ts[-1])
-    return ShowReport(symbol, interval, latest, roi(history.ts, history.close), computed)
+        latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
+        if len(latest) == 0:
+            raise _nothing_stored([symbol], interval, conn)
+        computed = interval not in analytics_intervals(app.settings) or _never_derived(latest)
+        if computed:
+            latest = with_derived(conn, latest.with_indicators(None))
+        # ROI as of the latest candle shown, should a write land between the reads
+        newest = int(latest.ts[-1])
+        then = anchor_closes(conn, symbol, interval, anchors(newest))
+    return ShowReport(symbol, interval, latest, roi_from(float(latest.close[-1]), then), computed)
 
 
 def aggregates(app: AppContext, symbol: str, period: str, last: int | None = None) -> AggregateBars:
@@ -166,7 +165,7 @@ def comparison(
                 hint="add it to the symbols",
             )
     with _reading(app, chosen, Interval.D1) as conn:
-        daily = {symbol: _history(conn, symbol, Interval.D1, required=False) for symbol in chosen}
+        daily = _latest_common(conn, chosen, window + 1)
     missing = [symbol for symbol, candles in daily.items() if len(candles) == 0]
     if missing:
         raise _nothing_stored(missing, Interval.D1)
@@ -253,14 +252,40 @@ def _history(
     return candles
 
 
-def _never_derived(latest: Candles, stored: int) -> bool:
+def _latest_common(conn: Connection, symbols: Sequence[str], wanted: int) -> dict[str, Candles]:
+    """The newest daily candles of each symbol, enough for `wanted` common timestamps.
+
+    Reads the newest `wanted` rows of each (an index walk from the top), and reads further
+    back, four times as far each round, only while the symbols share fewer timestamps than
+    that and reading further could add some.
+    """
+    from functools import reduce
+
+    from marketdata.storage.candles import read_candles
+
+    size = wanted
+    while True:
+        daily = {s: read_candles(conn, s, Interval.D1, last=size) for s in symbols}
+        common = reduce(np.intersect1d, (c.ts for c in daily.values()))
+        if len(common) >= wanted or any(len(c) == 0 for c in daily.values()):
+            return daily
+        # a symbol with no older rows caps what is common: stop once the others reach back
+        # as far as it does
+        short = [int(c.ts[0]) for c in daily.values() if len(c) < size]
+        if short and all(int(c.ts[0]) <= max(short) for c in daily.values()):
+            return daily
+        size *= 4
+
+
+def _never_derived(latest: Candles) -> bool:
     """Whether stored derived values are missing (the pair predates ANALYTICS_INTERVALS).
 
     The newest row's log return is defined whenever the pair has two closes, so NaN there
-    means the row was never derived.
+    means the row was never derived (or the pair has one candle: computing it then gives
+    the same NaN).
     """
     assert latest.indicators is not None
-    return stored > 1 and bool(np.isnan(latest.indicators["log_return"][-1]))
+    return bool(np.isnan(latest.indicators["log_return"][-1]))
 
 
 def _nothing_stored(

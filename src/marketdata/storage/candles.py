@@ -14,8 +14,12 @@ from marketdata.storage.schema import INDICATOR_COLUMNS
 from marketdata.storage.schema import candles as candles_table
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from numpy.typing import NDArray
     from sqlalchemy import Connection
+
+    from marketdata.analytics.roi import Anchor
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 # Derived values computed incrementally or in full agree to ~1e-12; closer than this is equal.
@@ -143,6 +147,37 @@ def previous_closes(
         )
     ).scalar()
     return closes, None if peak is None else float(peak)
+
+
+def anchor_closes(
+    conn: Connection, symbol: str, interval: Interval, marks: Mapping[str, Anchor]
+) -> dict[str, float | None]:
+    """The close at each anchor (see analytics.roi.anchors), in one round trip.
+
+    Each anchor is one scalar subquery that walks the primary key backwards from its bound
+    and stops at the first row (on PostgreSQL, in the one partition holding it), so the cost
+    does not grow with the history.
+    """
+    from sqlalchemy import select
+
+    c = candles_table.c
+    pair = (c.symbol == symbol, c.interval == interval.value)
+    lookups: list[Any] = []
+    for mark in marks.values():
+        query = select(c.close).where(*pair)
+        if mark.bound is None:
+            query = query.order_by(c.ts)
+        else:
+            moment = utc_from_epoch(mark.bound)
+            query = query.where(c.ts <= moment if mark.inclusive else c.ts < moment)
+            query = query.order_by(c.ts.desc())
+        lookups.append(query.limit(1).scalar_subquery().label(f"close_{len(lookups)}"))
+    if not lookups:
+        return {}
+    row = conn.execute(select(*lookups)).one()
+    return {
+        key: None if value is None else float(value) for key, value in zip(marks, row, strict=True)
+    }
 
 
 def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats:
@@ -322,6 +357,33 @@ def stored_timestamps(conn: Connection, symbol: str, interval: Interval) -> NDAr
         .order_by(c.ts)
     ).scalars()
     return np.fromiter(rows, dtype=np.int64)
+
+
+def stored_holes(
+    conn: Connection, symbol: str, interval: Interval
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each pair of consecutive stored candles more than one bar apart: (before, after),
+    ascending epoch seconds. The database finds them with a window function over the
+    primary key, so only the holes are sent, not the history."""
+    from sqlalchemy import func, select
+
+    c = candles_table.c
+    epoch = _epoch_seconds(conn, c.ts)
+    steps = (
+        select(epoch.label("after"), func.lag(epoch).over(order_by=c.ts).label("before"))
+        .where(c.symbol == symbol, c.interval == interval.value)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(steps.c.before, steps.c.after)
+        .where(steps.c.after - steps.c.before > interval.seconds)
+        .order_by(steps.c.after)
+    ).all()
+    if not rows:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty.copy()
+    before, after = (np.array(column, dtype=np.int64) for column in zip(*rows, strict=True))
+    return before, after
 
 
 def stored_pairs(conn: Connection, symbols: list[str] | None = None) -> list[tuple[str, str]]:
