@@ -256,6 +256,7 @@ def run_ingest(
             )
             overrides = symbol_overrides(conn)
             calendars = trading_calendars(conn)
+            _prepare_partitions(conn, plan, epoch_of(started))
             conn.commit()
     except DatabaseUnavailableError as exc:
         providers, symbols = _asked(app, request)
@@ -291,6 +292,15 @@ def run_ingest(
     if stopped is not None:
         raise stopped
     return result
+
+
+def _prepare_partitions(conn: Connection, plan: Plan, now: int) -> None:
+    """Create the candle partitions the run's windows need before any pair writes (PostgreSQL;
+    a short transaction of its own, not inside a pair's: see storage/partitions.py)."""
+    from marketdata.storage.partitions import prepare_windows
+
+    spans = [(p.interval, w.start, w.end) for p in plan.pairs for w in p.windows]
+    prepare_windows(conn, spans, now)
 
 
 def _finish(app: AppContext, result: RunResult) -> bool:

@@ -195,8 +195,12 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
         split = int(np.searchsorted(batch.ts, newest, side="right"))
         overlap, fresh = batch.take(slice(0, split)), batch.take(slice(split, None))
     if conn.dialect.name == "postgresql":
-        from marketdata.storage import pg_copy
+        from marketdata.storage import partitions, pg_copy
 
+        # the ingest made these ahead; this guards a batch reaching further (one lookup)
+        partitions.ensure(
+            conn, partitions.for_range(batch.interval, int(batch.ts[0]), int(batch.ts[-1]) + 1)
+        )
         inserted, updated = pg_copy.copy_insert(conn, fresh, now), 0
         if len(overlap):
             ins, updated = pg_copy.merge_overlap(conn, overlap, now)
