@@ -62,6 +62,14 @@ DESCRIPTIONS: dict[str, str] = {
     "http_ca_bundle": "PEM file of CA certificates to trust for HTTPS (providers, webhook) "
     "instead of the default store; certificates are always verified.",
     "db_connect_timeout": "Seconds before an unreachable database server is reported.",
+    "retention_1m": "How long 1m candles are kept (90d, 26w ...): `marketdata db prune`, run "
+    "by the maintenance timer, removes older ones (whole partitions on PostgreSQL). Unset: "
+    "forever.",
+    "retention_5m": "How long 5m candles are kept; unset: forever.",
+    "retention_15m": "How long 15m candles are kept; unset: forever.",
+    "retention_1h": "How long 1h candles are kept; unset: forever.",
+    "retention_6h": "How long 6h candles are kept; unset: forever.",
+    "retention_1d": "How long 1d candles are kept; unset: forever.",
 }
 
 HEADER = f"""\

@@ -45,7 +45,7 @@ def last_ts(conn: Connection, symbol: str, interval: Interval) -> int | None:
     ).scalar()
     if value is None:
         return None
-    return epoch_of(_aware(value))
+    return epoch_of(aware_utc(value))
 
 
 def read_candles(
@@ -334,7 +334,8 @@ def _sqlite_update(conn: Connection, updates: Candles, now: datetime) -> None:
     conn.execute(statement, params)
 
 
-def _aware(value: datetime | str) -> datetime:
+def aware_utc(value: datetime | str) -> datetime:
+    """A stored timestamp as a UTC-aware datetime (SQLite's aggregates return text)."""
     if isinstance(value, str):  # SQLite returns max() of a timestamp as text
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value

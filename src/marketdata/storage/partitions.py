@@ -169,7 +169,7 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
     from sqlalchemy import text
 
     needed = sorted(set(wanted), key=_order)
-    if not needed:
+    if not needed or conn.dialect.name != "postgresql":
         return []
     names = [p.name for p in needed] + [interval_table(p.interval) for p in needed]
     kind, missing = conn.execute(
