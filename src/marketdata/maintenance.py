@@ -75,18 +75,45 @@ class Maintained:
     backend: str
     partitioned: bool
     created: tuple[str, ...]  # partitions made for the current and next periods
+    vacuumed: tuple[str, ...]  # tables vacuumed and analysed: many dead rows (after a prune)
+
+
+# VACUUM (ANALYZE) a candles table once this share of its rows is dead (a prune's boundary
+# DELETE, corrections); autovacuum would too, in its own time.
+DEAD_SHARE = 0.1
 
 
 def maintain(app: AppContext) -> Maintained:
     """Create the partitions the next writes need (the current and next period of every
-    interval) ahead of time; nothing to do on SQLite."""
+    interval), then vacuum and analyse the candle tables with many dead rows. On SQLite:
+    `PRAGMA optimize` (its planner statistics); there is nothing to partition."""
+    from sqlalchemy import text
+
     from marketdata.storage import partitions
     from marketdata.storage.engine import connect
 
-    with connect(app.engine(), app.target) as conn, conn.begin():
+    engine = app.engine()
+    with connect(engine, app.target) as conn, conn.begin():
         partitioned = partitions.is_partitioned(conn)
         made = partitions.ensure(conn, partitions.ahead(epoch_of(app.clock())))
-    return Maintained(app.target.dialect, partitioned, tuple(p.name for p in made))
+        if app.target.dialect == "sqlite":
+            conn.execute(text("PRAGMA optimize"))
+            return Maintained("sqlite", False, (), ())
+        dead = conn.execute(
+            text(
+                "SELECT relname FROM pg_stat_user_tables WHERE (relname = 'candles' "
+                "OR relname LIKE 'candles\\_%') AND n_dead_tup > 1000 "
+                "AND n_dead_tup > :share * (n_live_tup + n_dead_tup) ORDER BY relname"
+            ),
+            {"share": DEAD_SHARE},
+        ).scalars()
+        tables = tuple(name for name in dead if name == "candles" or partitions.is_partition(name))
+    # VACUUM cannot run inside a transaction block
+    with connect(engine, app.target) as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for name in tables:
+            conn.execute(text(f"VACUUM (ANALYZE) {name}"))
+    return Maintained(app.target.dialect, partitioned, tuple(p.name for p in made), tables)
 
 
 def stats(app: AppContext) -> CandleStats:

@@ -32,4 +32,9 @@ def test_db_maintain_on_sqlite_says_there_is_nothing_to_do(env, tmp_path):
     env = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
     done = run(["db", "maintain", "--json"], env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"backend": "sqlite", "partitioned": False, "created": []}
+    assert json.loads(done.stdout) == {
+        "backend": "sqlite",
+        "partitioned": False,
+        "created": [],
+        "vacuumed": [],
+    }

@@ -150,7 +150,21 @@ def test_maintain_creates_the_current_and_next_periods(app):
         )
         assert maintain(app).created == ()  # nothing left to make
     else:
-        assert not done.partitioned and done.created == ()
+        assert not done.partitioned and done.created == done.vacuumed == ()
+
+
+def test_maintain_vacuums_the_partition_a_prune_deleted_rows_from(app):
+    if app.target.dialect != "postgresql":
+        pytest.skip("VACUUM of partitions is PostgreSQL's")
+    with app.engine().begin() as conn:  # enough rows that the boundary DELETE matters
+        dense = np.arange(NOV_1, NOV_1 + 4000 * 60, 60, dtype=np.int64)
+        write_candles(conn, candles_at("SOL-USD", Interval.M1, dense), NOW)
+    [done] = prune(app, Interval.M1, epoch_of(NOW) - (NOV_1 + 3000 * 60))
+    assert done.rows_deleted >= 3000
+    with app.engine().connect() as conn:
+        conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+
+    assert "candles_1m_p2026_11" in maintain(app).vacuumed
 
 
 def test_every_interval_has_a_retention_setting():

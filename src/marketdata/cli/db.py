@@ -204,7 +204,7 @@ def prune(
 @app.command()
 def maintain(json: JsonFlag = False) -> None:
     """Create the partitions the next writes need (this and the next period of every
-    interval) ahead of time; on SQLite there is nothing to do."""
+    interval) ahead of time, and vacuum/analyse candle tables with many dead rows."""
     from marketdata.maintenance import maintain as run_maintenance
 
     done = run_maintenance(build_app())
@@ -216,6 +216,7 @@ def maintain(json: JsonFlag = False) -> None:
         return
     made = ", ".join(done.created) or "none (every partition needed exists)"
     render.out.print(f"partitions created: {made}")
+    render.out.print(f"vacuumed and analysed: {', '.join(done.vacuumed) or 'none needed'}")
 
 
 def _stats_data(result: CandleStats) -> dict[str, object]:
