@@ -8,9 +8,11 @@ INTERVAL ?= 1d
 PROVIDER ?=
 PYTEST_ARGS ?=
 MUTANTS ?=
+# the top size of make bench-scale (1M is always measured beside it)
+SCALE_ROWS ?= 10000000
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify pip-audit mutation
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-scale clean deploy-files deploy-verify pip-audit mutation
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +54,9 @@ check: lint typecheck test ## Everything CI runs
 
 bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
 	$(BIN)/python -m tests.benchmarks
+
+bench-scale: $(STAMP) ## Reads, ingest, prune and bytes at 1M and SCALE_ROWS 1m candles (long; not in test)
+	nice -n 5 $(BIN)/python -m tests.benchmarks.scale --rows $(SCALE_ROWS)
 
 deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
 	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \

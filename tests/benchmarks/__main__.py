@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, ingest, metrics
+from tests.benchmarks import analytics, ingest, metrics, partitioned
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -21,6 +21,7 @@ def main() -> int:
         first_ingest_seconds = ingest.run(server, report)
         analytics.run(report, first_ingest_seconds)
         metrics.run(server, report)
+        partitioned.run(server, report)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
