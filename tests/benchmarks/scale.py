@@ -17,11 +17,13 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tests.benchmarks.common import (
     MINUTE,
     SYMBOLS,
     BenchError,
+    ChildRun,
     Figure,
     Report,
     Server,
@@ -38,7 +40,7 @@ from tests.benchmarks.partitioned import flat_database
 BASE_ROWS = 1_000_000
 DEFAULT_TOP = 10_000_000
 ROUNDS = 3
-TAIL_REPEAT = 7
+TAIL_REPEAT = 9
 INCREMENTAL_TARGET = 1.2
 SHOW_TARGET = 1.5
 TAIL_TARGET = 1.5
@@ -71,59 +73,90 @@ def _stats(url: str) -> dict[str, object]:
     return data
 
 
-def measure(server: Server, rows: int) -> Size:
-    """Fill a database with `rows` candles ending now and measure every figure on it."""
+def build(server: Server, rows: int) -> tuple[str, float]:
+    """A database filled with `rows` candles ending now; (its URL, load seconds)."""
     bars = rows // len(SYMBOLS)
     url = server.create(f"r{rows}")
     until = int(time.time()) // MINUTE * MINUTE + MINUTE  # the end of the bar open now
     loader = Loader(url)
     try:
         log(f"{rows:,} rows: loading {len(SYMBOLS)} x {bars:,} bars ...")
-        loaded, load_seconds = loader.load(SYMBOLS, until - bars * MINUTE, until)
-        log(f"{rows:,} rows: loaded {loaded:,} in {load_seconds:.0f} s; vacuum, analyze ...")
-        with connect(url) as conn:
-            conn.execute("VACUUM (ANALYZE) candles")
-        run_cli(url, ingest_args(SYMBOLS), ENV)  # catch up with the minutes the load took
-        runs = [run_cli(url, ingest_args(SYMBOLS), ENV) for _ in range(ROUNDS)]
-        fetched = max(sum(int(p["fetched"]) for p in r.json()["pairs"]) for r in runs)
-        shows = [
-            run_cli(url, ["show", SHOWN, "--interval", "1m", "--json"], ENV).seconds
-            for _ in range(ROUNDS)
-        ]
-        show_read = read_seconds(url)
-        startup = median([run_cli(url, ["db", "current"]).seconds for _ in range(ROUNDS)])
-        newest = int(time.time()) // MINUTE * MINUTE + MINUTE
-        tail = min(loader.write_next(SYMBOLS[1], newest) for _ in range(TAIL_REPEAT))
+        loaded, seconds = loader.load(SYMBOLS, until - bars * MINUTE, until)
     finally:
         loader.close()
-    stats = _stats(url)
-    total = stats["total"]
-    assert isinstance(total, dict)
-    tables = stats["tables"]
-    assert isinstance(tables, list)
-    oldest = min((t for t in tables if t["rows"]), key=lambda t: t["start"])
+    log(f"{rows:,} rows: loaded {loaded:,} in {seconds:.0f} s; vacuum, analyze ...")
+    with connect(url) as conn:
+        conn.execute("VACUUM (ANALYZE) candles")
+    return url, seconds
+
+
+def measure(built: dict[int, tuple[str, float]]) -> dict[int, Size]:
+    """Every figure on every size, the reads in alternating rounds (drift hits all alike),
+    then the prune of each."""
+    for url, _ in built.values():
+        run_cli(url, ingest_args(SYMBOLS), ENV)  # catch up with the minutes the loads took
+    runs: dict[int, list[ChildRun]] = {rows: [] for rows in built}
+    shows: dict[int, list[float]] = {rows: [] for rows in built}
+    starts: dict[int, list[float]] = {rows: [] for rows in built}
+    reads: dict[int, list[float]] = {rows: [] for rows in built}
+    tails: dict[int, list[float]] = {rows: [] for rows in built}
+    for round_ in range(1, ROUNDS + 1):
+        for rows, (url, _) in built.items():
+            log(f"{rows:,} rows: reads, round {round_} ...")
+            runs[rows].append(run_cli(url, ingest_args(SYMBOLS), ENV))
+            show = ["show", SHOWN, "--interval", "1m", "--json"]
+            shows[rows].append(run_cli(url, show, ENV).seconds)
+            starts[rows].append(run_cli(url, ["db", "current"]).seconds)
+            reads[rows].append(read_seconds(url))
+            tails[rows].append(tail_seconds(url))
+    sizes = {}
+    for rows, (url, load_seconds) in built.items():
+        stats = _stats(url)
+        total, tables = stats["total"], stats["tables"]
+        assert isinstance(total, dict) and isinstance(tables, list)
+        seconds, pruned = prune_oldest(url, tables)
+        sizes[rows] = Size(
+            rows=int(total["rows"]),
+            load_seconds=load_seconds,
+            incremental=median([r.seconds for r in runs[rows]]),
+            incremental_fetched=max(
+                sum(int(p["fetched"]) for p in r.json()["pairs"]) for r in runs[rows]
+            ),
+            show=median(shows[rows]),
+            show_read=min(reads[rows]),
+            startup=median(starts[rows]),
+            tail=min(tails[rows]),
+            bytes_per_candle=float(total["bytes_per_candle"]),
+            partitions=len(tables),
+            prune_seconds=seconds,
+            pruned_rows=int(pruned["rows"]),
+            pruned_partitions=len(pruned["partitions_dropped"]),
+        )
+    return sizes
+
+
+def prune_oldest(url: str, tables: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+    """`db prune` of the oldest month holding candles: (seconds, its JSON for 1m)."""
     from marketdata.domain import epoch_of
 
+    oldest = min((t for t in tables if t["rows"]), key=lambda t: t["start"])
     end = epoch_of(_parse(oldest["end"]))
     age = int(time.time()) - end - 60  # a minute's margin: the cutoff lands just after it
-    log(f"{rows:,} rows: db prune of the oldest month ({oldest['name']}) ...")
+    log(f"db prune of the oldest month ({oldest['name']}) ...")
     pruned = run_cli(url, ["db", "prune", "--interval", "1m", "--older-than", f"{age}s", "--json"])
-    done = pruned.json()["intervals"][0]
-    return Size(
-        rows=int(total["rows"]),
-        load_seconds=load_seconds,
-        incremental=median([r.seconds for r in runs]),
-        incremental_fetched=fetched,
-        show=median(shows),
-        show_read=show_read,
-        startup=startup,
-        tail=tail,
-        bytes_per_candle=float(total["bytes_per_candle"]),
-        partitions=len(tables),
-        prune_seconds=pruned.seconds,
-        pruned_rows=int(done["rows"]),
-        pruned_partitions=len(done["partitions_dropped"]),
-    )
+    done: dict[str, Any] = pruned.json()["intervals"][0]
+    return pruned.seconds, done
+
+
+def tail_seconds(url: str) -> float:
+    """Best of TAIL_REPEAT in-process writes of the next candle of one pair with its
+    indicator tail, each rolled back."""
+    loader = Loader(url)
+    try:
+        newest = int(time.time()) // MINUTE * MINUTE + MINUTE
+        return min(loader.write_next(SYMBOLS[1], newest) for _ in range(TAIL_REPEAT))
+    finally:
+        loader.close()
 
 
 def read_seconds(url: str) -> float:
@@ -153,8 +186,9 @@ def _parse(text: str):  # type: ignore[no-untyped-def]
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def flat_bytes_per_candle(server: Server, rows: int) -> float:
-    """Table + index bytes per candle of the unpartitioned table holding the same rows."""
+def flat_bytes_per_candle(server: Server, rows: int) -> tuple[float, float]:
+    """Table + index bytes per candle of the unpartitioned table holding the same rows, and
+    the seconds `db upgrade` then takes to partition it in place (migration 0011)."""
     url = flat_database(server, "flat")
     bars = rows // len(SYMBOLS)
     until = int(time.time()) // MINUTE * MINUTE + MINUTE
@@ -170,7 +204,9 @@ def flat_bytes_per_candle(server: Server, rows: int) -> float:
             "SELECT pg_total_relation_size('candles')::float8 / count(*) FROM candles"
         ).fetchone()
     assert row is not None
-    return float(row[0])
+    log(f"db upgrade: partitioning the {rows:,} rows in place ...")
+    upgrade = run_cli(url, ["db", "upgrade"])
+    return float(row[0]), upgrade.seconds
 
 
 def report_sizes(base: Size, top: Size, flat: float) -> Report:
@@ -219,8 +255,10 @@ def report_sizes(base: Size, top: Size, flat: float) -> Report:
     report.note(
         f"CLI figures: median of {ROUNDS} runs from process start to exit; no-op incremental: "
         "plain `ingest` of the 100 markets after a catch-up run (rows: candles fetched, the "
-        "stored last bar of each and any minute begun since); indicator tail: best of "
-        f"{TAIL_REPEAT} in-process writes of one new candle with its indicators, rolled back"
+        "stored last bar of each and any minute begun since); in-process figures: best of "
+        f"{ROUNDS} x {TAIL_REPEAT}: show's reads (reports.show, 20 candles, stored "
+        "indicators, ROI), and the indicator tail (one new candle written with its "
+        "indicators, rolled back); the sizes measured in alternating rounds"
     )
     report.note(
         f"db prune: the oldest month's partition dropped ({base.pruned_partitions} and "
@@ -230,7 +268,8 @@ def report_sizes(base: Size, top: Size, flat: float) -> Report:
     report.note(
         "bytes/candle: pg_total_relation_size over the candles (tables, primary keys, TOAST) "
         f"after VACUUM; 'flat' = the unpartitioned table of schema 0008 with the same "
-        f"{base.rows:,} candles"
+        f"{BASE_ROWS:,} candles; db upgrade: that table partitioned in place by migration 0011 "
+        "(CLI, start-up included)"
     )
     return report
 
@@ -244,9 +283,10 @@ def main() -> int:
     server = Server.from_env()
     try:
         version = server.version()
-        base = measure(server, BASE_ROWS)
-        flat = flat_bytes_per_candle(server, BASE_ROWS)
-        top = measure(server, top_rows)
+        built = {rows: build(server, rows) for rows in (BASE_ROWS, top_rows)}
+        flat, migration = flat_bytes_per_candle(server, BASE_ROWS)
+        sizes = measure(built)
+        base, top = sizes[BASE_ROWS], sizes[top_rows]
     except BenchError as exc:
         print(f"bench-scale: error: {exc}", file=sys.stderr)
         return 1
@@ -257,7 +297,9 @@ def main() -> int:
         f"{server.url.port}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{time.perf_counter() - started:.0f} s in all"
     )
-    print(render(report_sizes(base, top, flat), title))
+    report = report_sizes(base, top, flat)
+    report.add(Figure("db upgrade to 0011 (partition in place)", migration, BASE_ROWS))
+    print(render(report, title))
     log("done")
     return 0
 
