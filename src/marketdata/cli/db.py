@@ -121,8 +121,10 @@ def shell(
 
 @app.command()
 def stats(json: JsonFlag = False) -> None:
-    """Candles per interval and per partition: rows, oldest and newest candle, table and
-    index bytes (counted exactly: reads every row once)."""
+    """Rows, oldest and newest candle, table and index bytes per interval and partition.
+
+    Rows are counted exactly (every row is read once); sizes come from the catalog.
+    """
     from marketdata.maintenance import stats as candle_stats
 
     result = candle_stats(build_app())
@@ -178,8 +180,11 @@ def prune(
     ] = False,
     json: JsonFlag = False,
 ) -> None:
-    """Remove candles older than their retention: whole partitions dropped on PostgreSQL,
-    a DELETE only inside the partition the cutoff falls in; newer candles are never touched."""
+    """Remove candles older than their retention (RETENTION_<INTERVAL>).
+
+    Whole partitions are dropped on PostgreSQL, a DELETE runs only inside the partition the
+    cutoff falls in (SQLite: one DELETE); newer candles are never touched.
+    """
     from marketdata import maintenance
     from marketdata.domain import Interval, parse_duration
 
@@ -203,8 +208,11 @@ def prune(
 
 @app.command()
 def maintain(json: JsonFlag = False) -> None:
-    """Create the partitions the next writes need (this and the next period of every
-    interval) ahead of time, and vacuum/analyse candle tables with many dead rows."""
+    """Create the partitions the next writes need; vacuum tables with many dead rows.
+
+    Partitions for this and the next period of every interval (PostgreSQL); VACUUM
+    (ANALYZE) of candle tables where over 10% of the rows are dead; PRAGMA optimize on SQLite.
+    """
     from marketdata.maintenance import maintain as run_maintenance
 
     done = run_maintenance(build_app())
