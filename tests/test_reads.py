@@ -243,3 +243,27 @@ def test_roi_lookups_and_the_latest_rows_use_the_primary_key(app, database_url):
         )
     assert "Index Scan Backward" in plan, plan
     assert "Sort" not in plan, plan
+
+
+def test_roi_anchor_with_no_candle_in_its_partition_falls_back_to_an_earlier_one(app_factory):
+    # 1m bars in October and December only: the 30d anchor falls in an empty November, so
+    # the lookup inside its partition finds nothing and the one without a floor finds
+    # October's last bar
+    from marketdata.storage.candles import write_candles
+
+    app = app_factory()
+    oct_ = np.arange(1_790_812_800, 1_790_812_800 + 20 * 86_400, 3_600, dtype=np.int64)
+    dec = np.arange(1_796_083_200, 1_796_083_200 + 3 * 86_400, 3_600, dtype=np.int64)
+    stamps = np.concatenate([oct_, dec])
+    close = 100.0 + np.arange(len(stamps), dtype=np.float64)
+    with app.engine().begin() as conn:
+        write_candles(
+            conn,
+            Candles("BTC-USD", Interval.M1, "x", stamps, close, close, close, close, close),
+            NOW,
+        )
+
+    report = show(app, "BTC-USD", Interval.M1, 3)
+
+    assert same(report.roi, roi(stamps, close))
+    assert report.roi["30d"] == close[-1] / close[len(oct_) - 1] - 1.0
