@@ -9,9 +9,11 @@ PROVIDER ?=
 PYTEST_ARGS ?=
 MUTANTS ?=
 BENCH ?=
+# the top size of make bench-scale (1M is always measured beside it)
+SCALE_ROWS ?= 10000000
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-startup clean deploy-files deploy-verify pip-audit mutation drills
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-startup bench-scale clean deploy-files deploy-verify pip-audit mutation drills
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +61,9 @@ drills: $(STAMP) ## Fault drills against real PostgreSQL and SQLite (long, not i
 
 bench-startup: $(STAMP) ## Read commands' start-up vs a bare Typer app's --help (SQLite only)
 	$(BIN)/python -m tests.benchmarks.startup
+
+bench-scale: $(STAMP) ## Reads, ingest, prune and bytes at 1M and SCALE_ROWS 1m candles (long; not in test)
+	nice -n 5 $(BIN)/python -m tests.benchmarks.scale --rows $(SCALE_ROWS)
 
 deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
 	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \

@@ -28,6 +28,8 @@ Severity = Literal["info", "warning", "error", "critical"]
 _URL_WITH_PASSWORD = ("database_url", "redis_url")
 _URL_WITH_TOKEN = ("alert_webhook_url",)
 PROVIDER_NAMES = ("coinbase", "kraken", "binance", "coingecko", "yahoo", "stooq")
+# RETENTION_<INTERVAL>, one per interval of domain.Interval (a test keeps them in step)
+RETENTION_SETTINGS = tuple(f"retention_{i}" for i in ("1m", "5m", "15m", "1h", "6h", "1d"))
 
 
 class Settings(BaseSettings):
@@ -84,6 +86,13 @@ class Settings(BaseSettings):
     db_keepalives_idle: int = Field(default=30, ge=1, le=7_200)
     # How long an SQLite writer waits for another process's write lock
     db_busy_timeout: float = Field(default=30.0, gt=0, le=3_600)
+    # how long candles of each interval are kept (90d, 2w ...); unset: forever
+    retention_1m: str | None = None
+    retention_5m: str | None = None
+    retention_15m: str | None = None
+    retention_1h: str | None = None
+    retention_6h: str | None = None
+    retention_1d: str | None = None
 
     @field_validator(
         "ingestion_provider",
@@ -98,16 +107,31 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("alert_stale_after")
+    @field_validator(
+        "alert_stale_after",
+        *RETENTION_SETTINGS,
+    )
     @classmethod
-    def _a_duration(cls, value: str) -> str:
+    def _a_duration(cls, value: str | None) -> str | None:
         from marketdata.domain import parse_duration
 
+        if value is None:
+            return None
         try:
             parse_duration(value)
         except InputError as exc:
             raise ValueError(exc.hint) from None
         return value
+
+    def retention(self, interval: str) -> int | None:
+        """RETENTION_<INTERVAL> in seconds (e.g. RETENTION_1M=90d), None when unset: the
+        candles of that interval older than this are pruned by `marketdata db prune`."""
+        from marketdata.domain import parse_duration
+
+        raw = getattr(self, f"retention_{interval}")
+        if raw is None:
+            return None
+        return parse_duration(raw, name=f"RETENTION_{interval.upper()}")
 
     @property
     def stale_after_seconds(self) -> int:
@@ -149,7 +173,14 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("database_url", "redis_url", "alert_webhook_url", "statsd_host", mode="before")
+    @field_validator(
+        "database_url",
+        "redis_url",
+        "alert_webhook_url",
+        "statsd_host",
+        *RETENTION_SETTINGS,
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

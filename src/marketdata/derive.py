@@ -83,14 +83,59 @@ def write_with_derived(
     with it. If stored rows lie between its candles (the provider skipped a bar we have) or
     after it, and anything changed, those rows are recomputed too.
     """
-    if not derive or len(batch) == 0:
-        return write_candles(conn, batch, now)
-    stats = write_candles(conn, with_derived(conn, batch), now)
-    if stats.inserted + stats.updated == 0:
-        return stats
-    first, last = int(batch.ts[0]), int(batch.ts[-1])
-    if count_in_range(conn, batch.symbol, batch.interval, first, last) > len(batch):
-        refresh_after(conn, batch.symbol, batch.interval, first - 1)
-    else:
-        refresh_after(conn, batch.symbol, batch.interval, last)
+    writer = PairWriter(conn, now, derive=derive)
+    stats = writer.write(batch)
+    writer.finish()
     return stats
+
+
+class PairWriter:
+    """Writes the batches of one pair (gaps, then the recent window) inside the caller's
+    transaction, and recomputes the stored rows after them once, when all are written.
+
+    Recomputing after each batch would read every later row again per batch: a backfill of
+    many gaps would cost (gaps x history) instead of one pass after the earliest gap.
+    """
+
+    def __init__(self, conn: Connection, now: datetime, *, derive: bool) -> None:
+        self._conn = conn
+        self._now = now
+        self._derive = derive
+        self._changed: list[tuple[int, int]] = []  # (first, last) of each batch that changed
+        self._refresh_from: int | None = None  # for one batch: the row after which to refresh
+        self._pair: tuple[str, Interval] | None = None
+
+    def write(self, batch: Candles) -> WriteStats:
+        """Write one validated batch with its indicators; what it did."""
+        if not self._derive or len(batch) == 0:
+            return write_candles(self._conn, batch, self._now)
+        conn = self._conn
+        stats = write_candles(conn, with_derived(conn, batch), self._now)
+        if stats.inserted + stats.updated == 0:
+            return stats
+        first, last = int(batch.ts[0]), int(batch.ts[-1])
+        self._changed.append((first, last))
+        # stored rows between the batch's own: they follow changed closes, recompute them too
+        interleaved = count_in_range(conn, batch.symbol, batch.interval, first, last) > len(batch)
+        self._refresh_from = first - 1 if interleaved else last
+        self._pair = (batch.symbol, batch.interval)
+        return stats
+
+    def finish(self) -> int:
+        """Recompute the stored rows the written batches affect, once; rows updated.
+
+        After one batch that is the rows after it (or after its first row, if stored rows
+        lie between its own); after several, every row from the earliest batch on, since
+        each batch was derived before the others were all in place.
+        """
+        if not self._changed:
+            return 0
+        assert self._pair is not None
+        symbol, interval = self._pair
+        if len(self._changed) == 1:
+            assert self._refresh_from is not None
+            after = self._refresh_from
+        else:
+            after = min(first for first, _ in self._changed) - 1
+        self._changed.clear()
+        return refresh_after(self._conn, symbol, interval, after)

@@ -230,6 +230,31 @@ class Candles:
             np.concatenate([self.volume, other.volume]),
         )
 
+    @classmethod
+    def joined(
+        cls, symbol: str, interval: Interval, provider: str, parts: Sequence[Candles]
+    ) -> Candles:
+        """Batches of one pair one after another, each column concatenated once (derived
+        columns are dropped): joining pages one at a time would copy the rows so far again
+        for every page, quadratic over a long backfill."""
+        if not parts:
+            return cls.empty(symbol, interval, provider)
+
+        def column(name: str) -> NDArray[Any]:
+            return np.concatenate([getattr(part, name) for part in parts])
+
+        return Candles(
+            symbol,
+            interval,
+            provider,
+            column("ts"),
+            column("open"),
+            column("high"),
+            column("low"),
+            column("close"),
+            column("volume"),
+        )
+
     def rows(self) -> Iterator[tuple[int, float, float, float, float, float]]:
         """Plain Python rows (ts, open, high, low, close, volume), for small batches and I/O."""
         return zip(

@@ -72,6 +72,14 @@ DESCRIPTIONS: dict[str, str] = {
     "server (3 probes 10 s apart), so a dead server or network is noticed.",
     "db_busy_timeout": "SQLite: seconds a writer waits for another process's write lock "
     "before giving up (a transient error).",
+    "retention_1m": "How long 1m candles are kept (90d, 26w ...): `marketdata db prune`, run "
+    "by the maintenance timer, removes older ones (whole partitions on PostgreSQL). Unset: "
+    "forever.",
+    "retention_5m": "How long 5m candles are kept; unset: forever.",
+    "retention_15m": "How long 15m candles are kept; unset: forever.",
+    "retention_1h": "How long 1h candles are kept; unset: forever.",
+    "retention_6h": "How long 6h candles are kept; unset: forever.",
+    "retention_1d": "How long 1d candles are kept; unset: forever.",
 }
 
 HEADER = f"""\

@@ -33,14 +33,22 @@ def gaps_in(ts: NDArray[np.int64], interval: Interval, market: Calendar) -> list
     interval's grid), one Gap per hole between two stored bars that misses any."""
     if ts.shape[0] < 2:
         return []
-    step = interval.seconds
-    holes = np.flatnonzero(np.diff(ts) > step)
-    if holes.shape[0] == 0:
+    holes = np.flatnonzero(np.diff(ts) > interval.seconds)
+    return gaps_between(ts[holes], ts[holes + 1], interval, market)
+
+
+def gaps_between(
+    before: NDArray[np.int64], after: NDArray[np.int64], interval: Interval, market: Calendar
+) -> list[Gap]:
+    """The missing trading bars of each hole between two stored bars (`before[i]` and
+    `after[i]`, ascending, more than one bar apart), one Gap per hole that misses any."""
+    if before.shape[0] == 0:
         return []
+    step = interval.seconds
     # every bar inside every hole at once, then the calendar says which of them trade
-    starts = ts[holes] + step
-    counts = (ts[holes + 1] - starts + step - 1) // step
-    owner = np.repeat(np.arange(holes.shape[0]), counts)
+    starts = before + step
+    counts = (after - starts + step - 1) // step
+    owner = np.repeat(np.arange(before.shape[0]), counts)
     offset = np.arange(owner.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
     bars = starts[owner] + offset * step
     trading = market.trading(bars, interval)
@@ -62,12 +70,15 @@ def find_gaps(conn: Connection, symbol: str, interval: Interval) -> list[Window]
 
 
 def stored_gaps(conn: Connection, symbol: str, interval: Interval) -> list[Gap]:
-    """The gaps of one pair as stored, by the calendar its market follows."""
-    from marketdata.storage.candles import stored_timestamps
+    """The gaps of one pair as stored, by the calendar its market follows.
 
-    return gaps_in(
-        stored_timestamps(conn, symbol, interval), interval, market_calendar(conn, symbol)
-    )
+    Only the holes travel from the database (see storage.candles.stored_holes), not every
+    stored timestamp.
+    """
+    from marketdata.storage.candles import stored_holes
+
+    before, after = stored_holes(conn, symbol, interval)
+    return gaps_between(before, after, interval, market_calendar(conn, symbol))
 
 
 def market_calendar(conn: Connection, symbol: str) -> Calendar:

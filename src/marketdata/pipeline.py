@@ -344,6 +344,7 @@ def _start(
             )
         overrides = symbol_overrides(conn)
         calendars = trading_calendars(conn)
+        _prepare_partitions(conn, plan, epoch_of(result.started_at))
         conn.commit()
     return run_id, lease, overrides, calendars
 
@@ -372,6 +373,15 @@ def _finish_within_deadline(app: AppContext, result: RunResult) -> bool:
         RECORD_DEADLINE_SECONDS,
     )
     return False
+
+
+def _prepare_partitions(conn: Connection, plan: Plan, now: int) -> None:
+    """Create the candle partitions the run's windows need before any pair writes (PostgreSQL;
+    a short transaction of its own, not inside a pair's: see storage/partitions.py)."""
+    from marketdata.storage.partitions import prepare_windows
+
+    spans = [(p.interval, w.start, w.end) for p in plan.pairs for w in p.windows]
+    prepare_windows(conn, spans, now)
 
 
 def _finish(app: AppContext, result: RunResult) -> bool:
@@ -599,7 +609,7 @@ def _store(
     write_lock: threading.Lock | None,
 ) -> None:
     """Validate and write the pair's candles, rejects and outcome in one transaction."""
-    from marketdata.derive import analytics_intervals, write_with_derived
+    from marketdata.derive import PairWriter, analytics_intervals
     from marketdata.storage.rejects import record_rejects
     from marketdata.storage.runs import record_outcome
     from marketdata.validation import validate
@@ -610,6 +620,7 @@ def _store(
     with write_lock or _no_lock():
         started = time.perf_counter()
         with conn.begin():
+            writer = PairWriter(conn, now, derive=derive)
             for batch in batches:
                 good, rejected = validate(batch, epoch_of(now))
                 outcome.fetched += len(batch)
@@ -617,10 +628,11 @@ def _store(
                 record_rejects(
                     conn, run_id, pair.symbol, pair.interval.value, batch.provider, rejected, now
                 )
-                stats = write_with_derived(conn, good, now, derive=derive)
+                stats = writer.write(good)
                 outcome.inserted += stats.inserted
                 outcome.updated += stats.updated
                 outcome.unchanged += stats.unchanged
+            writer.finish()  # derived data after the batches, recomputed once
             record_outcome(conn, run_id, outcome)
             cancel.check()  # a stop before the commit leaves the transaction to roll back
         app.metrics.timing("ingestion.write_ms", (time.perf_counter() - started) * 1e3)

@@ -12,7 +12,7 @@ import numpy as np
 from marketdata.analytics.aggregates import AggregateBars, Period, aggregate
 from marketdata.analytics.comparisons import Comparison, compare
 from marketdata.analytics.indicators import INDICATOR_NAMES, compute_indicators
-from marketdata.analytics.roi import roi
+from marketdata.analytics.roi import anchors, roi, roi_from
 from marketdata.derive import analytics_intervals, bars_per_year, rebuild
 from marketdata.domain import Candles, Interval, parse_symbol, parse_symbols
 from marketdata.errors import InputError, NoDataError
@@ -84,9 +84,10 @@ def show(
     """The latest `last` candles of a pair with their indicators, and its ROI.
 
     Answered from the cache when it holds the pair's current values (no database
-    connection); otherwise from the database, and the cache is filled. Stored indicators are
-    used where ANALYTICS_INTERVALS keeps them; otherwise they are computed from every stored
-    close of the pair (drawdown needs the whole history's peak). When the database is
+    connection); otherwise from the database, and the cache is filled. What it reads there
+    does not grow with the history: the newest rows, stored indicators where
+    ANALYTICS_INTERVALS keeps them (otherwise computed from the `LOOKBACK` closes before those
+    rows and the running peak), and one indexed lookup per ROI anchor. When the database is
     unreachable, values the cache still holds are shown with a warning.
 
     Raises:
@@ -105,20 +106,36 @@ def show(
     wanted = max(last, market.CACHED_BARS)
     try:
         with _reading(app, [symbol], interval) as conn:
-            history = _history(conn, symbol, interval)
-            stored: Candles | None = None
-            if interval in analytics_intervals(app.settings):
-                from marketdata.storage.candles import read_candles
-
-                stored = read_candles(conn, symbol, interval, last=wanted, with_indicators=True)
+            report = _show_from_database(app, conn, symbol, interval, wanted)
     except DatabaseUnavailableError as exc:
         if cached.stale is None:
             raise
         market.warn_stale(exc, cached.stale.stored_at)
         return cached.stale
-    report = show_report(symbol, interval, history, stored, wanted)
-    market.store_show(app.cache, report, complete=len(history) <= wanted, now=app.clock())
+    complete = len(report.candles) < wanted  # fewer rows than asked for: the whole history
+    market.store_show(app.cache, report, complete=complete, now=app.clock())
     return report.tail(last)
+
+
+def _show_from_database(
+    app: AppContext, conn: Connection, symbol: str, interval: Interval, last: int
+) -> ShowReport:
+    """`show` from the database: the newest `last` rows and one lookup per ROI anchor."""
+    from marketdata.derive import with_derived
+    from marketdata.storage.candles import anchor_closes, read_candles
+
+    latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
+    if len(latest) == 0:
+        raise nothing_stored([symbol], interval, conn)
+    computed = interval not in analytics_intervals(app.settings) or never_derived(
+        latest, len(latest)
+    )
+    if computed:
+        latest = with_derived(conn, latest.with_indicators(None))
+    # ROI as of the latest candle shown, should a write land between the reads
+    newest = int(latest.ts[-1])
+    then = anchor_closes(conn, symbol, interval, anchors(newest))
+    return ShowReport(symbol, interval, latest, roi_from(float(latest.close[-1]), then), computed)
 
 
 def show_report(
@@ -235,7 +252,7 @@ def comparison_report(
         )
     try:
         with _reading(app, chosen, Interval.D1) as conn:
-            daily = {s: _history(conn, s, Interval.D1, required=False) for s in chosen}
+            daily = _latest_common(conn, chosen, window + 1)
     except DatabaseUnavailableError as exc:
         if cached.stale is None:
             raise
@@ -340,11 +357,37 @@ def _history(
     return candles
 
 
+def _latest_common(conn: Connection, symbols: Sequence[str], wanted: int) -> dict[str, Candles]:
+    """The newest daily candles of each symbol, enough for `wanted` common timestamps.
+
+    Reads the newest `wanted` rows of each (an index walk from the top), and reads further
+    back, four times as far each round, only while the symbols share fewer timestamps than
+    that and reading further could add some.
+    """
+    from functools import reduce
+
+    from marketdata.storage.candles import read_candles
+
+    size = wanted
+    while True:
+        daily = {s: read_candles(conn, s, Interval.D1, last=size) for s in symbols}
+        common = reduce(np.intersect1d, (c.ts for c in daily.values()))
+        if len(common) >= wanted or any(len(c) == 0 for c in daily.values()):
+            return daily
+        # a symbol with no older rows caps what is common: stop once the others reach back
+        # as far as it does
+        short = [int(c.ts[0]) for c in daily.values() if len(c) < size]
+        if short and all(int(c.ts[0]) <= max(short) for c in daily.values()):
+            return daily
+        size *= 4
+
+
 def never_derived(latest: Candles, stored: int) -> bool:
     """Whether stored derived values are missing (the pair predates ANALYTICS_INTERVALS).
 
     The newest row's log return is defined whenever the pair has two closes, so NaN there
-    means the row was never derived.
+    means the row was never derived (or the pair has one candle: computing it then gives
+    the same NaN).
     """
     assert latest.indicators is not None
     return stored > 1 and bool(np.isnan(latest.indicators["log_return"][-1]))

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, cache, ingest, metrics, startup
+from tests.benchmarks import analytics, cache, ingest, metrics, partitioned, startup
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -17,7 +17,14 @@ def main() -> int:
     started = time.perf_counter()
     server = Server.from_env()
     report = Report()
-    chosen = set(sys.argv[1:]) or {"startup", "ingest", "analytics", "metrics", "cache"}
+    chosen = set(sys.argv[1:]) or {
+        "startup",
+        "ingest",
+        "analytics",
+        "metrics",
+        "cache",
+        "partitioned",
+    }
     try:
         version = server.version()
         if "startup" in chosen:
@@ -29,6 +36,8 @@ def main() -> int:
             metrics.run(server, report)
         if "cache" in chosen:
             cache.run(server, report)
+        if "partitioned" in chosen:
+            partitioned.run(server, report)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

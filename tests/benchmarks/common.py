@@ -221,6 +221,23 @@ def connect(url: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+def make_partitions(url: str, interval: str, start: datetime, end: datetime) -> None:
+    """Create the candle partitions [start, end] needs, for seeds that COPY candles directly
+    instead of through the write path (which makes them itself)."""
+    import sqlalchemy as sa
+
+    from marketdata.domain import Interval, epoch_of
+    from marketdata.storage import partitions
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            wanted = partitions.periods(Interval(interval), epoch_of(start), epoch_of(end))
+            partitions.ensure(conn, wanted)
+    finally:
+        engine.dispose()
+
+
 def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
     """The single value of a query."""
     row = conn.execute(sql).fetchone()

@@ -21,6 +21,7 @@ from tests.benchmarks.common import (
     best_of,
     connect,
     log,
+    make_partitions,
     median,
     run_cli,
 )
@@ -84,6 +85,7 @@ def candles() -> Iterator[tuple[Any, ...]]:
 
 def seed_postgres(url: str, count: int) -> None:
     """COPY the runs and candles into a migrated database."""
+    make_partitions(url, "1h", NOW - timedelta(hours=2), NOW)
     with connect(url) as conn, conn.cursor() as cur:
         with cur.copy(f"COPY ingestion_runs ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row in history(count):

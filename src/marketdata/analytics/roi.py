@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -21,6 +22,37 @@ HORIZONS: dict[str, int] = {
 
 ROI_KEYS = (*HORIZONS, "ytd", "inception")
 """The keys `roi()` returns, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where a ROI key looks back to: the last candle before `bound` (at or before it when
+    `inclusive`), or the first candle of all when `bound` is None."""
+
+    bound: int | None
+    inclusive: bool = True
+
+
+def anchors(latest: int) -> dict[str, Anchor]:
+    """The candle each ROI key compares the latest close (at `latest`) with, per ROI_KEYS.
+
+    A store answers each anchor with one indexed lookup (`ts <= bound ORDER BY ts DESC
+    LIMIT 1`), so ROI costs the same whatever the length of the history.
+    """
+    marks = {key: Anchor(latest - seconds) for key, seconds in HORIZONS.items()}
+    marks["ytd"] = Anchor(int(_year_start(np.int64(latest))), inclusive=False)
+    marks["inception"] = Anchor(None)
+    return marks
+
+
+def roi_from(now: float, then: dict[str, float | None]) -> dict[str, float | None]:
+    """ROI per key of ROI_KEYS from the latest close and the close at each key's anchor
+    (None where the history does not reach back that far)."""
+    result: dict[str, float | None] = {}
+    for key in ROI_KEYS:
+        close = then.get(key)
+        result[key] = None if close is None else _growth(now, close)
+    return result
 
 
 def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
@@ -49,25 +81,15 @@ def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
         raise ValueError("ts and close must have the same length")
     if not len(stamps):
         return dict.fromkeys(ROI_KEYS)
-    latest = stamps[-1]
-    cutoffs = latest - np.array(list(HORIZONS.values()), dtype=np.int64)
-    # The last candle at or before each cutoff; -1 where there is none.
-    then = list(np.searchsorted(stamps, cutoffs, side="right") - 1)
-    # The last candle strictly before January 1 of the latest year.
-    then.append(np.searchsorted(stamps, _year_start(latest), side="left") - 1)
-    then.append(0)
-    now = float(closes[-1])
-    return {
-        key: _growth(now, float(closes[index])) if index >= 0 else None
-        for key, index in zip(ROI_KEYS, then, strict=True)
-    }
-
-
-def reference_times(latest: int) -> tuple[list[int], list[int]]:
-    """The times `roi()` looks back to from the latest candle: (cutoffs whose last candle at
-    or before counts, cutoffs whose last candle strictly before counts). With those closes,
-    the first and the latest, `roi()` of the few candles gives what it gives on all of them."""
-    return [latest - seconds for seconds in HORIZONS.values()], [int(_year_start(np.int64(latest)))]
+    then: dict[str, float | None] = {}
+    for key, anchor in anchors(int(stamps[-1])).items():
+        if anchor.bound is None:
+            index = 0
+        else:
+            at = np.searchsorted(stamps, anchor.bound, side="right" if anchor.inclusive else "left")
+            index = int(at) - 1
+        then[key] = float(closes[index]) if index >= 0 else None
+    return roi_from(float(closes[-1]), then)
 
 
 def _year_start(epoch: np.int64) -> np.int64:

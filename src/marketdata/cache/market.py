@@ -328,21 +328,18 @@ def _from_tail(
     """Write a derived pair's keys from its newest CACHED_BARS rows and the few closes ROI
     looks back to (a cost that does not grow with history). False when the stored rows were
     never derived, so the caller reads the whole history instead."""
-    from marketdata.analytics.roi import reference_times, roi
+    from marketdata.analytics.roi import anchors, roi_from
     from marketdata.reports import ShowReport, never_derived
     from marketdata.storage.candles import anchor_closes, read_candles
 
     tail = read_candles(conn, symbol, interval, last=CACHED_BARS, with_indicators=True)
-    if len(tail) == 0:
+    if len(tail) == 0 or never_derived(tail, len(tail)):
         return False
-    at_or_before, before = reference_times(int(tail.ts[-1]))
-    ts, close = anchor_closes(conn, symbol, interval, at_or_before, before)
-    ts, first = np.unique(np.concatenate([ts, tail.ts]), return_index=True)
-    close = np.concatenate([close, tail.close])[first]
-    if never_derived(tail, len(ts)):
-        return False
-    report = ShowReport(symbol, interval, tail, roi(ts, close), computed=False)
-    complete = int(ts[0]) == int(tail.ts[0])  # the first candle is in the tail
+    then = anchor_closes(conn, symbol, interval, anchors(int(tail.ts[-1])))
+    report = ShowReport(
+        symbol, interval, tail, roi_from(float(tail.close[-1]), then), computed=False
+    )
+    complete = len(tail) < CACHED_BARS  # fewer rows than asked for: the whole history
     cache.set_many(pair_values(report, complete=complete, stored_at=_iso(now)), MARKET_TTL)
     return True
 

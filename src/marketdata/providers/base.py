@@ -211,9 +211,8 @@ class BaseProvider:
     def fetch(self, symbol: str, interval: Interval, window: Window) -> Candles:
         """Fetch page by page and normalise: ordered, no duplicates, inside the window."""
         self.require_interval(interval)
-        batch = Candles.empty(symbol, interval, self.name)
-        for page in self.pages(interval, window):
-            batch = batch.concat(self.fetch_page(symbol, interval, page))
+        pages = [self.fetch_page(symbol, interval, page) for page in self.pages(interval, window)]
+        batch = Candles.joined(symbol, interval, self.name, pages)
         return batch.normalised(window.start, window.end)
 
     def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:

@@ -92,7 +92,7 @@ class BinanceProvider(HttpProvider):
         self.require_interval(interval)
         market = self.provider_symbol(symbol)
         step = interval.seconds
-        batch = Candles.empty(symbol, interval, self.name)
+        pages: list[Candles] = []
         cursor = window.start
         while cursor < window.end:
             params = {
@@ -121,8 +121,9 @@ class BinanceProvider(HttpProvider):
                     provider=self.name,
                     symbol=symbol,
                 )
-            batch = batch.concat(page)
+            pages.append(page)
             cursor = following
+        batch = Candles.joined(symbol, interval, self.name, pages)
         return batch.normalised(window.start, window.end)
 
     def _parse(self, symbol: str, interval: Interval, payload: list[Any]) -> Candles:

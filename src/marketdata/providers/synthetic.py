@@ -67,12 +67,12 @@ class SyntheticProvider(BaseProvider):
     def fetch(self, symbol: str, interval: Interval, window: Window) -> Candles:
         """Generate page by page; already ascending, unique and inside the window."""
         self.require_interval(interval)
-        batch: Candles | None = None
-        for page in self.pages(interval, window):
-            # pages() starts at the bar containing window.start, which may lie before it
-            part = self.generate(symbol, interval, Window(max(page.start, window.start), page.end))
-            batch = part if batch is None else batch.concat(part)
-        return batch if batch is not None else Candles.empty(symbol, interval, self.name)
+        # pages() starts at the bar containing window.start, which may lie before it
+        parts = [
+            self.generate(symbol, interval, Window(max(page.start, window.start), page.end))
+            for page in self.pages(interval, window)
+        ]
+        return Candles.joined(symbol, interval, self.name, parts)
 
     def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:
         """Generate the bars starting inside `page` (no I/O)."""

@@ -3,7 +3,6 @@ batched upserts on SQLite. Only rows that changed are ever rewritten."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -16,8 +15,12 @@ from marketdata.storage.schema import INDICATOR_COLUMNS
 from marketdata.storage.schema import candles as candles_table
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from numpy.typing import NDArray
     from sqlalchemy import Connection
+
+    from marketdata.analytics.roi import Anchor
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 # Derived values computed incrementally or in full agree to ~1e-12; closer than this is equal.
@@ -43,7 +46,7 @@ def last_ts(conn: Connection, symbol: str, interval: Interval) -> int | None:
     ).scalar()
     if value is None:
         return None
-    return epoch_of(_aware(value))
+    return epoch_of(aware_utc(value))
 
 
 def read_candles(
@@ -178,33 +181,6 @@ def _by_interval(pairs: dict[tuple[str, str], Interval]) -> list[tuple[str, list
     return list(groups.items())
 
 
-def anchor_closes(
-    conn: Connection,
-    symbol: str,
-    interval: Interval,
-    at_or_before: Sequence[int],
-    before: Sequence[int],
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """(ts, close) of the first candle of a pair and of the last one at or before (or strictly
-    before) each cutoff, ascending and distinct: one query of index lookups, whatever the
-    history's length."""
-    from sqlalchemy import select, union_all
-
-    c = candles_table.c
-    base = select(_epoch_seconds(conn, c.ts).label("ts"), c.close.label("close")).where(
-        c.symbol == symbol, c.interval == interval.value
-    )
-    parts = [
-        base.where(c.ts <= utc_from_epoch(t)).order_by(c.ts.desc()).limit(1) for t in at_or_before
-    ]
-    parts += [base.where(c.ts < utc_from_epoch(t)).order_by(c.ts.desc()).limit(1) for t in before]
-    parts.append(base.order_by(c.ts).limit(1))
-    # each part in a subquery: SQLite takes no LIMIT on a bare member of a UNION
-    rows = conn.execute(union_all(*(select(p.subquery()) for p in parts))).all()
-    found = dict(sorted((int(ts), float(close)) for ts, close in rows))
-    return np.fromiter(found, dtype=np.int64), np.fromiter(found.values(), dtype=np.float64)
-
-
 def _epoch_seconds(conn: Connection, column: Any) -> Any:
     """SQL for a timestamp column as integer epoch seconds: no datetime per row in Python."""
     from sqlalchemy import BigInteger, cast, func
@@ -246,6 +222,62 @@ def previous_closes(
     return closes, None if peak is None else float(peak)
 
 
+def anchor_closes(
+    conn: Connection, symbol: str, interval: Interval, marks: Mapping[str, Anchor]
+) -> dict[str, float | None]:
+    """The close at each anchor (see analytics.roi.anchors), usually in one round trip.
+
+    Each anchor is one scalar subquery that walks the primary key backwards from its bound
+    and stops at the first row, so the cost does not grow with the history. It first looks
+    only inside the time partition holding its bound (then PostgreSQL plans one partition,
+    not all of them: planning grew ~0.2 ms a partition per subquery); the few anchors with no
+    row there are looked up again without that floor.
+    """
+    from marketdata.storage.partitions import period_of
+
+    floors = {
+        key: None if mark.bound is None else period_of(interval, mark.bound - 1).start
+        for key, mark in marks.items()
+    }
+    found = _anchor_lookup(conn, symbol, interval, marks, floors)
+    missing = {key: marks[key] for key, value in found.items() if value is None and floors[key]}
+    if missing:
+        found.update(_anchor_lookup(conn, symbol, interval, missing, dict.fromkeys(missing)))
+    return found
+
+
+def _anchor_lookup(
+    conn: Connection,
+    symbol: str,
+    interval: Interval,
+    marks: Mapping[str, Anchor],
+    floors: Mapping[str, int | None],
+) -> dict[str, float | None]:
+    from sqlalchemy import select
+
+    c = candles_table.c
+    pair = (c.symbol == symbol, c.interval == interval.value)
+    lookups: list[Any] = []
+    for key, mark in marks.items():
+        query = select(c.close).where(*pair)
+        if mark.bound is None:
+            query = query.order_by(c.ts)
+        else:
+            moment = utc_from_epoch(mark.bound)
+            query = query.where(c.ts <= moment if mark.inclusive else c.ts < moment)
+            floor = floors[key]
+            if floor is not None:
+                query = query.where(c.ts >= utc_from_epoch(floor))
+            query = query.order_by(c.ts.desc())
+        lookups.append(query.limit(1).scalar_subquery().label(f"close_{len(lookups)}"))
+    if not lookups:
+        return {}
+    row = conn.execute(select(*lookups)).one()
+    return {
+        key: None if value is None else float(value) for key, value in zip(marks, row, strict=True)
+    }
+
+
 def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats:
     """Upsert a validated batch inside the caller's transaction; idempotent.
 
@@ -261,8 +293,12 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
         split = int(np.searchsorted(batch.ts, newest, side="right"))
         overlap, fresh = batch.take(slice(0, split)), batch.take(slice(split, None))
     if conn.dialect.name == "postgresql":
-        from marketdata.storage import pg_copy
+        from marketdata.storage import partitions, pg_copy
 
+        # the ingest made these ahead; this guards a batch reaching further (one lookup)
+        partitions.ensure(
+            conn, partitions.for_range(batch.interval, int(batch.ts[0]), int(batch.ts[-1]) + 1)
+        )
         inserted, updated = pg_copy.copy_insert(conn, fresh, now), 0
         if len(overlap):
             ins, updated = pg_copy.merge_overlap(conn, overlap, now)
@@ -396,7 +432,8 @@ def _sqlite_update(conn: Connection, updates: Candles, now: datetime) -> None:
     conn.execute(statement, params)
 
 
-def _aware(value: datetime | str) -> datetime:
+def aware_utc(value: datetime | str) -> datetime:
+    """A stored timestamp as a UTC-aware datetime (SQLite's aggregates return text)."""
     if isinstance(value, str):  # SQLite returns max() of a timestamp as text
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -423,6 +460,33 @@ def stored_timestamps(conn: Connection, symbol: str, interval: Interval) -> NDAr
         .order_by(c.ts)
     ).scalars()
     return np.fromiter(rows, dtype=np.int64)
+
+
+def stored_holes(
+    conn: Connection, symbol: str, interval: Interval
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each pair of consecutive stored candles more than one bar apart: (before, after),
+    ascending epoch seconds. The database finds them with a window function over the
+    primary key, so only the holes are sent, not the history."""
+    from sqlalchemy import func, select
+
+    c = candles_table.c
+    epoch = _epoch_seconds(conn, c.ts)
+    steps = (
+        select(epoch.label("after"), func.lag(epoch).over(order_by=c.ts).label("before"))
+        .where(c.symbol == symbol, c.interval == interval.value)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(steps.c.before, steps.c.after)
+        .where(steps.c.after - steps.c.before > interval.seconds)
+        .order_by(steps.c.after)
+    ).all()
+    if not rows:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty.copy()
+    before, after = (np.array(column, dtype=np.int64) for column in zip(*rows, strict=True))
+    return before, after
 
 
 def stored_pairs(conn: Connection, symbols: list[str] | None = None) -> list[tuple[str, str]]:

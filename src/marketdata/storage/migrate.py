@@ -178,18 +178,23 @@ def drift(conn: Connection) -> list[Any]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from marketdata.storage.partitions import include_name
     from marketdata.storage.schema import metadata
 
     context = MigrationContext.configure(
         conn,
-        opts={"compare_type": True, "render_as_batch": conn.dialect.name == "sqlite"},
+        opts={
+            "compare_type": True,
+            "render_as_batch": conn.dialect.name == "sqlite",
+            "include_name": include_name,
+        },
     )
     return list(compare_metadata(context, metadata))
 
 
 # The newest revision in migrations/versions, so that every command can check the schema
 # without loading Alembic and parsing the scripts (a test keeps the two equal).
-SCHEMA_HEAD = "0010"
+SCHEMA_HEAD = "0011"
 
 
 def stored_revision(conn: Connection) -> str | None:

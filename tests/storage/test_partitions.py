@@ -1,0 +1,234 @@
+"""Candles partitioned by interval and time on real PostgreSQL: the migration both ways with
+data, writes landing in the right partitions, partitions made ahead and on demand, and the
+read paths' plans touching only the partitions they need."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from marketdata.config import load_settings
+from marketdata.domain import Candles, Interval, epoch_of
+from marketdata.storage import migrate, partitions
+from marketdata.storage.candles import read_candles, write_candles
+from marketdata.storage.engine import create_engine, resolve_target
+from tests.conftest import service_missing
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+DEC_1 = epoch_of(datetime(2026, 12, 1, tzinfo=UTC))
+COLUMNS = "symbol, interval, ts, open, high, low, close, volume, provider, sma_20::text, drawdown"
+
+
+@pytest.fixture
+def database_url(pg_database: str) -> str:
+    """PostgreSQL only (partitions are PostgreSQL's; SQLite keeps one table), emptied."""
+    from tests.conftest import _truncate
+
+    _truncate(pg_database)
+    return pg_database
+
+
+@pytest.fixture
+def fresh(pg_server_url: str) -> Iterator[tuple[sa.Engine, object]]:
+    """An empty PostgreSQL database of this test's own, dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    server = make_url(pg_server_url).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"marketdata_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        service_missing("PostgreSQL (TEST_DATABASE_URL)", str(exc.orig).splitlines()[0])
+    url = server.set(database=name).render_as_string(hide_password=False)
+    settings = load_settings({"database_url": url}, environ={}).settings
+    target = resolve_target(settings)
+    engine = create_engine(settings, target)
+    yield engine, target
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def batch(symbol: str, interval: Interval, first: int, count: int, price: float = 100.0):
+    ts = first + np.arange(count, dtype=np.int64) * interval.seconds
+    close = price + np.arange(count, dtype=np.float64)
+    return Candles(symbol, interval, "synthetic", ts, close, close + 1, close - 1, close, close)
+
+
+def contents(conn: sa.Connection) -> list[tuple]:
+    return [
+        tuple(r) for r in conn.execute(sa.text(f"SELECT {COLUMNS} FROM candles ORDER BY 1, 2, 3"))
+    ]
+
+
+def placement(conn: sa.Connection) -> dict[str, int]:
+    """Rows per physical table."""
+    rows = conn.execute(
+        sa.text("SELECT tableoid::regclass::text, count(*) FROM candles GROUP BY 1")
+    ).all()
+    return {str(name): int(count) for name, count in rows}
+
+
+def test_migration_partitions_a_table_with_data_and_downgrade_restores_it(fresh):
+    engine, target = fresh
+    migrate.upgrade(engine, target, "0008")
+    with engine.begin() as conn:
+        write_candles(conn, batch("BTC-USD", Interval.M1, DEC_1 - 600, 20), NOW)  # Nov -> Dec
+        write_candles(conn, batch("BTC-USD", Interval.D1, DEC_1 - 400 * 86_400, 400), NOW)
+        write_candles(conn, batch("AAPL", Interval.H1, DEC_1 - 10 * 3600, 5), NOW)
+        conn.execute(sa.text("UPDATE candles SET sma_20 = close / 2, drawdown = -0.25"))
+        conn.execute(sa.text("UPDATE candles SET sma_20 = 'NaN' WHERE interval = '1h'"))
+        before = contents(conn)
+        assert not partitions.is_partitioned(conn)
+
+    from loguru import logger
+
+    said: list[str] = []
+    sink = logger.add(said.append, format="{message}")
+    try:
+        migrate.upgrade(engine, target)
+    finally:
+        logger.remove(sink)
+
+    # how long it should take, said before it starts (a warning above a million rows)
+    assert said[0].startswith("partitioning candles: about 425 rows"), said
+    assert "expect about 0 s" in said[0] and "425 rows in" in said[-1]
+    with engine.connect() as conn:
+        assert partitions.is_partitioned(conn)
+        assert contents(conn) == before
+        assert placement(conn) == {
+            "candles_1m_p2026_11": 10,
+            "candles_1m_p2026_12": 10,
+            "candles_1d_p2025": 400 - 334,
+            "candles_1d_p2026": 334,
+            "candles_1h_p2026": 5,
+        }
+        assert migrate.drift(conn) == []
+        # the next periods exist before anything is written in them
+        names = {p.name for p in partitions.existing(conn)}
+        assert {"candles_1m_p2027_01", "candles_1d_p2027"} <= names or NOW.month != 12
+
+    migrate.downgrade(engine, target, "0008")
+
+    with engine.connect() as conn:
+        assert not partitions.is_partitioned(conn)
+        assert contents(conn) == before
+        assert placement(conn) == {"candles": len(before)}
+        tables = set(sa.inspect(conn).get_table_names())
+        assert not any(partitions.is_partition(t) for t in tables)
+        assert sa.inspect(conn).get_pk_constraint("candles")["name"] == "pk_candles"
+    migrate.upgrade(engine, target)
+    with engine.connect() as conn:
+        assert contents(conn) == before
+
+
+def test_writes_across_a_month_boundary_land_in_each_months_partition(app_factory):
+    app = app_factory()
+    with app.engine().begin() as conn:
+        stats = write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1 - 180, 6), NOW)
+        # again, shifted: one new row, four changed ones merged through the staging table
+        again = write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1 - 60, 5, 50.0), NOW)
+    assert (stats.inserted, again.inserted, again.updated) == (6, 1, 4)
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_11": 3, "candles_1m_p2026_12": 4}
+        stored = read_candles(conn, "ETH-USD", Interval.M1)
+    assert stored.ts.tolist() == [DEC_1 - 180 + 60 * i for i in range(7)]
+    assert stored.close.tolist()[-5:] == [50.0, 51.0, 52.0, 53.0, 54.0]
+
+
+@pytest.mark.parametrize(
+    ("interval", "when", "partition"),
+    [
+        (Interval.D1, datetime(1987, 10, 19, tzinfo=UTC), "candles_1d_p1987"),
+        (Interval.M1, datetime(2041, 2, 28, 23, 59, tzinfo=UTC), "candles_1m_p2041_02"),
+        (Interval.M15, datetime(2003, 12, 31, 23, 45, tzinfo=UTC), "candles_15m_p2003_12"),
+    ],
+)
+def test_a_write_far_in_the_past_or_future_creates_its_partition(
+    app_factory, interval, when, partition
+):
+    app = app_factory()
+    with app.engine().begin() as conn:
+        write_candles(conn, batch("BTC-USD", interval, epoch_of(when), 1), NOW)
+    with app.engine().connect() as conn:
+        assert placement(conn) == {partition: 1}
+        assert partition in {p.name for p in partitions.existing(conn, interval)}
+
+
+def test_an_ingest_creates_the_partitions_of_its_windows_and_the_next_period(app_factory):
+    app = app_factory(ingestion_provider="synthetic", ingestion_lookback_days=2)
+    from marketdata.pipeline import IngestRequest, run_ingest
+
+    app.clock = lambda: datetime(2030, 7, 1, 0, 30, tzinfo=UTC)
+    run_ingest(app, IngestRequest(symbols=["BTC-USD"], intervals=[Interval.M5]))
+    with app.engine().connect() as conn:
+        names = [p.name for p in partitions.existing(conn, Interval.M5)]
+        placed = placement(conn)
+    assert {"candles_5m_p2030_06", "candles_5m_p2030_07", "candles_5m_p2030_08"} <= set(names)
+    assert set(placed) == {"candles_5m_p2030_06", "candles_5m_p2030_07"}
+
+
+def test_partition_periods_and_names_round_trip():
+    for interval in Interval:
+        for when in (datetime(2024, 2, 29, 12, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC)):
+            period = partitions.period_of(interval, epoch_of(when))
+            assert period.start <= epoch_of(when) < period.end
+            assert partitions.parse_name(period.name) == period
+            assert partitions.period_of(interval, period.end).start == period.end
+    assert partitions.parse_name("candles_1m_p2026") is None  # 1m partitions are monthly
+    assert partitions.parse_name("candles_1d_p2026_01") is None
+    assert partitions.parse_name("candles_stage") is None
+    spanned = partitions.for_range(Interval.M1, DEC_1 - 60, DEC_1 + 60)
+    assert [p.name for p in spanned] == ["candles_1m_p2026_11", "candles_1m_p2026_12"]
+
+
+def explain(conn: sa.Connection, sql: str, **params) -> str:
+    conn.execute(sa.text("SET enable_seqscan = off"))  # small tables: ask what it could use
+    return "\n".join(conn.execute(sa.text(f"EXPLAIN {sql}"), params).scalars())
+
+
+def touched(plan: str) -> set[str]:
+    """The partitions a plan scans."""
+    import re
+
+    return {n for n in re.findall(r" on (candles_[0-9a-z_]+)", plan) if not n.endswith("_pkey")}
+
+
+def test_read_paths_touch_only_the_partitions_they_need(app_factory):
+    app = app_factory()
+    with app.engine().begin() as conn:
+        for month in range(1, 13):
+            first = epoch_of(datetime(2025, month, 1, tzinfo=UTC))
+            write_candles(conn, batch("BTC-USD", Interval.M1, first, 30), NOW)
+        write_candles(conn, batch("BTC-USD", Interval.D1, DEC_1 - 300 * 86_400, 300), NOW)
+    pair = "symbol = 'BTC-USD' AND interval = '1m'"
+    with app.engine().connect() as conn:
+        # verify's window, and a lookup of the close at a ROI anchor
+        window = explain(
+            conn,
+            f"SELECT * FROM candles WHERE {pair} AND ts >= :a AND ts < :b ORDER BY ts",
+            a=datetime(2025, 3, 2, tzinfo=UTC),
+            b=datetime(2025, 3, 9, tzinfo=UTC),
+        )
+        anchor = explain(
+            conn,
+            f"SELECT close FROM candles WHERE {pair} AND ts <= :t ORDER BY ts DESC LIMIT 1",
+            t=datetime(2025, 6, 15, tzinfo=UTC),
+        )
+        latest = explain(conn, f"SELECT * FROM candles WHERE {pair} ORDER BY ts DESC LIMIT 20")
+    assert touched(window) == {"candles_1m_p2025_03"}, window
+    assert "candles_1d" not in window + anchor + latest
+    # ordered partitions: the newest first, and the LIMIT stops in the first one with a row
+    assert touched(anchor) == {f"candles_1m_p2025_{m:02d}" for m in range(1, 7)}, anchor
+    assert "Index Scan Backward" in anchor and "Sort" not in anchor, anchor
+    assert "Merge Append" not in latest and "Sort" not in latest, latest
+    assert "Index Scan Backward" in latest, latest
