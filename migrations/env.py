@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from marketdata.storage.migrate import ours
 from marketdata.storage.schema import metadata
 
 config = context.config
@@ -23,6 +24,7 @@ def _configure(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=False,
+        include_name=ours,
     )
 
 

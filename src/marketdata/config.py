@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # itself cannot be turned off (tls.py)
     http_ca_bundle: FilePath | None = None
     db_connect_timeout: int = Field(default=5, ge=1, le=120)
+    synthetic_latency_ms: int = Field(default=0, ge=0, le=60_000)
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0, le=3_600)
+    worker_stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    worker_retry_attempts: int = Field(default=3, ge=0, le=100)
+    worker_retry_backoff: int = Field(default=5, ge=0, le=3_600)
 
     @field_validator(
         "ingestion_provider",

@@ -62,6 +62,15 @@ DESCRIPTIONS: dict[str, str] = {
     "http_ca_bundle": "PEM file of CA certificates to trust for HTTPS (providers, webhook) "
     "instead of the default store; certificates are always verified.",
     "db_connect_timeout": "Seconds before an unreachable database server is reported.",
+    "synthetic_latency_ms": "Simulated network latency of the synthetic provider, in "
+    "milliseconds per request (benchmarks that should be latency-bound like a real provider).",
+    "worker_heartbeat_seconds": "How often a `marketdata worker` records that it is alive.",
+    "worker_stall_seconds": "A job whose worker has not recorded a heartbeat for this long is "
+    "stalled (the worker died) and is handed to another worker.",
+    "worker_retry_attempts": "Retries of a failed job before it stays failed (`marketdata "
+    "jobs retry` runs it again).",
+    "worker_retry_backoff": "Seconds of the exponential backoff between a job's retries: this "
+    "to the power 1, 2, 3, ... (0: retry at once).",
 }
 
 HEADER = f"""\

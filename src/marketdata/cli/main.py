@@ -11,8 +11,10 @@ import typer
 
 from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
+from marketdata.cli import jobs as jobs_cli
 from marketdata.cli import metrics as metrics_cli
 from marketdata.cli import runs as runs_cli
+from marketdata.cli import worker as worker_cli
 from marketdata.cli.state import OPTIONS
 
 app = typer.Typer(
@@ -72,6 +74,8 @@ app.add_typer(alert_cmd.app, name="alert")
 app.add_typer(schedule.app, name="schedule")
 metrics_cli.register(app)
 runs_cli.register(app)
+worker_cli.register(app)
+app.add_typer(jobs_cli.app, name="jobs")
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

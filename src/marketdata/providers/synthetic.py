@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -69,14 +70,22 @@ class SyntheticProvider(BaseProvider):
         self.require_interval(interval)
         batch: Candles | None = None
         for page in self.pages(interval, window):
+            self._latency()
             # pages() starts at the bar containing window.start, which may lie before it
             part = self.generate(symbol, interval, Window(max(page.start, window.start), page.end))
             batch = part if batch is None else batch.concat(part)
         return batch if batch is not None else Candles.empty(symbol, interval, self.name)
 
     def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:
-        """Generate the bars starting inside `page` (no I/O)."""
+        """Generate the bars starting inside `page` (no I/O, SYNTHETIC_LATENCY_MS of wait)."""
+        self._latency()
         return self.generate(symbol, interval, page)
+
+    def _latency(self) -> None:
+        # a stand-in for a network round trip, so benchmarks can be latency-bound
+        ms = self.ctx.settings.synthetic_latency_ms
+        if ms:
+            time.sleep(ms / 1000)
 
     def generate(self, symbol: str, interval: Interval, window: Window) -> Candles:
         """The candles of `symbol` whose start lies in `window`, ascending."""
