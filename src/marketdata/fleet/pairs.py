@@ -139,6 +139,18 @@ def run_pair(
         # anything else ends the pair failed, as in one process; its message is the outcome's
         outcome = PairOutcome(job.symbol, job.interval, "failed", error=_one_line(exc))
         log.error("{} {} failed: {}", job.symbol, job.interval, outcome.error)
+    log.info(
+        "{} {} {}: {} fetched, {} inserted, {} updated, {} rejected (run {}){}",
+        job.symbol,
+        job.interval,
+        outcome.status,
+        outcome.fetched,
+        outcome.inserted,
+        outcome.updated,
+        outcome.rejected,
+        job.run_id,
+        f" ({outcome.error})" if outcome.error else "",
+    )
     # a failure, or the pair's advisory lock held elsewhere (an `ingest` run, or a worker
     # thought dead that is not): retried later while attempts remain
     later = outcome.status in ("failed", "locked") and not final
