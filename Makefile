@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 MUTANTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench clean deploy-files deploy-verify pip-audit mutation
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-workers clean deploy-files deploy-verify pip-audit mutation
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ check: lint typecheck test ## Everything CI runs
 
 bench: $(STAMP) ## Benchmarks (PostgreSQL at TEST_DATABASE_URL); prints ratios to raw COPY
 	$(BIN)/python -m tests.benchmarks
+
+bench-workers: $(STAMP) ## Worker fleets: fills and no-op ticks by 1 ingest vs 1/2/4 workers (BENCH_MARKETS=10000)
+	nice -n 10 $(BIN)/python -m tests.benchmarks.workers
 
 deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
 	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \
