@@ -71,6 +71,8 @@ DESCRIPTIONS: dict[str, str] = {
     "jobs retry` runs it again).",
     "worker_retry_backoff": "Seconds of the exponential backoff between a job's retries: this "
     "to the power 1, 2, 3, ... (0: retry at once).",
+    "worker_keep_hours": "Succeeded and cancelled jobs are deleted from the queue this many "
+    "hours after they ended (failed ones stay until retried); the run history keeps outcomes.",
 }
 
 HEADER = f"""\

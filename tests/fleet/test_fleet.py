@@ -196,3 +196,21 @@ def test_the_job_queue_is_installed_by_db_upgrade_on_postgresql_only(fleet, tmp_
     engine.dispose()
     assert "candles" in names and not [n for n in names if n.startswith("procrastinate")]
     json.dumps(names)
+
+
+def test_workers_delete_jobs_finished_longer_ago_than_worker_keep_hours(fleet):
+    tick = fleet.json("ingest", "--enqueue", "-s", "BTC-USD,ETH-USD", "-i", "1h")
+    worker = fleet.start_worker("--no-ticks")
+    fleet.wait_for("the jobs to succeed", lambda: fleet.job_statuses() == {"succeeded": 2})
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    with fleet.engine.begin() as conn:  # one of them ended two hours ago
+        conn.exec_driver_sql(
+            "UPDATE procrastinate_events SET at = at - interval '2 hours' WHERE job_id = "
+            "(SELECT min(id) FROM procrastinate_jobs)"
+        )
+    fleet.start_worker("--no-ticks", WORKER_KEEP_HOURS="1")
+    fleet.wait_for("the old job to go", lambda: fleet.job_statuses() == {"succeeded": 1})
+    # the run history keeps both outcomes
+    assert set(_outcomes(fleet, tick["run_id"]).values()) == {"ok"}
+    assert len(_outcomes(fleet, tick["run_id"])) == 2

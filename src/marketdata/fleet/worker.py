@@ -72,6 +72,7 @@ async def _work(fleet: Fleet, concurrency: int, queues: list[str], name: str | N
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         rescue = asyncio.create_task(_retry_stalled(fleet), name="stalled jobs")
+        prune = asyncio.create_task(_delete_old_jobs(fleet), name="old jobs")
         logger.info(
             "worker started: {} jobs at once on {}; ticks on {}",
             concurrency,
@@ -82,6 +83,7 @@ async def _work(fleet: Fleet, concurrency: int, queues: list[str], name: str | N
             await worker.run()  # type: ignore[no-untyped-call]
         finally:
             rescue.cancel()
+            prune.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
     logger.info("worker stopped")
@@ -110,6 +112,20 @@ async def _retry_stalled(fleet: Fleet) -> None:
                 _pair_of(job.task_kwargs),
                 stall,
             )
+
+
+async def _delete_old_jobs(fleet: Fleet) -> None:
+    """Keep the queue small: 10,000 pairs every 15 minutes are a million jobs a day. The
+    run history keeps every outcome; failed jobs stay until retried."""
+    hours = fleet.app.settings.worker_keep_hours
+    while True:
+        try:
+            await fleet.queue.job_manager.delete_old_jobs(
+                nb_hours=hours, queue=QUEUE, include_cancelled=True
+            )
+        except Exception as exc:  # noqa: BLE001 - tried again next hour
+            logger.warning("deleting old jobs failed: {}", exc)
+        await asyncio.sleep(3600)
 
 
 def _pair_of(args: Mapping[str, Any]) -> str:
