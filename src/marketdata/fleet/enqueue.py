@@ -83,10 +83,12 @@ def enqueue(fleet: Fleet, request: IngestRequest) -> Enqueued:
     fresh = [j for j in jobs if j.lock not in waiting]
     for first in range(0, len(fresh), BATCH):
         _defer(fleet, fresh[first : first + BATCH], result)
-    with connect(app.engine(), app.target) as conn, conn.begin():
-        for symbol, interval in result.queued:  # queued by another tick while deferring
-            _record_queued(conn, PairJob(run_id, symbol, interval, chain, request.trigger, 0))
-        ticks.close_if_complete(conn, run_id, len(pairs), app.clock())
+    with connect(app.engine(), app.target) as conn:
+        with conn.begin():
+            for symbol, interval in result.queued:  # queued by another tick meanwhile
+                _record_queued(conn, PairJob(run_id, symbol, interval, chain, request.trigger, 0))
+        with conn.begin():  # after the commit, as a job's own close (pairs.py)
+            ticks.close_if_complete(conn, run_id, len(pairs), app.clock())
     logger.bind(run_id=run_id).info(
         "run {}: {} jobs deferred, {} already queued, {} disabled",
         run_id,

@@ -144,15 +144,17 @@ def cancel(app: AppContext, ids: list[int]) -> list[int]:
                     done.append(job_id)
     finally:
         fleet.close()
-    with connect(app.engine(), app.target) as conn, conn.begin():
+    with connect(app.engine(), app.target) as conn:
         for job_id in done:
             a = args[job_id]
             if "run_id" not in a:
                 continue
             outcome = PairOutcome(a["symbol"], a["interval"], "cancelled")
             outcome.error = f"job {job_id} cancelled (`marketdata jobs cancel`)"
-            ticks.record_if_missing(conn, a["run_id"], outcome)
-            ticks.close_if_complete(conn, a["run_id"], a["pairs"], app.clock())
+            with conn.begin():
+                ticks.record_if_missing(conn, a["run_id"], outcome)
+            with conn.begin():  # after the commit, as a job's own close (pairs.py)
+                ticks.close_if_complete(conn, a["run_id"], a["pairs"], app.clock())
     return done
 
 

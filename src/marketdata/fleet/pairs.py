@@ -124,15 +124,17 @@ def run_pair(
     cancel: threading.Event,
     *,
     final: bool,
+    retry: bool = True,
 ) -> PairOutcome:
     """Run one pair of a tick; raise PairJobFailedError when it failed (procrastinate retries
-    it while attempts remain). Only a final outcome counts towards closing the tick's run."""
+    it while attempts remain). Only a final outcome counts towards closing the tick's run.
+    `retry` is False on a job's first attempt (no earlier outcome of it to clear)."""
     from marketdata.fleet import ticks
     from marketdata.storage.engine import connect
 
     log = logger.bind(symbol=job.symbol, interval=job.interval, run_id=job.run_id)
     try:
-        outcome = _run(app, job, chains, cancel)
+        outcome = _run(app, job, chains, cancel, retry=retry)
     except RunInterruptedError:
         raise  # rolled back: the job is retried, by this worker or another
     except Exception as exc:  # noqa: BLE001 - recorded as the pair's outcome, as in one run
@@ -155,13 +157,17 @@ def run_pair(
     # thought dead that is not): retried later while attempts remain
     later = outcome.status in ("failed", "locked") and not final
     closed = None
-    with connect(app.engine(), app.target) as conn, conn.begin():
-        if later:
-            # until the retry the pair has no outcome, so the tick stays open
-            ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
-        else:
-            ticks.record_if_missing(conn, job.run_id, outcome)
-            closed = ticks.close_if_complete(conn, job.run_id, job.pairs, app.clock())
+    with connect(app.engine(), app.target) as conn:
+        with conn.begin():
+            if later:
+                # until the retry the pair has no outcome, so the tick stays open
+                ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
+            elif outcome.status != "ok":  # ok outcomes were written with the pair's candles
+                ticks.record_if_missing(conn, job.run_id, outcome)
+        if not later:
+            # counted after the outcome committed: the last job to commit sees them all
+            with conn.begin():
+                closed = ticks.close_if_complete(conn, job.run_id, job.pairs, app.clock())
     if closed is not None and closed[1]:  # this job completed the tick: report it once
         from marketdata.observability import reporting
 
@@ -174,7 +180,7 @@ def run_pair(
 
 
 def _run(
-    app: AppContext, job: PairJob, chains: ProviderChains, cancel: threading.Event
+    app: AppContext, job: PairJob, chains: ProviderChains, cancel: threading.Event, *, retry: bool
 ) -> PairOutcome:
     # the pipeline's per-pair step, with the window planned now (not when deferred: the
     # stored data may have moved on since)
@@ -202,8 +208,9 @@ def _run(
     )
     lookback = job.lookback_days or app.settings.ingestion_lookback_days
     with connect(app.engine(), app.target) as conn:
-        with conn.begin():
-            ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
+        if retry:
+            with conn.begin():
+                ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
         last = _last_ts(conn, job.symbol, interval)
         now = epoch_of(app.clock())
         windows = _windows(conn, request, job.symbol, interval, last, now, lookback)

@@ -80,7 +80,8 @@ def build_fleet(app: AppContext, *, tick: IngestRequest | None = None) -> Fleet:
     def ingest_pair(context: procrastinate.JobContext, /, **args: Any) -> None:
         job = PairJob(**args)
         assert context.job is not None
-        run_pair(app, job, fleet.chains, fleet.cancel, final=context.job.attempts >= attempts)
+        tried = context.job.attempts  # earlier attempts: retries, or runs a dead worker began
+        run_pair(app, job, fleet.chains, fleet.cancel, final=tried >= attempts, retry=tried > 0)
 
     if tick is not None:
         request = tick

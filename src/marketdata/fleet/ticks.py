@@ -48,25 +48,28 @@ def close_if_complete(
 ) -> tuple[RunResult, bool] | None:
     """Close the tick's run once all its `pairs` have an outcome; None while some are missing.
 
-    The run row is locked first, so of two jobs finishing together one closes it and the
-    other sees it closed. Returns the result and whether this call closed a running run
+    Call it after the caller's outcome committed, so the last job to commit counts them all.
+    The run row is locked before closing, so of two jobs finishing together one closes it
+    and the other sees it closed. Returns the result and whether this call closed a running run
     (the caller reports it then; a retried job closing it again only corrects the row).
     """
     from sqlalchemy import func, select
 
     from marketdata.storage.runs import finish_run
 
+    o = ingestion_outcomes.c
+    count = select(func.count()).where(o.run_id == run_id)
+    # most jobs end before the last one: they count without locking the run row, which
+    # every job of the tick would otherwise wait for in turn
+    if conn.execute(count).scalar_one() < pairs:
+        return None
     r = ingestion_runs.c
     row = conn.execute(
         select(r.status, r.trigger, r.providers, r.started_at)
         .where(r.id == run_id)
         .with_for_update()
     ).first()
-    if row is None:
-        return None
-    o = ingestion_outcomes.c
-    done = conn.execute(select(func.count()).where(o.run_id == run_id)).scalar_one()
-    if done < pairs:
+    if row is None or conn.execute(count).scalar_one() < pairs:
         return None
     outcomes = [
         PairOutcome(**{k: row_[k] for k in PairOutcome.__slots__})
