@@ -97,6 +97,33 @@ def test_counters_histogram_and_percentiles_come_from_the_history(conn):
     assert data["ingestion_last_failure"] == finished(7)
 
 
+def test_percentiles_are_the_stored_durations_exactly(conn):
+    # irregular durations (all 17 significant digits matter) in two groups: each percentile
+    # is one stored value, read back bit for bit on both backends
+    import random
+
+    rng = random.Random(7)
+    runs = [
+        ("timer" if i % 3 else "manual", "coinbase", "success", rng.lognormvariate(7.5, 1.0), ["X"])
+        for i in range(301)
+    ]
+    seed(conn, runs, running=False)
+    data = build_report(conn, NOW, 2 * HOUR).as_dict()
+
+    def nearest_rank(values: list[float], q: int) -> float:
+        return sorted(values)[(len(values) * q + 99) // 100 - 1]
+
+    every = [r[3] for r in runs]
+    manual = [r[3] for r in runs if r[0] == "manual"]
+    for q in (50, 95, 99):
+        assert data["ingestion_duration_ms"][f"p{q}"] == nearest_rank(every, q)
+        manual_ms = data["by_trigger"]["manual"]["ingestion_duration_ms"][f"p{q}"]
+        assert manual_ms == nearest_rank(manual, q)
+        assert data["by_provider"]["coinbase"]["ingestion_duration_ms"][f"p{q}"] == nearest_rank(
+            every, q
+        )
+
+
 def test_the_same_figures_are_broken_down_by_trigger_and_provider(conn):
     seed(conn)
     data = build_report(conn, NOW, 2 * HOUR).as_dict()
