@@ -71,7 +71,7 @@ def report(app: AppContext, *, limit: int = 50) -> JobsReport:
         for m in conn.execute(text(_RUNNING)).mappings():
             job = {
                 **_pair(m["id"], m["args"], m["attempts"]),
-                "worker": m["worker_id"],  # procrastinate's id (each worker logs its own)
+                "worker": m["worker_id"],  # procrastinate's id of the worker
                 "started_at": m["started_at"],
                 "age_s": _seconds(now, m["started_at"]),
                 "heartbeat_age_s": _seconds(now, m["last_heartbeat"]),

@@ -92,6 +92,8 @@ async def _work(fleet: Fleet, concurrency: int, queues: list[str], name: str | N
 async def _retry_stalled(fleet: Fleet) -> None:
     """Put the jobs of workers silent for WORKER_STALL_SECONDS back in the queue
     (procrastinate's stalled-job retrieval); every worker checks, the first one wins."""
+    from procrastinate.exceptions import ConnectorException
+
     stall = fleet.app.settings.worker_stall_seconds
     manager = fleet.queue.job_manager
     while True:
@@ -104,14 +106,15 @@ async def _retry_stalled(fleet: Fleet) -> None:
         for job in stalled:
             try:
                 await manager.retry_job(job)
-            except Exception:  # noqa: BLE001, S112 - another worker retried it first
-                continue
-            logger.warning(
-                "job {} ({}) was stalled (its worker is silent for {}s): queued again",
-                job.id,
-                _pair_of(job.task_kwargs),
-                stall,
-            )
+            except ConnectorException as exc:  # another worker put it back first
+                logger.debug("stalled job {} not retried here: {}", job.id, exc)
+            else:
+                logger.warning(
+                    "job {} ({}) was stalled (its worker is silent for {}s): queued again",
+                    job.id,
+                    _pair_of(job.task_kwargs),
+                    stall,
+                )
 
 
 async def _delete_old_jobs(fleet: Fleet) -> None:
