@@ -13,7 +13,7 @@ BENCH ?=
 SCALE_ROWS ?= 10000000
 
 .DEFAULT_GOAL := help
-.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-startup bench-scale clean deploy-files deploy-verify pip-audit mutation drills
+.PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-startup bench-scale bench-workers clean deploy-files deploy-verify pip-audit mutation drills
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-startup: $(STAMP) ## Read commands' start-up vs a bare Typer app's --help 
 
 bench-scale: $(STAMP) ## Reads, ingest, prune and bytes at 1M and SCALE_ROWS 1m candles (long; not in test)
 	nice -n 5 $(BIN)/python -m tests.benchmarks.scale --rows $(SCALE_ROWS)
+
+bench-workers: $(STAMP) ## Worker fleets: fills and no-op ticks by 1 ingest vs 1/2/4 workers (BENCH_MARKETS=10000)
+	nice -n 10 $(BIN)/python -m tests.benchmarks.workers
 
 deploy-files: $(STAMP) ## Render deploy/ (units, env example) from the code, for /opt/marketdata
 	env -u INGESTION_CRON_EXPRESSION $(BIN)/marketdata --env-file deploy/marketdata.env.example \

@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from marketdata.storage.partitions import include_name
+from marketdata.storage.migrate import ours
 from marketdata.storage.schema import metadata
 
 config = context.config
@@ -24,7 +24,7 @@ def _configure(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=False,
-        include_name=include_name,  # candles' partitions are not in the models
+        include_name=ours,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -103,19 +104,27 @@ def pg_server_url() -> str:
 @pytest.fixture(scope="session")
 def pg_database(pg_server_url: str) -> Iterator[str]:
     """A database of its own for this test session, migrated to head, dropped at the end."""
+    # `make mutation` starts thousands of short sessions: each copies a database it migrated
+    # once instead of migrating its own
+    template = os.environ.get("MARKETDATA_TEST_PG_TEMPLATE", "")
+    with own_database(pg_server_url, "marketdata_test", template=template) as url:
+        yield url
+
+
+@contextmanager
+def own_database(server_url: str, prefix: str, *, template: str = "") -> Iterator[str]:
+    """A new database on the test server (migrated to head unless copied from `template`),
+    dropped on exit; a missing server skips (fails under CI)."""
     import uuid
 
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
-    server = make_url(pg_server_url).set(drivername="postgresql+psycopg")
+    server = make_url(server_url).set(drivername="postgresql+psycopg")
     admin = sa.create_engine(
         server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
     )
-    name = f"marketdata_test_{uuid.uuid4().hex[:10]}"
-    # `make mutation` starts thousands of short sessions: each copies a database it migrated
-    # once instead of migrating its own
-    template = os.environ.get("MARKETDATA_TEST_PG_TEMPLATE", "")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
             clause = f' TEMPLATE "{template}"' if template else ""
@@ -127,10 +136,12 @@ def pg_database(pg_server_url: str) -> Iterator[str]:
     url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     if not template:
         _migrate(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _migrate(url: str) -> None:

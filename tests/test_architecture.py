@@ -54,7 +54,7 @@ def test_help_does_not_import_heavy_libraries():
         "except SystemExit:\n"
         "    pass\n"
         "heavy = ['sqlalchemy', 'httpx', 'loguru', 'numpy', 'alembic', 'psycopg',"
-        " 'pydantic', 'redis', 'pandas', 'exchange_calendars', 'hypothesis']\n"
+        " 'pydantic', 'redis', 'pandas', 'exchange_calendars', 'hypothesis', 'procrastinate']\n"
         "print('HEAVY:' + ','.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(
@@ -62,6 +62,16 @@ def test_help_does_not_import_heavy_libraries():
     )
     assert "Usage" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "HEAVY:"
+
+
+def test_only_the_fleets_queue_worker_and_enqueue_modules_import_procrastinate():
+    allowed = {"fleet/queue.py", "fleet/worker.py", "fleet/enqueue.py"}
+    importers = {
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if any(m.split(".")[0] == "procrastinate" for m in imported_modules(path))
+    }
+    assert importers == allowed
 
 
 def test_every_package_is_listed_for_the_wheel():

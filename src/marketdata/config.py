@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     retention_1h: str | None = None
     retention_6h: str | None = None
     retention_1d: str | None = None
+    synthetic_latency_ms: int = Field(default=0, ge=0, le=60_000)
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0, le=3_600)
+    worker_stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    worker_retry_attempts: int = Field(default=3, ge=0, le=100)
+    worker_retry_backoff: int = Field(default=5, ge=0, le=3_600)
+    worker_keep_hours: int = Field(default=24, ge=1, le=8_760)
 
     @field_validator(
         "ingestion_provider",

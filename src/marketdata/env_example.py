@@ -80,6 +80,17 @@ DESCRIPTIONS: dict[str, str] = {
     "retention_1h": "How long 1h candles are kept; unset: forever.",
     "retention_6h": "How long 6h candles are kept; unset: forever.",
     "retention_1d": "How long 1d candles are kept; unset: forever.",
+    "synthetic_latency_ms": "Simulated network latency of the synthetic provider, in "
+    "milliseconds per request (benchmarks that should be latency-bound like a real provider).",
+    "worker_heartbeat_seconds": "How often a `marketdata worker` records that it is alive.",
+    "worker_stall_seconds": "A job whose worker has not recorded a heartbeat for this long is "
+    "stalled (the worker died) and is handed to another worker.",
+    "worker_retry_attempts": "Retries of a failed job before it stays failed (`marketdata "
+    "jobs retry` runs it again).",
+    "worker_retry_backoff": "Seconds of the exponential backoff between a job's retries: this "
+    "to the power 1, 2, 3, ... (0: retry at once).",
+    "worker_keep_hours": "Succeeded and cancelled jobs are deleted from the queue this many "
+    "hours after they ended (failed ones stay until retried); the run history keeps outcomes.",
 }
 
 HEADER = f"""\

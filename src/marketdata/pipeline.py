@@ -157,12 +157,14 @@ def build_plan(app: AppContext, request: IngestRequest, *, with_costs: bool = Fa
     lookback = request.lookback_days or app.settings.ingestion_lookback_days
     pairs: list[PairPlan] = []
     with _maybe_connection(app) as conn:
+        # the last stored candle of every pair, one query per interval (not one per pair)
+        lasts = {iv: _last_ts_many(conn, symbols, iv) for iv in request.intervals}
         for symbol in symbols:
             for interval in request.intervals:
                 if symbol in disabled:
                     pairs.append(PairPlan(symbol, interval, [], None, skip="disabled"))
                     continue
-                last = _last_ts(conn, symbol, interval)
+                last = lasts[interval].get(symbol)
                 windows = _windows(conn, request, symbol, interval, last, now, lookback)
                 pairs.append(PairPlan(symbol, interval, windows, last))
     check_window(
@@ -194,6 +196,16 @@ def _last_ts(conn: Connection | None, symbol: str, interval: Interval) -> int | 
     from marketdata.storage.candles import last_ts
 
     return last_ts(conn, symbol, interval)
+
+
+def _last_ts_many(
+    conn: Connection | None, symbols: list[str], interval: Interval
+) -> dict[str, int | None]:
+    if conn is None:
+        return {}
+    from marketdata.storage.candles import last_ts_many
+
+    return last_ts_many(conn, symbols, interval)
 
 
 def _windows(

@@ -179,3 +179,24 @@ def test_a_million_candles_for_100_symbols_come_out_whole_and_distinct(settings_
     batches = [provider.fetch(f"C{i}-USD", Interval.H1, window) for i in range(100)]
     assert sum(len(b) for b in batches) == 1_000_000
     assert len({float(b.close[-1]) for b in batches}) == 100
+
+
+def test_synthetic_latency_is_waited_once_per_request(provider_context, monkeypatch):
+    slow = SyntheticProvider(provider_context(synthetic_latency_ms=40))
+    waits: list[float] = []
+    monkeypatch.setattr("marketdata.providers.synthetic.time.sleep", waits.append)
+    monkeypatch.setattr(SyntheticProvider, "max_rows_per_request", 300)
+    window = Window(START, START + 2500 * 60)
+    candles = slow.fetch("BTC-USD", Interval.M1, window)
+    slow.fetch_page("BTC-USD", Interval.M1, Window(START, START + 300 * 60))
+    assert waits == [0.04] * (slow.requests_needed(Interval.M1, window) + 1)
+    assert same(
+        candles, SyntheticProvider(provider_context()).fetch("BTC-USD", Interval.M1, window)
+    )
+
+
+def test_synthetic_latency_is_off_by_default(provider, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr("marketdata.providers.synthetic.time.sleep", waits.append)
+    provider.fetch("BTC-USD", Interval.H1, Window(START, START + 50 * 3600))
+    assert waits == []

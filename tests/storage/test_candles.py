@@ -7,17 +7,23 @@ from datetime import UTC, datetime
 import numpy as np
 
 from marketdata.domain import Candles, Interval
-from marketdata.storage.candles import count_candles, last_ts, read_candles, write_candles
+from marketdata.storage.candles import (
+    count_candles,
+    last_ts,
+    last_ts_many,
+    read_candles,
+    write_candles,
+)
 from marketdata.storage.engine import connect
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 START = 1_704_067_200
 
 
-def batch(n: int, *, start: int = START, close: float = 1.5) -> Candles:
+def batch(n: int, *, start: int = START, close: float = 1.5, symbol: str = "BTC-USD") -> Candles:
     ts = start + np.arange(n, dtype=np.int64) * 60
     return Candles.from_columns(
-        "BTC-USD",
+        symbol,
         Interval.M1,
         "coinbase",
         ts,
@@ -97,3 +103,18 @@ def test_a_failed_transaction_leaves_the_pair_untouched(app_factory):
     with connect(app.engine(), app.target) as conn:
         stored = read_candles(conn, "BTC-USD", Interval.M1)
     assert len(stored) == 10 and set(stored.close.tolist()) == {1.5}
+
+
+def test_the_last_stored_candle_of_many_pairs_comes_from_one_lookup(app_factory):
+    app = app_factory()
+    write(app, batch(500))
+    write(app, batch(20, start=START + 3600, symbol="ETH-USD"))
+    with connect(app.engine(), app.target) as conn:
+        lasts = last_ts_many(conn, ["BTC-USD", "ETH-USD", "SOL-USD"], Interval.M1)
+        other = last_ts_many(conn, ["BTC-USD"], Interval.H1)
+    assert lasts == {
+        "BTC-USD": START + 499 * 60,
+        "ETH-USD": START + 3600 + 19 * 60,
+        "SOL-USD": None,
+    }
+    assert other == {"BTC-USD": None}

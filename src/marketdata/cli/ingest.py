@@ -60,6 +60,14 @@ def ingest(
             "--dry-run", help="Show the plan (ranges, requests, time); fetch and write nothing."
         ),
     ] = False,
+    enqueue: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue",
+            help="Defer the pairs as jobs for `marketdata worker` processes (PostgreSQL) "
+            "instead of running them here.",
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Fetch new candles for each symbol and interval, from the last stored candle to now."""
@@ -76,6 +84,11 @@ def ingest(
         lookback_days=lookback_days,
         trigger=_trigger(trigger),
     )
+    if enqueue and not dry_run:
+        from marketdata.cli.worker import enqueue_tick
+
+        enqueue_tick(build_app(), request, json=json)
+        return
     _run(build_app(), request, dry_run=dry_run, json=json)
 
 

@@ -12,9 +12,11 @@ import typer
 from marketdata.cli import alert_cmd, config_cmd, db, ingest, markets, providers, schedule
 from marketdata.cli import analytics as analytics_cli
 from marketdata.cli import cache as cache_cli
+from marketdata.cli import jobs as jobs_cli
 from marketdata.cli import metrics as metrics_cli
 from marketdata.cli import rejects as rejects_cli
 from marketdata.cli import runs as runs_cli
+from marketdata.cli import worker as worker_cli
 from marketdata.cli.helptext import HELP_OPTION_NAMES
 from marketdata.cli.state import OPTIONS
 
@@ -103,6 +105,8 @@ app.add_typer(schedule.app, name="schedule")
 metrics_cli.register(app)
 runs_cli.register(app)
 cache_cli.register(app)
+worker_cli.register(app)
+app.add_typer(jobs_cli.app, name="jobs")
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

@@ -67,16 +67,25 @@ class SyntheticProvider(BaseProvider):
     def fetch(self, symbol: str, interval: Interval, window: Window) -> Candles:
         """Generate page by page; already ascending, unique and inside the window."""
         self.require_interval(interval)
-        # pages() starts at the bar containing window.start, which may lie before it
-        parts = [
-            self.generate(symbol, interval, Window(max(page.start, window.start), page.end))
-            for page in self.pages(interval, window)
-        ]
+        parts = []
+        for page in self.pages(interval, window):
+            self._latency()
+            # pages() starts at the bar containing window.start, which may lie before it
+            parts.append(
+                self.generate(symbol, interval, Window(max(page.start, window.start), page.end))
+            )
         return Candles.joined(symbol, interval, self.name, parts)
 
     def fetch_page(self, symbol: str, interval: Interval, page: Window) -> Candles:
-        """Generate the bars starting inside `page` (no I/O)."""
+        """Generate the bars starting inside `page` (no I/O, SYNTHETIC_LATENCY_MS of wait)."""
+        self._latency()
         return self.generate(symbol, interval, page)
+
+    def _latency(self) -> None:
+        # a stand-in for a network round trip, so benchmarks can be latency-bound
+        ms = self.ctx.settings.synthetic_latency_ms
+        if ms:
+            self.ctx.cancel.sleep(ms / 1000)  # ends early when the run is asked to stop
 
     def generate(self, symbol: str, interval: Interval, window: Window) -> Candles:
         """The candles of `symbol` whose start lies in `window`, ascending."""

@@ -49,6 +49,24 @@ def last_ts(conn: Connection, symbol: str, interval: Interval) -> int | None:
     return epoch_of(aware_utc(value))
 
 
+def last_ts_many(conn: Connection, symbols: list[str], interval: Interval) -> dict[str, int | None]:
+    """`last_ts` of many symbols at one interval. On PostgreSQL one statement: an index-only
+    lookup per symbol, without a round trip each (a tick of 10,000 pairs plans in one query)."""
+    if conn.dialect.name != "postgresql":
+        return {symbol: last_ts(conn, symbol, interval) for symbol in symbols}
+    from sqlalchemy import text
+
+    rows = conn.execute(
+        text(
+            "SELECT s.symbol, (SELECT max(c.ts) FROM candles c "
+            "WHERE c.symbol = s.symbol AND c.interval = :interval) "
+            "FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+        ),
+        {"symbols": list(symbols), "interval": interval.value},
+    )
+    return {symbol: None if value is None else epoch_of(aware_utc(value)) for symbol, value in rows}
+
+
 def read_candles(
     conn: Connection,
     symbol: str,

@@ -23,6 +23,7 @@ UNIT_DIR = Path("/etc/systemd/system")
 INGEST = "marketdata-ingest"
 ALERT = "marketdata-alert@"
 MAINTENANCE = "marketdata-maintenance"
+WORKER = "marketdata-worker"
 # node_exporter's textfile collector reads this file (link it into the collector's directory)
 METRICS_TEXTFILE = Path("/run/marketdata/marketdata.prom")
 MAINTENANCE_CALENDAR = "*-*-* 03:30:00"
@@ -169,6 +170,7 @@ def render_units(
         "marketdata-replay@.service": _replay_service(exe, env_file),
         f"{MAINTENANCE}.service": _maintenance_service(exe, env_file),
         f"{MAINTENANCE}.timer": _maintenance_timer(),
+        f"{WORKER}.service": _worker_service(exe, env_file),
     }
     if instance is not None:
         files[f"{INGEST}@{instance}.timer.d/schedule.conf"] = _unit_file(
@@ -324,6 +326,44 @@ def _replay_service(exe: str, env_file: Path) -> str:
                     ("EnvironmentFile", f"-{env_file}"),
                     ("ExecStart", f"{exe} replay --lookback-days %i"),
                     ("TimeoutStartSec", "6h"),
+                    ("TimeoutStopSec", "90s"),
+                    *SANDBOX,
+                ],
+            ),
+        ],
+    )
+
+
+def _worker_service(exe: str, env_file: Path) -> str:
+    return _unit_file(
+        [
+            "# One per host of a worker fleet (PostgreSQL): runs ingestion jobs from the queue and",
+            "# defers each tick on INGESTION_CRON_EXPRESSION once for the whole fleet, so the",
+            f"# hosts need no {INGEST}.timer (disable it where this runs).",
+        ],
+        [
+            (
+                "Unit",
+                [
+                    ("Description", "marketdata: ingestion worker of a fleet"),
+                    ("Wants", "network-online.target"),
+                    ("After", "network-online.target postgresql.service redis-server.service"),
+                    ("OnFailure", f"{ALERT}%n.service"),
+                    "# a restart storm (a bad setting) stops after ten in ten minutes, and alerts",
+                    ("StartLimitIntervalSec", "10min"),
+                    ("StartLimitBurst", "10"),
+                ],
+            ),
+            (
+                "Service",
+                [
+                    ("Type", "exec"),
+                    ("EnvironmentFile", f"-{env_file}"),
+                    ("ExecStart", f"{exe} worker"),
+                    ("Restart", "always"),
+                    ("RestartSec", "5s"),
+                    "# SIGTERM: no new jobs, the pairs in flight finish; past the timeout systemd",
+                    "# kills it and another worker takes those jobs after WORKER_STALL_SECONDS",
                     ("TimeoutStopSec", "90s"),
                     *SANDBOX,
                 ],

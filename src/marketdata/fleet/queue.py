@@ -1,0 +1,96 @@
+"""The fleet's procrastinate app: the connector on DATABASE_URL, the pair task (job lock and
+queueing lock per pair, bounded retries with backoff) and the periodic tick."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from marketdata.errors import InputError
+from marketdata.fleet.pairs import PairJob, ProviderChains, run_pair
+
+if TYPE_CHECKING:
+    import procrastinate
+
+    from marketdata.context import AppContext
+    from marketdata.pipeline import IngestRequest
+
+QUEUE = "marketdata"
+PAIR_TASK = "marketdata.ingest_pair"
+TICK_TASK = "marketdata.tick"
+TICK_LOCK = "marketdata:tick"
+
+
+def require_postgres(app: AppContext, what: str) -> None:
+    """InputError (exit 2) unless DATABASE_URL is PostgreSQL: the job queue is its tables."""
+    if app.target.dialect != "postgresql":
+        raise InputError(
+            f"{what} needs PostgreSQL: the job queue lives in the database, and DATABASE_URL "
+            f"is {app.target.dialect}",
+            hint="set DATABASE_URL to a PostgreSQL server and run `marketdata db upgrade`",
+        )
+
+
+def conninfo(app: AppContext) -> str:
+    """DATABASE_URL as libpq understands it (psycopg's own connection string)."""
+    url = app.target.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+@dataclass
+class Fleet:
+    """The procrastinate app of one command, with what its jobs share in this process."""
+
+    app: AppContext
+    queue: procrastinate.App
+    chains: ProviderChains
+    # set to roll back the pairs in flight (a second stop signal)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Close the shared provider clients."""
+        self.chains.close()
+
+
+def build_fleet(app: AppContext, *, tick: IngestRequest | None = None) -> Fleet:
+    """The app with its tasks; with `tick`, the periodic task that defers that request on
+    INGESTION_CRON_EXPRESSION (procrastinate defers each tick once for the whole fleet)."""
+    import procrastinate
+
+    require_postgres(app, "the worker fleet")
+    settings = app.settings
+    queue = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=conninfo(app),
+            kwargs={"connect_timeout": settings.db_connect_timeout},
+        )
+    )
+    fleet = Fleet(app, queue, ProviderChains(app))
+    attempts = settings.worker_retry_attempts
+    retry: Any = (
+        procrastinate.RetryStrategy(
+            max_attempts=attempts, exponential_wait=settings.worker_retry_backoff
+        )
+        if attempts
+        else False
+    )
+
+    @queue.task(name=PAIR_TASK, queue=QUEUE, retry=retry, pass_context=True)
+    def ingest_pair(context: procrastinate.JobContext, /, **args: Any) -> None:
+        job = PairJob(**args)
+        assert context.job is not None
+        tried = context.job.attempts  # earlier attempts: retries, or runs a dead worker began
+        run_pair(app, job, fleet.chains, fleet.cancel, final=tried >= attempts, retry=tried > 0)
+
+    if tick is not None:
+        request = tick
+
+        @queue.periodic(cron=settings.ingestion_cron_expression, periodic_id="tick")
+        @queue.task(name=TICK_TASK, queue=QUEUE, queueing_lock=TICK_LOCK, pass_context=True)
+        def periodic_tick(context: procrastinate.JobContext, timestamp: int) -> None:
+            from marketdata.fleet.enqueue import enqueue
+
+            enqueue(fleet, request)
+
+    return fleet
