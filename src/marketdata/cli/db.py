@@ -185,7 +185,7 @@ def stats(json: JsonFlag = False) -> None:
     if json:
         render.emit_json(_stats_data(result))
         return
-    columns = ["rows", "oldest", "newest", "table", "indexes", "bytes/candle"]
+    columns = ["rows", "oldest", "newest", "table bytes", "index bytes", "bytes per candle"]
     for title, key, rows in (
         ("candles per interval", "interval", result.intervals),
         (f"tables ({result.backend}, sizes from {result.source})", "table", result.tables),
@@ -205,7 +205,7 @@ def stats(json: JsonFlag = False) -> None:
                 )
                 for t in rows
             ],
-            right=["rows", "table", "indexes", "bytes/candle"],
+            right=["rows", "table bytes", "index bytes", "bytes per candle"],
         )
 
 

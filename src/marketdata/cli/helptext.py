@@ -11,6 +11,20 @@ from typing import Any
 
 # command path (without "marketdata") -> example command lines
 EXAMPLES: dict[str, tuple[str, ...]] = {
+    "cache rebuild": (
+        "marketdata cache rebuild",
+        "marketdata cache rebuild --symbols BTC-USD,ETH-USD --json",
+    ),
+    "rebuild-cache": ("marketdata rebuild-cache",),
+    "cache invalidate": ("marketdata cache invalidate 'market:BTC-USD:*'",),
+    "cache stats": ("marketdata cache stats", "marketdata cache stats --json"),
+    "db stats": ("marketdata db stats", "marketdata db stats --json"),
+    "db prune": ("marketdata db prune --dry-run", "marketdata db prune -i 1m --older-than 90d"),
+    "db maintain": ("marketdata db maintain",),
+    "worker": ("marketdata worker --concurrency 4",),
+    "jobs": ("marketdata jobs", "marketdata jobs --json"),
+    "jobs retry": ("marketdata jobs retry --all-failed", "marketdata jobs retry 42"),
+    "jobs cancel": ("marketdata jobs cancel 42 43",),
     "ingest": (
         "marketdata ingest -s BTC-USD,ETH-USD -i 1h,1d",
         "marketdata ingest -s AAPL -p yahoo --since 2024-01-01 --dry-run",

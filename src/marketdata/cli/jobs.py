@@ -45,20 +45,27 @@ def jobs(
 def retry(
     ids: Ids = None,
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed job.")] = False,
+    json: Json = False,
 ) -> None:
     """Queue failed jobs again, now."""
     from marketdata.fleet.jobs import retry as retry_jobs
 
     done = retry_jobs(build_app(), list(ids or []), all_failed=all_failed)
+    if json:
+        render.emit_json({"retried": done})
+        return
     render.note(f"{len(done)} jobs queued again: {', '.join(map(str, done)) or 'none'}")
 
 
 @app.command("cancel")
-def cancel(ids: Ids = None) -> None:
+def cancel(ids: Ids = None, json: Json = False) -> None:
     """Cancel waiting jobs (their pair is recorded as cancelled in its run)."""
     from marketdata.fleet.jobs import cancel as cancel_jobs
 
     done = cancel_jobs(build_app(), list(ids or []))
+    if json:
+        render.emit_json({"cancelled": done})
+        return
     render.note(f"{len(done)} jobs cancelled: {', '.join(map(str, done)) or 'none'}")
 
 
