@@ -26,6 +26,7 @@ from marketdata.domain import (
     utc_from_epoch,
 )
 from marketdata.errors import (
+    DatabaseBusyError,
     DatabaseUnavailableError,
     InputError,
     MarketdataError,
@@ -46,6 +47,14 @@ if TYPE_CHECKING:
     from marketdata.storage.markets import Market
 
 MAX_LOOKBACK_DAYS = 36_500
+
+
+# A pair's write that meets a transient database fault (a deadlock, a lock or statement
+# timeout, SQLite busy, a dropped connection) is tried again in a new transaction, with
+# backoff 0.2, 0.4, 0.8, 1.6 s; then the error stands: exit 75 when the server is gone, the
+# pair failed when it stays busy.
+STORE_ATTEMPTS = 5
+STORE_BACKOFF_SECONDS = 0.2
 
 
 class Mode(Enum):
@@ -553,9 +562,27 @@ def _process_pair(
                 return outcome
             # no database connection is held while the provider is asked: only for the write
             batches = _fetch(app, chain, pair, outcome)
-            with connect(app.engine(), app.target) as conn:
-                _store(app, run_id, pair, batches, conn, outcome, write_lock)
-                committed = True
+            for attempt in range(1, STORE_ATTEMPTS + 1):
+                try:
+                    with connect(app.engine(), app.target) as conn:
+                        _store(app, run_id, pair, batches, conn, outcome, write_lock)
+                        committed = True
+                    break
+                except (DatabaseBusyError, DatabaseUnavailableError) as exc:
+                    if committed or attempt == STORE_ATTEMPTS:
+                        raise
+                    _forget_counts(outcome)  # the attempt rolled back: nothing of it counts
+                    wait = STORE_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                    log.warning(
+                        "{} {}: {}; writing again in {:.1f}s (attempt {} of {})",
+                        pair.symbol,
+                        pair.interval,
+                        exc.one_line(),
+                        wait,
+                        attempt + 1,
+                        STORE_ATTEMPTS,
+                    )
+                    app.cancel.sleep(wait)  # a stop request ends the wait at once
     except ProviderError as exc:
         _fail(app, run_id, outcome, exc, log.bind(provider=exc.provider).warning)
     except MarketdataError as exc:
@@ -571,6 +598,11 @@ def _process_pair(
             return outcome
         _fail(app, run_id, outcome, exc, log.error)
     return outcome
+
+
+def _forget_counts(outcome: PairOutcome) -> None:
+    outcome.fetched = outcome.inserted = outcome.updated = outcome.unchanged = 0
+    outcome.rejected = 0
 
 
 def _fail(

@@ -56,6 +56,7 @@ def caplog_warnings():
     from loguru import logger
 
     seen: list[str] = []
+
     def keep(message: str) -> None:
         # the embedded database's one line when a test's new SQLite file is set up is not
         # the cache's business

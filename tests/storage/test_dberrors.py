@@ -19,7 +19,7 @@ from marketdata.errors import (
     DatabaseUnavailableError,
     ExitCode,
 )
-from marketdata.storage.dberrors import FaultKind, classify, retry_transient
+from marketdata.storage.dberrors import FaultKind, classify
 from marketdata.storage.engine import connect, create_engine, resolve_target
 
 
@@ -342,22 +342,3 @@ def test_the_sqlite_pool_fits_the_configured_concurrency(tmp_path):
     for conn in connections:
         conn.close()
     engine.dispose()
-
-
-# ------------------------------------------------------------------------------- retrying
-
-
-def test_retry_transient_retries_busy_and_gone_but_not_data_errors():
-    attempts = {"busy": 0, "data": 0}
-    for attempt in retry_transient():
-        with attempt:
-            attempts["busy"] += 1
-            if attempts["busy"] < 3:
-                raise DatabaseBusyError("deadlock detected")
-    assert attempts["busy"] == 3
-    with pytest.raises(DatabaseDataError):
-        for attempt in retry_transient():
-            with attempt:
-                attempts["data"] += 1
-                raise DatabaseDataError("duplicate key")
-    assert attempts["data"] == 1

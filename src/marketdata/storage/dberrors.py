@@ -9,7 +9,7 @@ result code (never by exception class), and the one-line error each becomes.
 
 The pipeline calls `classify(exc, target)` on anything a storage call raised (a vendor
 exception or one `translate_errors` already translated) and looks at `fault.kind`;
-`retry_transient()` is the retry loop for one pair's database work.
+the pipeline writes a pair again when its write meets a transient fault (pipeline.STORE_ATTEMPTS).
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from marketdata.errors import (
 )
 
 if TYPE_CHECKING:
-    from stamina import Attempt
-
     from marketdata.storage.engine import Target
 
 
@@ -327,23 +325,3 @@ def _is_driver_error(exc: BaseException) -> bool:
 
         return isinstance(exc, psycopg.Error)
     return False
-
-
-def retry_transient(
-    attempts: int = 4, timeout: float = 30.0, wait_max: float = 4.0
-) -> Iterator[Attempt]:
-    """Attempts of one piece of database work, retried with jittered backoff on transient
-    faults (DatabaseUnavailableError, DatabaseBusyError) only. Use as
-    `for attempt in retry_transient(): with attempt: ...`; the last error propagates.
-    """
-    import stamina
-
-    return iter(
-        stamina.retry_context(
-            on=(DatabaseUnavailableError, DatabaseBusyError),
-            attempts=attempts,
-            timeout=timeout,
-            wait_initial=0.1,
-            wait_max=wait_max,
-        )
-    )
