@@ -51,6 +51,9 @@ def drop(app, symbol: str, interval: Interval, timestamps) -> None:
                     c.ts == datetime.fromtimestamp(int(ts), UTC),
                 )
             )
+    # rows deleted behind the tool's back: drop the pair's cached values too, as an operator
+    # would (`marketdata cache invalidate`), so the reads under test are the database's
+    app.cache.delete_pattern(f"market:{symbol}:*")
 
 
 def full_roi(app, symbol, interval=Interval.D1):

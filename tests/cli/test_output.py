@@ -135,8 +135,9 @@ def test_a_downgrade_that_would_drop_data_needs_yes_when_not_at_a_terminal(home)
     assert done.code == 0, done
     assert json.loads(done.stdout) | {"database": None} == {
         "database": None,
-        "from": SCHEMA_HEAD,
+        "previous": SCHEMA_HEAD,
         "current": "0003",
+        "analytics_rebuild_needed": False,
     }
 
 

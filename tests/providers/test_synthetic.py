@@ -182,9 +182,10 @@ def test_a_million_candles_for_100_symbols_come_out_whole_and_distinct(settings_
 
 
 def test_synthetic_latency_is_waited_once_per_request(provider_context, monkeypatch):
-    slow = SyntheticProvider(provider_context(synthetic_latency_ms=40))
+    context = provider_context(synthetic_latency_ms=40)
     waits: list[float] = []
-    monkeypatch.setattr("marketdata.providers.synthetic.time.sleep", waits.append)
+    context.sleep = waits.append  # the provider's waits go through its context's sleeper
+    slow = SyntheticProvider(context)
     monkeypatch.setattr(SyntheticProvider, "max_rows_per_request", 300)
     window = Window(START, START + 2500 * 60)
     candles = slow.fetch("BTC-USD", Interval.M1, window)
@@ -195,8 +196,8 @@ def test_synthetic_latency_is_waited_once_per_request(provider_context, monkeypa
     )
 
 
-def test_synthetic_latency_is_off_by_default(provider, monkeypatch):
+def test_synthetic_latency_is_off_by_default(provider):
     waits: list[float] = []
-    monkeypatch.setattr("marketdata.providers.synthetic.time.sleep", waits.append)
+    provider.ctx.sleep = waits.append
     provider.fetch("BTC-USD", Interval.H1, Window(START, START + 50 * 3600))
     assert waits == []

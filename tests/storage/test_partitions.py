@@ -78,15 +78,18 @@ def placement(conn: sa.Connection) -> dict[str, int]:
     return {str(name): int(count) for name, count in rows}
 
 
+BEFORE_PARTITIONS = "0010"  # the revision migration 0011 (partitioned candles) follows
+
+
 def test_migration_partitions_a_table_with_data_and_downgrade_restores_it(fresh):
     engine, target = fresh
-    migrate.upgrade(engine, target, "0008")
+    migrate.upgrade(engine, target, BEFORE_PARTITIONS)
     with engine.begin() as conn:
         write_candles(conn, batch("BTC-USD", Interval.M1, DEC_1 - 600, 20), NOW)  # Nov -> Dec
         write_candles(conn, batch("BTC-USD", Interval.D1, DEC_1 - 400 * 86_400, 400), NOW)
         write_candles(conn, batch("AAPL", Interval.H1, DEC_1 - 10 * 3600, 5), NOW)
         conn.execute(sa.text("UPDATE candles SET sma_20 = close / 2, drawdown = -0.25"))
-        conn.execute(sa.text("UPDATE candles SET sma_20 = 'NaN' WHERE interval = '1h'"))
+        conn.execute(sa.text("UPDATE candles SET sma_20 = NULL WHERE interval = '1h'"))
         before = contents(conn)
         assert not partitions.is_partitioned(conn)
 
@@ -117,7 +120,7 @@ def test_migration_partitions_a_table_with_data_and_downgrade_restores_it(fresh)
         names = {p.name for p in partitions.existing(conn)}
         assert {"candles_1m_p2027_01", "candles_1d_p2027"} <= names or NOW.month != 12
 
-    migrate.downgrade(engine, target, "0008")
+    migrate.downgrade(engine, target, BEFORE_PARTITIONS)
 
     with engine.connect() as conn:
         assert not partitions.is_partitioned(conn)

@@ -85,7 +85,7 @@ class SyntheticProvider(BaseProvider):
         # a stand-in for a network round trip, so benchmarks can be latency-bound
         ms = self.ctx.settings.synthetic_latency_ms
         if ms:
-            self.ctx.cancel.sleep(ms / 1000)  # ends early when the run is asked to stop
+            self.ctx.wait(ms / 1000)  # the provider's wait: it ends when the run is stopped
 
     def generate(self, symbol: str, interval: Interval, window: Window) -> Candles:
         """The candles of `symbol` whose start lies in `window`, ascending."""
