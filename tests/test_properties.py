@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from marketdata.config import load_settings
@@ -99,6 +99,8 @@ def test_a_tolerance_option_is_a_fraction_from_0_to_1_or_one_usage_error(raw):
 
 @FUZZ
 @given(st.one_of(st.text(max_size=24), st.datetimes().map(lambda d: d.isoformat())))
+@example("¹")  # a digit to str.isdigit(), not to int(): once a ValueError (exit 1)
+@example("-²")
 def test_a_time_option_is_epoch_seconds_or_one_usage_error(raw):
     from marketdata.domain import parse_time
 

@@ -364,7 +364,9 @@ class RunResult:
 def parse_time(raw: str, *, name: str = "time") -> int:
     """ISO 8601 date or timestamp (naive means UTC), or epoch seconds, as epoch seconds."""
     text = raw.strip()
-    if text.lstrip("-").isdigit():
+    digits = text.lstrip("-")
+    # ASCII digits only: str.isdigit() also accepts '¹' or '²', which int() refuses
+    if digits.isascii() and digits.isdigit():
         seconds = int(text)
         try:
             utc_from_epoch(seconds)  # a date a datetime can hold (years 1 to 9999)
