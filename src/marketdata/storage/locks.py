@@ -57,11 +57,8 @@ def pair_lock(
     not raised: the session, and its lock with it, is gone or is closed here.
     """
     if conn.dialect.name == "postgresql":
-        from sqlalchemy import text
-
         key = lock_key(symbol, interval)
-        taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        conn.commit()
+        taken = _try_advisory_lock(conn, key)
         try:
             yield taken
         finally:
@@ -83,6 +80,16 @@ def _pair_file_lock(lock_dir: Path | None, symbol: str, interval: str) -> Iterat
         yield True
     finally:
         lock.release()
+
+
+def _try_advisory_lock(conn: Connection, key: int) -> bool:
+    """Take a PostgreSQL session advisory lock without waiting; whether it was taken (the
+    statement's transaction is committed: the lock belongs to the session)."""
+    from sqlalchemy import text
+
+    taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+    conn.commit()
+    return taken
 
 
 def _unlock(conn: Connection, key: int, what: str) -> None:
@@ -149,15 +156,10 @@ class RunLease:
     def _session(self) -> Connection:
         """The lock session, (re)connected with the lease taken on it (mutex held)."""
         if self._conn is None or self._conn.invalidated or self._conn.closed:
-            from sqlalchemy import text
-
             again = self._conn is not None
             self._conn = self._engine.connect()
             # after a dropped session the server may not have ended it yet: do not wait
-            taken = self._conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": run_key(self.run_id)}
-            ).scalar()
-            self._conn.commit()
+            taken = _try_advisory_lock(self._conn, run_key(self.run_id))
             if again and not taken:
                 logger.warning(
                     "run {}: its dropped session still holds its lease; should another run "
@@ -173,15 +175,11 @@ class RunLease:
             with _pair_file_lock(self._lock_dir, symbol, interval) as taken:
                 yield taken
             return
-        from sqlalchemy import text
-
         key = lock_key(symbol, interval)
         with self._mutex:
-            conn = self._session()
             # session locks are re-entrant: a pair another thread of this run holds is
             # never asked twice (plans hold each pair once)
-            taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
+            taken = _try_advisory_lock(self._session(), key)
         try:
             yield taken
         finally:
