@@ -103,7 +103,9 @@ class AppContext:
         if self._cache is None:
             from marketdata.cache.fallback import build_cache
 
-            self._cache = build_cache(self.settings, self.redis_outage, self.metrics)
+            self._cache = build_cache(
+                self.settings, self.target.url, self.redis_outage, self.metrics
+            )
         return self._cache
 
     def database_exists(self) -> bool:
@@ -165,15 +167,15 @@ class AppContext:
     def close(self) -> None:
         """Release the engine's connections, the Redis client, and the alert and metrics
         sinks (queued alerts are delivered first, within their deadline)."""
+        if self._cache is not None:  # first: its refresher still reads the database
+            self._cache.close()
+            self._cache = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-        if self._cache is not None:  # before the sinks: it may still count and alert
-            self._cache.close()
-            self._cache = None
         for sink in (self.alerts, self.metrics):  # alerts first: queued ones are delivered
             close_sink = getattr(sink, "close", None)
             if close_sink is not None:

@@ -44,8 +44,13 @@ def bars_per_year(symbol: str, interval: Interval) -> float:
 
 def with_derived(conn: Connection, batch: Candles) -> Candles:
     """The batch carrying its indicators, computed from the stored closes before it."""
+    return _derived(conn, batch)[0]
+
+
+def _derived(conn: Connection, batch: Candles) -> tuple[Candles, int]:
+    """`with_derived`, and how many stored closes it found before the batch."""
     if len(batch) == 0:
-        return batch
+        return batch, 0
     previous, peak = previous_closes(conn, batch.symbol, batch.interval, int(batch.ts[0]), LOOKBACK)
     derived = compute_tail(
         previous,
@@ -53,17 +58,25 @@ def with_derived(conn: Connection, batch: Candles) -> Candles:
         periods_per_year=bars_per_year(batch.symbol, batch.interval),
         prior_peak=peak,
     )
-    return batch.with_indicators(derived.columns())
+    return batch.with_indicators(derived.columns()), len(previous)
 
 
 def refresh_after(conn: Connection, symbol: str, interval: Interval, after: int) -> int:
     """Recompute the stored rows after `after` (their earlier closes changed); rows updated."""
+    return _refresh_after(conn, symbol, interval, after)[1]
+
+
+def _refresh_after(
+    conn: Connection, symbol: str, interval: Interval, after: int
+) -> tuple[int, int]:
+    """`refresh_after`, and how many stored rows it found after `after`."""
     stored = read_candles(conn, symbol, interval, after + 1)
     if len(stored) == 0:
-        return 0
+        return 0, 0
     derived = with_derived(conn, stored)
     assert derived.indicators is not None
-    return update_indicators(conn, symbol, interval, stored.ts, dict(derived.indicators))
+    updated = update_indicators(conn, symbol, interval, stored.ts, dict(derived.indicators))
+    return len(stored), updated
 
 
 def rebuild(conn: Connection, symbol: str, interval: Interval) -> tuple[int, int]:
@@ -95,6 +108,10 @@ class PairWriter:
 
     Recomputing after each batch would read every later row again per batch: a backfill of
     many gaps would cost (gaps x history) instead of one pass after the earliest gap.
+
+    After `finish`, `whole` holds the written rows with their indicators when they are known
+    to be the pair's whole stored history (one batch changed rows, none stored before, among
+    or after its own); the cache is then written from them without reading them back.
     """
 
     def __init__(self, conn: Connection, now: datetime, *, derive: bool) -> None:
@@ -104,19 +121,24 @@ class PairWriter:
         self._changed: list[tuple[int, int]] = []  # (first, last) of each batch that changed
         self._refresh_from: int | None = None  # for one batch: the row after which to refresh
         self._pair: tuple[str, Interval] | None = None
+        self._alone: Candles | None = None  # the one changed batch, with nothing before it
+        self.whole: Candles | None = None
 
     def write(self, batch: Candles) -> WriteStats:
         """Write one validated batch with its indicators; what it did."""
         if not self._derive or len(batch) == 0:
             return write_candles(self._conn, batch, self._now)
         conn = self._conn
-        stats = write_candles(conn, with_derived(conn, batch), self._now)
+        derived, before = _derived(conn, batch)
+        stats = write_candles(conn, derived, self._now)
         if stats.inserted + stats.updated == 0:
             return stats
         first, last = int(batch.ts[0]), int(batch.ts[-1])
-        self._changed.append((first, last))
         # stored rows between the batch's own: they follow changed closes, recompute them too
         interleaved = count_in_range(conn, batch.symbol, batch.interval, first, last) > len(batch)
+        alone = before == 0 and not interleaved and not self._changed
+        self._alone = derived if alone else None
+        self._changed.append((first, last))
         self._refresh_from = first - 1 if interleaved else last
         self._pair = (batch.symbol, batch.interval)
         return stats
@@ -128,6 +150,7 @@ class PairWriter:
         lie between its own); after several, every row from the earliest batch on, since
         each batch was derived before the others were all in place.
         """
+        self.whole = None
         if not self._changed:
             return 0
         assert self._pair is not None
@@ -137,5 +160,9 @@ class PairWriter:
             after = self._refresh_from
         else:
             after = min(first for first, _ in self._changed) - 1
+        alone, self._alone = (self._alone if len(self._changed) == 1 else None), None
         self._changed.clear()
-        return refresh_after(self._conn, symbol, interval, after)
+        later, updated = _refresh_after(self._conn, symbol, interval, after)
+        if alone is not None and later == 0:
+            self.whole = alone
+        return updated

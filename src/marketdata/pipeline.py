@@ -315,6 +315,10 @@ def _run_watched(app: AppContext, request: IngestRequest, progress: Progress | N
         stopped = exc
     finally:
         provider_ctx.close()
+        # the pairs' cache keys are written before the run ends (dropped if it was stopped)
+        from marketdata.cache.market import drain_refreshes
+
+        drain_refreshes(app, abandon=app.cancel.is_set())
         result.finished_at = app.clock()
         result.status = _status(result, stopped)
         result.error = _run_error(result, stopped)
@@ -680,10 +684,10 @@ def _store(
             record_outcome(conn, run_id, outcome)
             cancel.check()  # a stop before the commit leaves the transaction to roll back
         app.metrics.timing("ingestion.write_ms", (time.perf_counter() - started) * 1e3)
-    if outcome.inserted + outcome.updated:  # committed: refresh the pair's cached values
-        from marketdata.cache.market import after_commit
+    if outcome.inserted + outcome.updated:  # committed: its cached values, off this thread
+        from marketdata.cache.market import refresh_later
 
-        after_commit(app.cache, conn, app.settings, pair.symbol, pair.interval, now)
+        refresh_later(app, pair.symbol, pair.interval, now, writer.whole)
 
 
 @contextmanager

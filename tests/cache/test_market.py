@@ -94,6 +94,30 @@ def test_an_ingest_writes_each_pairs_keys_as_json_after_its_commit(make_app):
         same_report(market.report_of(cache.get(show_key(symbol, "1d")), None), fresh)
 
 
+def market_values(app):
+    """Every market key's value, without when it was stored."""
+    keys = sorted(app.cache.scan("market:*"))
+    values = app.cache.get_many(keys)
+    return {k: {f: v for f, v in values[k].items() if f != "stored_at"} for k in keys}
+
+
+@pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
+def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, bars):
+    """The refresher writes them off the write path; `cache rebuild` reads them all again:
+    the same values (at exactly CACHED_BARS rows too, where `complete` turns)."""
+    app = make_app()
+    first, day = 1_696_118_400, 86_400  # 2023-10-01
+    ingest(app, symbols=SYMBOLS[:2], since=first, until=first + (bars - 2) * day)
+    # a second, incremental run: its pairs' values are rewritten from one new candle on
+    ingest(app, symbols=SYMBOLS[:2], since=first + (bars - 2) * day, until=first + bars * day)
+    assert len(from_database(app, "BTC-USD", last=bars + 1).candles) == bars
+    written = market_values(app)
+    assert len(written) == 2 * 3
+    assert all(v["database"] == app.cache.database for v in written.values())
+    maintenance.rebuild(app)
+    assert market_values(app) == written
+
+
 def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
     app = make_app()
     ingest(app)
@@ -145,20 +169,16 @@ def test_show_more_candles_than_cached_reads_the_database(make_app):
     assert report.source == "database" and len(report.candles) == market.CACHED_BARS + 1
 
 
-def test_show_answers_from_the_cache_with_a_warning_when_the_database_is_down(
+def test_show_never_answers_from_another_databases_cache_when_that_database_is_down(
     make_app, caplog_warnings
 ):
-    app = make_app()
-    ingest(app)
-    newest = app.cache.get(latest_key("BTC-USD", "1d"))
-    app.cache.set(latest_key("BTC-USD", "1d"), {**newest, "ts": newest["ts"] + 86_400})
+    """The cache of this database answers through its own outage (tests/cache/test_scope.py);
+    another database that is down gets the outage, not these values."""
+    ingest(make_app())
     down = make_app(database_url=f"postgresql://u@127.0.0.1:{spare_port()}/gone")
-    report = show(down, "BTC-USD")
-    assert report.source == "cache"
-    assert [w for w in caplog_warnings if "answering from the cache" in w]
-    # nothing cached for this pair: the outage is the answer
     with pytest.raises(DatabaseUnavailableError):
-        show(down, "SOL-USD")
+        show(down, "BTC-USD")
+    assert not [w for w in caplog_warnings if "answering from the cache" in w]
 
 
 def test_compare_from_the_cache_equals_compare_from_the_database(make_app):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 DELETE_BATCH = 500
 """Keys deleted per UNLINK (and per disk transaction): big deletes never block a server."""
@@ -48,11 +48,13 @@ class Cache(Protocol):
     errors: tuple[type[BaseException], ...]
 
     def get(self, key: str) -> Any | None:
-        """The decoded value, or None when the key is missing or expired."""
+        """The decoded value, None when the key is missing or expired, `Unreadable` when
+        what is stored is not JSON."""
         ...
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The keys that are present, with their decoded values (one round trip)."""
+        """The keys that are present, with their decoded values (one round trip; `Unreadable`
+        for those that are not JSON)."""
         ...
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -95,26 +97,36 @@ class Cache(Protocol):
 
 
 def encode(value: Any) -> str:
-    """Compact JSON; NaN and infinities become null so that any program can read it."""
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except ValueError:  # a NaN somewhere: walk the value (market values come clean)
-        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
+    """Compact JSON; NaN and infinities become null so that any program can read it.
+
+    orjson, not the standard library: a `show` value is ~1,700 floats and formatting them
+    is most of a pair's cache write (the json module took ~20x as long, enough to slow an
+    ingest with Redis by a tenth on its own).
+    """
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def decode(raw: str | bytes) -> Any:
     """The value `encode` wrote."""
-    return json.loads(raw)
+    return orjson.loads(raw)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+@dataclass(frozen=True)
+class Unreadable:
+    """What a read returns for a stored value that is not JSON (another program, or a
+    hand, wrote it under the prefix): readers take it for a miss, never for a value."""
+
+    reason: str
+
+
+def decode_stored(raw: object) -> Any:
+    """The value `encode` wrote, or Unreadable when what is stored is not JSON text."""
+    if not isinstance(raw, str | bytes):
+        return Unreadable(f"a {type(raw).__name__}, not JSON text")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:  # not JSON, or bytes that are not UTF-8
+        return Unreadable(f"not JSON ({type(exc).__name__})")
 
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")

@@ -9,7 +9,7 @@ from typing import Any
 
 import diskcache
 
-from marketdata.cache.base import DELETE_BATCH, decode, encode, glob_regex
+from marketdata.cache.base import DELETE_BATCH, decode, decode_stored, encode, glob_regex
 
 # diskcache waits this long for SQLite's lock (several processes share one directory)
 SQLITE_TIMEOUT = 1.0
@@ -27,9 +27,9 @@ class DiskCache:
         self._cache = diskcache.Cache(str(directory), timeout=SQLITE_TIMEOUT)
 
     def get(self, key: str) -> Any | None:
-        """The decoded value, or None."""
+        """The decoded value (Unreadable when not JSON), or None."""
         raw = self._cache.get(self._prefix + key)
-        return None if raw is None else decode(raw)
+        return None if raw is None else decode_stored(raw)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         """Present keys with their values."""
@@ -37,7 +37,7 @@ class DiskCache:
         for key in keys:
             raw = self._cache.get(self._prefix + key)
             if raw is not None:
-                found[key] = decode(raw)
+                found[key] = decode_stored(raw)
         return found
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

@@ -18,6 +18,9 @@ from loguru import logger
 from marketdata.cache.base import Cache, CacheStats
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from marketdata.cache.refresher import Refresher
     from marketdata.config import Settings
     from marketdata.observability.alerts import Alerts
     from marketdata.observability.metrics import Metrics
@@ -142,7 +145,10 @@ class FallbackCache:
         disk: Callable[[], Cache],
         outage: RedisOutage,
         metrics: Metrics,
+        database: str = "",
     ) -> None:
+        self.database = database
+        """Which database the values belong to (`database_id`): readers skip any other's."""
         self._primary = primary
         self._disk = disk
         self._outage = outage
@@ -151,6 +157,8 @@ class FallbackCache:
         self._active: Cache | None = None
         self._hits = 0
         self._misses = 0
+        self._warned: set[str] = set()
+        self._refresher: Refresher | None = None
 
     @property
     def backend(self) -> Cache:
@@ -277,6 +285,29 @@ class FallbackCache:
             else:
                 self._misses += 1
 
+    def refresher(self, build: Callable[[], Refresher]) -> Refresher:
+        """The background refresher of committed pairs' keys (built on first use)."""
+        with self._lock:
+            if self._refresher is None:
+                self._refresher = build()
+            return self._refresher
+
+    def drain(self, *, abandon: bool = False) -> None:
+        """Wait for the background refresher's queued pairs (see `Refresher.drain`)."""
+        with self._lock:
+            refresher = self._refresher
+        if refresher is not None:
+            refresher.drain(abandon=abandon)
+
+    def warn_once(self, topic: str, message: str) -> None:
+        """Log `message` as a warning the first time `topic` comes up in this command only
+        (a reader meeting many unusable values says so once, not per key)."""
+        with self._lock:
+            if topic in self._warned:
+                return
+            self._warned.add(topic)
+        logger.warning("{}", message)
+
     def stats(self, kinds: Callable[[Iterable[str]], dict[str, int]]) -> CacheStats:
         """Backend, keys by kind (`kinds` classifies the market keys), counters, space used."""
         self.flush()
@@ -313,7 +344,8 @@ class FallbackCache:
             self._call(lambda c: c.incr(MISSES, misses))
 
     def close(self) -> None:
-        """Flush the counters and release the backend."""
+        """Write what the refresher still holds, flush the counters, release the backend."""
+        self.drain()
         if self._active is None and not (self._hits or self._misses):
             return
         self.flush()
@@ -330,31 +362,57 @@ def _close_quietly(cache: Cache) -> None:
         logger.debug("closing the {} cache: {}", cache.name, exc)
 
 
-def cache_dir(settings: Settings) -> Path:
-    """Where the disk cache lives: CACHE_DIR, else the app's cache directory."""
+def database_id(url: URL) -> str:
+    """Which database cached values come from: a hash of its URL without the password
+    (the absolute path of a SQLite file), so that values of one database are never served
+    for another. Spellings of one URL that name the same server agree (driver, host case,
+    the default port); anything else that differs makes another id, which costs misses only.
+    """
+    import hashlib
+
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        where = database if database in ("", ":memory:") else str(Path(database).resolve())
+        ident = f"sqlite:{where}"
+    else:
+        ident = url.set(
+            drivername=url.get_backend_name(),
+            host=(url.host or "localhost").lower(),
+            port=url.port or 5432,
+        ).render_as_string(hide_password=True)  # any password renders as ***
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def cache_dir(settings: Settings, database: str) -> Path:
+    """Where the disk cache lives: CACHE_DIR, else a directory of the database's own under
+    the app's cache directory (two databases on one host never share a default disk cache)."""
     from marketdata.config import app_dir
 
-    return settings.cache_dir or app_dir("cache")
+    return settings.cache_dir or app_dir("cache") / f"db-{database}"
 
 
-def build_cache(settings: Settings, outage: RedisOutage, metrics: Metrics) -> FallbackCache:
-    """The cache for one command from REDIS_URL, CACHE_DIR and CACHE_PREFIX (opened lazily)."""
+def build_cache(
+    settings: Settings, url: URL, outage: RedisOutage, metrics: Metrics
+) -> FallbackCache:
+    """The cache for one command on the database at `url`, from REDIS_URL, CACHE_DIR and
+    CACHE_PREFIX (opened lazily)."""
     from marketdata.cache.disk import DiskCache
 
     prefix = settings.cache_prefix
-    directory = cache_dir(settings)
+    database = database_id(url)
+    directory = cache_dir(settings, database)
 
     def disk() -> Cache:
         return DiskCache(directory, prefix)
 
     primary: Callable[[], Cache] | None = None
-    url = settings.redis_url
-    if url:
+    redis_url = settings.redis_url
+    if redis_url:
 
         def primary() -> Cache:
             from marketdata.cache.redis_backend import RedisCache, redis_client
             from marketdata.redact import mask_url
 
-            return RedisCache(redis_client(url), prefix, mask_url(url))
+            return RedisCache(redis_client(redis_url), prefix, mask_url(redis_url))
 
-    return FallbackCache(primary, disk, outage, metrics)
+    return FallbackCache(primary, disk, outage, metrics, database)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from marketdata.domain import Interval
 
 MARKET_PATTERN = "market:*"
 KINDS = ("latest", "show", "roi", "other")
@@ -21,6 +25,11 @@ def show_key(symbol: str, interval: str) -> str:
 def roi_key(symbol: str) -> str:
     """The ROI horizons of a symbol as of its latest daily close (`show SYMBOL`'s ROI line)."""
     return f"market:{symbol}:roi"
+
+
+def pair_keys(symbol: str, interval: Interval) -> tuple[str, str]:
+    """The keys a pair's refresh writes or, when it cannot, drops (`show`, `latest`)."""
+    return show_key(symbol, interval.value), latest_key(symbol, interval.value)
 
 
 def pair_pattern(symbol: str) -> str:

@@ -7,8 +7,10 @@ Per (symbol, interval) pair:
   columns with their indicators, and the ROI horizons;
 and per symbol `market:{symbol}:roi`: the ROI horizons as of the latest daily close.
 
-Writers (the pipeline after each pair's commit, `analytics rebuild`, `cache rebuild`) keep
-them current; readers trust a `show` value only when it ends at the `latest` candle.
+Every value carries `database`, the id of the database it was read from (see
+`fallback.database_id`). Writers (the pipeline after each pair's commit, `analytics rebuild`,
+`cache rebuild`) keep them current; readers trust a `show` value only when it is their own
+database's, of the shape this version writes (see `checks`), and ends at the `latest` candle.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from loguru import logger
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
-from marketdata.cache.keys import latest_key, roi_key, show_key
+from marketdata.cache.checks import PRICE_KEYS, latest_problem, show_problem, usable
+from marketdata.cache.keys import latest_key, pair_keys, roi_key, show_key
 from marketdata.domain import DAY, Candles, Interval, utc_from_epoch
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
     from marketdata.cache.fallback import FallbackCache
     from marketdata.config import Settings
+    from marketdata.context import AppContext
     from marketdata.errors import MarketdataError
     from marketdata.reports import ShowReport
 
@@ -37,7 +41,6 @@ CACHED_BARS = 100
 """Candles kept per pair: `show --last` up to this, `compare --window` up to this - 1."""
 MARKET_TTL = 7 * DAY
 """Market keys expire unless a writer refreshes them (bounds staleness after an outage)."""
-PRICE_KEYS = ("open", "high", "low", "close", "volume")
 
 
 def _iso(moment: datetime) -> str:
@@ -47,13 +50,16 @@ def _iso(moment: datetime) -> str:
 # ------------------------------------------------------------------------------ values
 
 
-def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[str, Any]:
+def pair_values(
+    report: ShowReport, *, complete: bool, stored_at: str, database: str
+) -> dict[str, Any]:
     """The keys of one pair (and its symbol's ROI for the daily interval) from its report.
 
     Args:
         report: `show`'s report holding up to CACHED_BARS candles.
         complete: Whether those candles are the pair's whole history.
         stored_at: When the values were read from the database (ISO 8601).
+        database: The id of the database they were read from.
     """
     candles = report.candles
     assert candles.indicators is not None
@@ -71,6 +77,7 @@ def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[s
             "computed": report.computed,
             "provider": candles.provider,
             "stored_at": stored_at,
+            "database": database,
             "columns": columns,
             "roi": report.roi,
         },
@@ -79,6 +86,7 @@ def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[s
             interval,
             {k: v[-1] for k, v in columns.items()},
             stored_at,
+            database,
             with_indicators=True,
         ),
     }
@@ -89,6 +97,7 @@ def pair_values(report: ShowReport, *, complete: bool, stored_at: str) -> dict[s
             "as_of": _iso(utc_from_epoch(newest)),
             "roi": report.roi,
             "stored_at": stored_at,
+            "database": database,
         }
     return values
 
@@ -103,7 +112,13 @@ def _plain(values: np.ndarray[Any, np.dtype[np.float64]]) -> list[float | None]:
 
 
 def latest_value(
-    symbol: str, interval: str, row: dict[str, Any], stored_at: str, *, with_indicators: bool
+    symbol: str,
+    interval: str,
+    row: dict[str, Any],
+    stored_at: str,
+    database: str,
+    *,
+    with_indicators: bool,
 ) -> dict[str, Any]:
     """`market:{symbol}:{interval}:latest` from one row (keys ts, prices, indicators)."""
     ts = int(row["ts"])
@@ -115,6 +130,7 @@ def latest_value(
         **{k: row[k] for k in PRICE_KEYS},
         "indicators": {k: row[k] for k in INDICATOR_NAMES} if with_indicators else None,
         "stored_at": stored_at,
+        "database": database,
     }
 
 
@@ -166,24 +182,36 @@ class CachedShow:
 
 
 def read_show(cache: FallbackCache, symbol: str, interval: Interval, last: int) -> CachedShow:
-    """The pair's cached report (one round trip), counting a hit or a miss."""
-    keys = [show_key(symbol, interval.value), latest_key(symbol, interval.value)]
-    found = cache.get_many(keys)
-    value = found.get(keys[0])
+    """The pair's cached report (one round trip), counting a hit or a miss; a value that is
+    not this database's, or not of the shape written here, is a miss."""
+    found = cache.get_many([show_key(symbol, interval.value), latest_key(symbol, interval.value)])
+    value = _show_value(cache, found, symbol, interval.value)
     report = None if value is None else report_of(value, last)
-    if report is None:
+    if value is None or report is None:
         cache.count_read(False)
         return CachedShow()
-    if _is_current(value, found.get(keys[1])):
+    if _is_current(cache, value, found):
         cache.count_read(True)
         return CachedShow(fresh=report)
     cache.count_read(False)
     return CachedShow(stale=report)
 
 
-def _is_current(show: Any, latest: Any) -> bool:
-    """A `show` value is current unless a writer stored a newer latest candle since."""
-    return latest is None or int(show["newest"]) >= int(latest["ts"])
+def _show_value(
+    cache: FallbackCache, found: dict[str, Any], symbol: str, interval: str
+) -> dict[str, Any] | None:
+    key = show_key(symbol, interval)
+    return usable(cache, key, found.get(key), show_problem(symbol, interval))
+
+
+def _is_current(cache: FallbackCache, show: dict[str, Any], found: dict[str, Any]) -> bool:
+    """A `show` value is current unless a writer stored a newer latest candle since, or the
+    `latest` value beside it cannot be trusted (then only a database outage shows it)."""
+    key = latest_key(show["symbol"], show["interval"])
+    if found.get(key) is None:
+        return True
+    latest = usable(cache, key, found[key], latest_problem)
+    return latest is not None and int(show["newest"]) >= int(latest["ts"])
 
 
 @dataclass(frozen=True)
@@ -203,7 +231,7 @@ def read_closes(cache: FallbackCache, symbols: Sequence[str], window: int) -> Ca
     daily = Interval.D1.value
     keys = [k for s in symbols for k in (show_key(s, daily), latest_key(s, daily))]
     found = cache.get_many(keys)
-    maybe = [found.get(show_key(s, daily)) for s in symbols]
+    maybe = [_show_value(cache, found, s, daily) for s in symbols]
     shows: list[dict[str, Any]] = [v for v in maybe if v is not None]
     if len(shows) < len(symbols):
         cache.count_read(False)
@@ -213,9 +241,7 @@ def read_closes(cache: FallbackCache, symbols: Sequence[str], window: int) -> Ca
         for s, v in zip(symbols, shows, strict=True)
     }
     stored_at = min(str(v["stored_at"]) for v in shows)
-    current = all(
-        _is_current(v, found.get(latest_key(s, daily))) for s, v in zip(symbols, shows, strict=True)
-    )
+    current = all(_is_current(cache, v, found) for v in shows)
     common = len(_common(series))
     enough = all(v["complete"] for v in shows) or common >= window + 1
     if current and enough:
@@ -245,7 +271,7 @@ def warn_stale(exc: MarketdataError, stored_at: str | None) -> None:
 
 def store_show(cache: FallbackCache, report: ShowReport, *, complete: bool, now: datetime) -> None:
     """Fill the cache from a report `show` just read from the database (one round trip)."""
-    values = pair_values(report, complete=complete, stored_at=_iso(now))
+    values = pair_values(report, complete=complete, stored_at=_iso(now), database=cache.database)
     cache.set_many(values, MARKET_TTL)
 
 
@@ -259,7 +285,6 @@ def refresh_pairs(
     """Read several pairs from the database in one query and write their keys in one round
     trip; the number of keys written. Pairs with nothing stored get their keys dropped."""
     from marketdata.derive import analytics_intervals
-    from marketdata.reports import show_report
     from marketdata.storage.candles import read_pairs
 
     stored = read_pairs(conn, pairs, with_indicators=True)
@@ -270,14 +295,63 @@ def refresh_pairs(
     for symbol, interval in pairs:
         history = stored.get((symbol, interval))
         if history is None:
-            drop += [show_key(symbol, interval.value), latest_key(symbol, interval.value)]
+            drop += pair_keys(symbol, interval)
             continue
-        tail = history.take(slice(-CACHED_BARS, None)) if interval in derived else None
-        report = show_report(symbol, interval, history.with_indicators(None), tail, CACHED_BARS)
-        complete = len(history) <= CACHED_BARS
-        values |= pair_values(report, complete=complete, stored_at=stored_at)
+        values |= history_values(
+            history, derived=interval in derived, stored_at=stored_at, database=cache.database
+        )
     cache.set_many(values, MARKET_TTL, drop=drop)
     return len(values)
+
+
+def history_values(
+    history: Candles, *, derived: bool, stored_at: str, database: str
+) -> dict[str, Any]:
+    """A pair's keys from its whole stored history (with its stored indicators when
+    `derived`): what `cache rebuild` writes, and the pipeline when it wrote all of it."""
+    from marketdata.reports import show_report
+
+    symbol, interval = history.symbol, history.interval
+    tail = history.take(slice(-CACHED_BARS, None)) if derived else None
+    report = show_report(symbol, interval, history.with_indicators(None), tail, CACHED_BARS)
+    complete = len(history) <= CACHED_BARS
+    return pair_values(report, complete=complete, stored_at=stored_at, database=database)
+
+
+def refresh_later(
+    app: AppContext, symbol: str, interval: Interval, now: datetime, whole: Candles | None = None
+) -> None:
+    """Write a pair's keys once its transaction committed (the pipeline's hook).
+
+    When the pipeline just wrote the pair's whole history (`whole`, with its indicators:
+    a first ingest, a backfill of a new pair) the keys are built from those rows and written
+    at once, in one round trip, without reading anything back. Otherwise the pair goes to
+    the background refresher, which reads its newest rows off the write path; the run waits
+    for it at its end (`drain_refreshes`).
+    """
+    from marketdata.cache.refresher import Refresher
+    from marketdata.derive import analytics_intervals
+    from marketdata.storage.engine import connect
+
+    cache = app.cache
+    if cache.name == "none":
+        return  # nothing to refresh: spare the reads
+    if whole is not None and interval in analytics_intervals(app.settings):
+        stored_at, database = _iso(now), cache.database
+        values = history_values(whole, derived=True, stored_at=stored_at, database=database)
+        cache.set_many(values, MARKET_TTL)
+        return
+
+    def build() -> Refresher:
+        return Refresher(cache, lambda: connect(app.engine(), app.target), app.settings)
+
+    cache.refresher(build).submit(symbol, interval, now)
+
+
+def drain_refreshes(app: AppContext, *, abandon: bool = False) -> None:
+    """Wait until the pairs handed to `refresh_later` are written (at a run's end); with
+    `abandon` (the run was stopped) drop the keys of those not written yet instead."""
+    app.cache.drain(abandon=abandon)
 
 
 def after_commit(
@@ -288,11 +362,12 @@ def after_commit(
     interval: Interval,
     now: datetime,
 ) -> None:
-    """Refresh a pair's keys once its transaction committed (the pipeline's hook).
+    """Refresh a pair's keys once its transaction committed, reading them on `conn`.
 
     Intervals in ANALYTICS_INTERVALS get every key (their indicators are stored); others
     get `latest` (indicators null) and lose their `show` value, which the next `show`
-    computes and caches. A database error here is logged: the pair is already stored.
+    computes and caches. A database error here is logged and the pair's keys are dropped
+    (the pair is already stored; no reader may trust values older than it).
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -312,12 +387,14 @@ def after_commit(
 
         why = exc.one_line() if isinstance(exc, MarketdataError) else scrub(describe(exc))
         logger.warning(
-            "{} {}: cache not refreshed ({}); `marketdata cache rebuild --symbols {}` fixes it",
+            "{} {}: cache not refreshed ({}); its keys were dropped, "
+            "`marketdata cache rebuild --symbols {}` writes them again",
             symbol,
             interval,
             why,
             symbol,
         )
+        cache.set_many({}, drop=pair_keys(symbol, interval))
     finally:
         conn.rollback()  # end the read transaction the refresh began
 
@@ -332,15 +409,18 @@ def _from_tail(
     from marketdata.reports import ShowReport, never_derived
     from marketdata.storage.candles import anchor_closes, read_candles
 
-    tail = read_candles(conn, symbol, interval, last=CACHED_BARS, with_indicators=True)
+    # one row more than is kept tells whether the rows kept are the whole history
+    rows = read_candles(conn, symbol, interval, last=CACHED_BARS + 1, with_indicators=True)
+    complete = len(rows) <= CACHED_BARS
+    tail = rows if complete else rows.take(slice(1, None))
     if len(tail) == 0 or never_derived(tail, len(tail)):
         return False
     then = anchor_closes(conn, symbol, interval, anchors(int(tail.ts[-1])))
     report = ShowReport(
         symbol, interval, tail, roi_from(float(tail.close[-1]), then), computed=False
     )
-    complete = len(tail) < CACHED_BARS  # fewer rows than asked for: the whole history
-    cache.set_many(pair_values(report, complete=complete, stored_at=_iso(now)), MARKET_TTL)
+    values = pair_values(report, complete=complete, stored_at=_iso(now), database=cache.database)
+    cache.set_many(values, MARKET_TTL)
     return True
 
 
@@ -354,7 +434,9 @@ def _latest_only(
         return
     row: dict[str, Any] = {"ts": int(newest.ts[0])}
     row |= {k: float(getattr(newest, k)[0]) for k in PRICE_KEYS}
-    value = latest_value(symbol, interval.value, row, _iso(now), with_indicators=False)
+    value = latest_value(
+        symbol, interval.value, row, _iso(now), cache.database, with_indicators=False
+    )
     cache.set_many(
         {latest_key(symbol, interval.value): value},
         MARKET_TTL,

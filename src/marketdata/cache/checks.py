@@ -1,0 +1,117 @@
+"""What a reader accepts as a cached market value: JSON of the shape this version writes,
+stamped with the reader's own database. Anything else under the prefix is a miss, said once.
+
+Another program, a hand with redis-cli, an older version or another database sharing the
+prefix may have written a key; a reader must then read the database, never fail or answer
+with values that are not this database's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from marketdata.analytics.indicators import INDICATOR_NAMES
+from marketdata.cache.base import Unreadable
+
+if TYPE_CHECKING:
+    from marketdata.cache.fallback import FallbackCache
+
+PRICE_KEYS = ("open", "high", "low", "close", "volume")
+COLUMNS = ("ts", *PRICE_KEYS, *INDICATOR_NAMES)
+"""The columns of a `show` value, in the order they are written."""
+_SHOW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "symbol": str,
+    "interval": str,
+    "complete": bool,
+    "computed": bool,
+    "provider": str,
+    "stored_at": str,
+    "columns": dict,
+    "roi": dict,
+}
+
+Problem = Callable[[Any], "str | None"]
+
+
+def usable(cache: FallbackCache, key: str, value: Any, problem: Problem) -> dict[str, Any] | None:
+    """`value` when it is one this version writes for this database; else None, with one
+    warning per command for each of the two reasons (unreadable, another database's)."""
+    if value is None:
+        return None
+    why = problem(value)
+    if why is not None:
+        cache.warn_once(
+            "unreadable",
+            f"cache value {key} is {why}; reading the database instead "
+            "(`marketdata cache rebuild` rewrites the market keys)",
+        )
+        return None
+    if value.get("database") != cache.database:
+        cache.warn_once(
+            "foreign",
+            f"cache value {key} was written for another database (or by an older version); "
+            "reading the database instead (databases sharing one Redis need a CACHE_PREFIX "
+            "each)",
+        )
+        return None
+    result: dict[str, Any] = value
+    return result
+
+
+def show_problem(symbol: str, interval: str) -> Problem:
+    """What is wrong with a `market:{symbol}:{interval}:show` value, None when nothing."""
+
+    def problem(value: Any) -> str | None:
+        if (kind := _not_object(value)) is not None:
+            return kind
+        for name, kind_of in _SHOW_FIELDS.items():
+            if not isinstance(value.get(name), kind_of):
+                return f"an object without a valid {name!r}"
+        if (value["symbol"], value["interval"]) != (symbol, interval):
+            return f"an object for {value['symbol']} {value['interval']}"
+        return _columns_problem(value["columns"], value.get("newest")) or _roi_problem(value["roi"])
+
+    return problem
+
+
+def latest_problem(value: Any) -> str | None:
+    """What is wrong with a `market:{symbol}:{interval}:latest` value, None when nothing."""
+    if (kind := _not_object(value)) is not None:
+        return kind
+    if type(value.get("ts")) is not int:
+        return "an object without a valid 'ts'"
+    return None
+
+
+def _not_object(value: Any) -> str | None:
+    if isinstance(value, Unreadable):
+        return value.reason
+    if not isinstance(value, dict):
+        return f"JSON of another shape (a {type(value).__name__}, not an object)"
+    return None
+
+
+def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
+    stamps = columns.get("ts")
+    if not isinstance(stamps, list) or not stamps or any(type(t) is not int for t in stamps):
+        return "an object without valid 'columns.ts'"
+    if newest != stamps[-1] or type(newest) is not int:
+        return "an object whose 'newest' is not its last candle"
+    for name in COLUMNS[1:]:
+        column = columns.get(name)
+        if not isinstance(column, list) or len(column) != len(stamps):
+            return f"an object without a valid 'columns.{name}'"
+        if not all(_number_or_null(v) for v in column):
+            return f"an object with a non-number in 'columns.{name}'"
+    return None
+
+
+def _roi_problem(roi: dict[str, Any]) -> str | None:
+    if not all(_number_or_null(v) for v in roi.values()):
+        return "an object with a non-number in 'roi'"
+    return None
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or type(value) in (int, float)
