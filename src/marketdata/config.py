@@ -383,7 +383,8 @@ def app_dir(kind: AppDir, environ: Mapping[str, str] | None = None) -> Path:
     made ($STATE_DIRECTORY, $CACHE_DIRECTORY, $LOGS_DIRECTORY; the first when a unit lists
     several); elsewhere the user's data, cache and log directories. A dynamic user's home is
     `/`, so the home-directory paths would not be writable inside the sandbox. A setting that
-    names a path wins over this default (the disk cache: `settings.cache_dir or app_dir("cache")`).
+    names a path wins over this default (the disk cache: CACHE_DIR, else a directory per database
+    under `app_dir("cache")`).
     """
     environ = os.environ if environ is None else environ
     given = environ.get(_SYSTEMD_DIRS[kind], "").split(":")[0]

@@ -32,8 +32,9 @@ DESCRIPTIONS: dict[str, str] = {
     "ingestion_disabled_symbols": "Symbols skipped with a note (comma-separated).",
     "analytics_intervals": "Intervals whose indicators are stored (comma-separated).",
     "cache_dir": "The disk cache's directory (the cache without Redis, or after Redis failed). "
-    "Unset: $CACHE_DIRECTORY under systemd, else the user's cache directory.",
-    "cache_prefix": "Prefix of every Redis key the tool writes (to share one Redis).",
+    "Unset: a directory per database under $CACHE_DIRECTORY under systemd, else under the "
+    "user's cache directory.",
+    "cache_prefix": "Prefix of every Redis key the tool writes: one per database sharing a Redis.",
     "alert_webhook_url": "Webhook that receives alerts as JSON (its path is a secret).",
     "alert_min_severity": "Alerts below this severity are not sent.",
     "alert_stale_after": "A market is stale (an error alert after each run, `marketdata "
