@@ -112,13 +112,16 @@ class Refresher:
     def _write(self, pairs: list[_Pair]) -> None:
         from marketdata.cache.market import after_commit
         from marketdata.errors import MarketdataError
+        from marketdata.observability.logging import bind_pair, unbind_pair
 
+        unbind_pair()  # records name the run, not the pair task that started this thread
         if self._abandon.is_set():
             self._drop(pairs)
             return
         try:
             with self._connect() as conn:
                 for pair in pairs:
+                    bind_pair(pair.symbol, pair.interval.value)  # its records name it
                     if self._abandon.is_set():
                         self._drop([pair])
                         continue

@@ -243,6 +243,13 @@ def bind_pair(symbol: str, interval: str, provider: str | None = None) -> None:
     _CONTEXT.set({**_CONTEXT.get(), **values})
 
 
+def unbind_pair() -> None:
+    """Drop the pair and its provider from the current task's records: for a task started by a
+    pair task that goes on to other pairs (the cache refresher)."""
+    pair_keys = ("symbol", "interval", "provider")
+    _CONTEXT.set({k: v for k, v in _CONTEXT.get().items() if k not in pair_keys})
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
