@@ -14,7 +14,7 @@ from marketdata.analytics.comparisons import Comparison, compare
 from marketdata.analytics.indicators import INDICATOR_NAMES, compute_indicators
 from marketdata.analytics.roi import anchors, roi, roi_from
 from marketdata.derive import analytics_intervals, bars_per_year, rebuild
-from marketdata.domain import Candles, Interval, parse_symbol, parse_symbols
+from marketdata.domain import Candles, Interval, epoch_of, parse_symbol, parse_symbols
 from marketdata.errors import InputError, NoDataError
 
 if TYPE_CHECKING:
@@ -122,9 +122,10 @@ def _show_from_database(
 ) -> ShowReport:
     """`show` from the database: the newest `last` rows and one lookup per ROI anchor."""
     from marketdata.derive import with_derived
-    from marketdata.storage.candles import anchor_closes, read_candles
+    from marketdata.storage.candles import anchor_closes, read_latest
 
-    latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
+    now = epoch_of(app.clock())
+    latest = read_latest(conn, symbol, interval, last, now=now, with_indicators=True)
     if len(latest) == 0:
         raise nothing_stored([symbol], interval, conn)
     computed = interval not in analytics_intervals(app.settings) or never_derived(
@@ -252,7 +253,7 @@ def comparison_report(
         )
     try:
         with _reading(app, chosen, Interval.D1) as conn:
-            daily = _latest_common(conn, chosen, window + 1)
+            daily = _latest_common(conn, chosen, window + 1, epoch_of(app.clock()))
     except DatabaseUnavailableError as exc:
         if cached.stale is None:
             raise
@@ -357,20 +358,22 @@ def _history(
     return candles
 
 
-def _latest_common(conn: Connection, symbols: Sequence[str], wanted: int) -> dict[str, Candles]:
+def _latest_common(
+    conn: Connection, symbols: Sequence[str], wanted: int, now: int
+) -> dict[str, Candles]:
     """The newest daily candles of each symbol, enough for `wanted` common timestamps.
 
-    Reads the newest `wanted` rows of each (an index walk from the top), and reads further
-    back, four times as far each round, only while the symbols share fewer timestamps than
-    that and reading further could add some.
+    Reads the newest `wanted` rows of each (an index walk from the top, in the newest
+    partitions first), and reads further back, four times as far each round, only while the
+    symbols share fewer timestamps than that and reading further could add some.
     """
     from functools import reduce
 
-    from marketdata.storage.candles import read_candles
+    from marketdata.storage.candles import read_latest
 
     size = wanted
     while True:
-        daily = {s: read_candles(conn, s, Interval.D1, last=size) for s in symbols}
+        daily = {s: read_latest(conn, s, Interval.D1, size, now=now) for s in symbols}
         common = reduce(np.intersect1d, (c.ts for c in daily.values()))
         if len(common) >= wanted or any(len(c) == 0 for c in daily.values()):
             return daily

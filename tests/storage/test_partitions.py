@@ -4,6 +4,7 @@ read paths' plans touching only the partitions they need."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -201,8 +202,6 @@ def explain(conn: sa.Connection, sql: str, **params) -> str:
 
 def touched(plan: str) -> set[str]:
     """The partitions a plan scans."""
-    import re
-
     return {n for n in re.findall(r" on (candles_[0-9a-z_]+)", plan) if not n.endswith("_pkey")}
 
 
@@ -235,3 +234,72 @@ def test_read_paths_touch_only_the_partitions_they_need(app_factory):
     assert "Index Scan Backward" in anchor and "Sort" not in anchor, anchor
     assert "Merge Append" not in latest and "Sort" not in latest, latest
     assert "Index Scan Backward" in latest, latest
+
+
+def planned_reads(app, work) -> list[str]:
+    """The plans of every SELECT on candles that `work` runs, explained with the very
+    statement and parameters it sent."""
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM candles" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(app.engine(), "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        sa.event.remove(app.engine(), "before_cursor_execute", record)
+    with app.engine().connect() as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        return [
+            "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+            for sql, params in statements
+        ]
+
+
+def lookups(plan: str) -> list[str]:
+    """A plan cut into its scalar subqueries (ROI's anchors are one each), or itself."""
+    return [part for part in re.split(r"InitPlan \d+", plan) if " on candles_" in part]
+
+
+def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_factory):
+    # two years of monthly 1m partitions, each with a few bars, and the hours before NOW:
+    # every read of `show` and of the write of one new candle (its warm-up closes, the
+    # newest stored row) must be planned over the partitions it reads, not all 25; only
+    # the ROI since inception walks up from the oldest (one column, and it stops at the
+    # first row)
+    from marketdata.derive import write_with_derived
+    from marketdata.reports import show
+
+    app = app_factory(analytics_intervals="1m")
+    app.clock = lambda: NOW
+    now = epoch_of(NOW)
+    with app.engine().begin() as conn:
+        # other tests' 1m partitions (far in the future) would be planned too: start bare
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {partitions.interval_table(Interval.M1)}"))
+        for month in range(24):
+            first = epoch_of(datetime(2025 + month // 12, month % 12 + 1, 1, tzinfo=UTC))
+            write_with_derived(conn, batch("BTC-USD", Interval.M1, first, 5), NOW, derive=True)
+        recent = batch("BTC-USD", Interval.M1, now - 600 * 60, 600, price=200.0)
+        write_with_derived(conn, recent, NOW, derive=True)
+        partitions.ensure(conn, partitions.ahead(now, [Interval.M1]))
+        assert len(partitions.existing(conn, Interval.M1)) == 25
+
+    def tail() -> None:
+        with app.engine().connect() as conn:
+            transaction = conn.begin()
+            write_with_derived(conn, batch("BTC-USD", Interval.M1, now, 1, 300.0), NOW, derive=True)
+            transaction.rollback()
+
+    reads = planned_reads(app, lambda: show(app, "BTC-USD", Interval.M1, 20))
+    writes = planned_reads(app, tail)
+
+    assert len(reads) >= 2 and len(writes) >= 2, (reads, writes)
+    parts = [part for plan in reads + writes for part in lookups(plan)]
+    since_inception = [p for p in parts if not re.search(r"\bts [<>]", p)]  # no bound on ts
+    assert len(since_inception) == 1, since_inception
+    for part in parts:
+        if part not in since_inception:
+            assert len(touched(part)) <= 3, part
+    assert "candles_1m_p2025_01" not in "".join(p for p in parts if p not in since_inception)
