@@ -303,3 +303,26 @@ def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_fact
         if part not in since_inception:
             assert len(touched(part)) <= 3, part
     assert "candles_1m_p2025_01" not in "".join(p for p in parts if p not in since_inception)
+
+
+@pytest.mark.parametrize("period", ["month", "week"])
+def test_aggregates_of_the_latest_periods_plan_only_the_newest_years(app_factory, period):
+    # seven years of daily bars in seven yearly partitions: `show --aggregate` of the last
+    # three periods reads this year's partition (its rows, the newest, and the day before
+    # them), never the older years
+    from marketdata.reports import aggregates
+
+    app = app_factory()
+    app.clock = lambda: NOW
+    first = epoch_of(datetime(2020, 1, 1, tzinfo=UTC))
+    with app.engine().begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {partitions.interval_table(Interval.D1)}"))
+        days = (epoch_of(NOW) - first) // 86_400
+        write_candles(conn, batch("BTC-USD", Interval.D1, first, days), NOW)
+        assert len(partitions.existing(conn, Interval.D1)) == 7
+
+    plans = planned_reads(app, lambda: aggregates(app, "BTC-USD", period, last=3))
+
+    assert len(plans) >= 3, plans
+    for plan in plans:
+        assert touched(plan) == {"candles_1d_p2026"}, plan

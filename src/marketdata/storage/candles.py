@@ -169,6 +169,21 @@ def read_latest(
     return read_candles(conn, symbol, interval, last=last, with_indicators=with_indicators)
 
 
+def candle_before(conn: Connection, symbol: str, interval: Interval, before: int) -> Candles:
+    """The newest stored candle of a pair before `before` (empty when there is none).
+
+    Looked for inside the time partition holding `before - 1` first (then PostgreSQL plans
+    that partition, not every older one), and before that partition only if it has none.
+    """
+    from marketdata.storage.partitions import period_of
+
+    floor = period_of(interval, before - 1).start
+    found = read_candles(conn, symbol, interval, floor, before, last=1)
+    if len(found):
+        return found
+    return read_candles(conn, symbol, interval, end=floor, last=1)
+
+
 def read_pairs(
     conn: Connection, pairs: list[tuple[str, Interval]], *, with_indicators: bool = False
 ) -> dict[tuple[str, Interval], Candles]:
