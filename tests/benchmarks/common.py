@@ -259,6 +259,26 @@ def make_partitions(url: str, interval: str, start: datetime, end: datetime) -> 
         engine.dispose()
 
 
+def backend_cpu(url: str) -> float | None:
+    """CPU seconds (user + system) the server processes now connected to `url`'s database
+    have used, other than this query's own; None when they cannot be seen from here (a
+    server on another host). Less disturbed by other load than wall time is."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with connect(url) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    total = 0.0
+    for (pid,) in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
     """The single value of a query."""
     row = conn.execute(sql).fetchone()

@@ -149,6 +149,45 @@ def test_writes_across_a_month_boundary_land_in_each_months_partition(app_factor
     assert stored.close.tolist()[-5:] == [50.0, 51.0, 52.0, 53.0, 54.0]
 
 
+def test_a_merge_across_a_month_boundary_writes_each_months_rows_into_its_partition(
+    app_factory,
+):
+    # holes on both sides of the boundary and one changed close: each month's rows are
+    # merged straight into their partition (no statement goes through the parent table)
+    app = app_factory()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith(("UPDATE", "INSERT")):
+            statements.append(statement)
+
+    with app.engine().begin() as conn:
+        write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1 - 180, 6), NOW)
+        conn.execute(
+            sa.text("DELETE FROM candles WHERE ts IN (:a, :b)"),
+            {
+                "a": datetime(2026, 11, 30, 23, 58, tzinfo=UTC),
+                "b": datetime(2026, 12, 1, 0, 1, tzinfo=UTC),
+            },
+        )
+    again = batch("ETH-USD", Interval.M1, DEC_1 - 180, 6)
+    again.close[0] = 7.0
+    sa.event.listen(app.engine(), "before_cursor_execute", record)
+    try:
+        with app.engine().begin() as conn:
+            stats = write_candles(conn, again, NOW)
+    finally:
+        sa.event.remove(app.engine(), "before_cursor_execute", record)
+
+    assert (stats.inserted, stats.updated, stats.unchanged) == (2, 1, 3)
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_11": 3, "candles_1m_p2026_12": 3}
+        stored = read_candles(conn, "ETH-USD", Interval.M1)
+    assert stored.close.tolist() == [7.0, *again.close[1:].tolist()]
+    targets = {re.match(r"(UPDATE|INSERT INTO) (\w+)", s).group(2) for s in statements}
+    assert targets == {"candles_1m_p2026_11", "candles_1m_p2026_12"}, statements
+
+
 @pytest.mark.parametrize(
     ("interval", "when", "partition"),
     [

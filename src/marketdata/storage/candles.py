@@ -370,27 +370,36 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
         return WriteStats()
     # only the newest row at or after the batch's first matters to the split (fewer partitions)
     newest = last_ts(conn, batch.symbol, batch.interval, since=int(batch.ts[0]))
-    if newest is None:
-        fresh, overlap = batch, batch.take(slice(0, 0))
-    else:
-        split = int(np.searchsorted(batch.ts, newest, side="right"))
-        overlap, fresh = batch.take(slice(0, split)), batch.take(slice(split, None))
+    split = 0 if newest is None else int(np.searchsorted(batch.ts, newest, side="right"))
     if conn.dialect.name == "postgresql":
-        from marketdata.storage import partitions, pg_copy
-
-        # the ingest made these ahead; this guards a batch reaching further (one lookup)
-        partitions.ensure(
-            conn, partitions.for_range(batch.interval, int(batch.ts[0]), int(batch.ts[-1]) + 1)
-        )
-        inserted, updated = pg_copy.copy_insert(conn, fresh, now), 0
-        if len(overlap):
-            ins, updated = pg_copy.merge_overlap(conn, overlap, now)
-            inserted += ins
+        inserted, updated = _pg_write(conn, batch, split, now)
     else:
-        inserted = _sqlite_insert(conn, fresh, now)
-        ins, updated = _sqlite_merge(conn, overlap, now)
+        inserted = _sqlite_insert(conn, batch.take(slice(split, None)), now)
+        ins, updated = _sqlite_merge(conn, batch.take(slice(0, split)), now)
         inserted += ins
     return WriteStats(inserted, updated, len(batch) - inserted - updated)
+
+
+def _pg_write(conn: Connection, batch: Candles, split: int, now: datetime) -> tuple[int, int]:
+    """COPY the rows from `split` on, merge the ones before; (inserted, updated).
+
+    Each time partition's rows go straight into it: the statements then plan one plain
+    table and route nothing (through the parent, the merge of a re-ingest took about 1.1x
+    the unpartitioned table's time).
+    """
+    from marketdata.storage import partitions, pg_copy
+
+    inserted = updated = 0
+    # the ingest made the partitions ahead; this guards a batch reaching further
+    for table, rows in partitions.ensure_placed(conn, batch.interval, batch.ts):
+        overlap = batch.take(slice(rows.start, max(rows.start, min(split, rows.stop))))
+        inserted += pg_copy.copy_insert(
+            conn, batch.take(slice(max(rows.start, split), rows.stop)), now, table
+        )
+        if len(overlap):
+            ins, upd = pg_copy.merge_overlap(conn, overlap, now, table)
+            inserted, updated = inserted + ins, updated + upd
+    return inserted, updated
 
 
 def _records(batch: Candles, now: datetime) -> list[dict[str, Any]]:

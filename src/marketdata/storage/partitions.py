@@ -22,11 +22,14 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from marketdata.domain import Interval, epoch_of, utc_from_epoch
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from numpy.typing import NDArray
     from sqlalchemy import Connection
 
 TABLE = "candles"
@@ -166,11 +169,16 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
     partition create it once; creating a partition locks its parent briefly, which is why
     the ingest and `db maintain` create them ahead, in a transaction of their own.
     """
+    return _ensure(conn, wanted)[1]
+
+
+def _ensure(conn: Connection, wanted: Iterable[Period]) -> tuple[bool, list[Period]]:
+    """`ensure`, and whether candles is partitioned here (learnt from the same query)."""
     from sqlalchemy import text
 
     needed = sorted(set(wanted), key=_order)
     if not needed or conn.dialect.name != "postgresql":
-        return []
+        return False, []
     names = [p.name for p in needed] + [interval_table(p.interval) for p in needed]
     kind, missing = conn.execute(
         text(
@@ -181,7 +189,7 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
         {"table": TABLE, "names": names},
     ).one()
     if kind != "p" or not missing:
-        return []
+        return kind == "p", []
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
     created = []
     for period in needed:
@@ -189,7 +197,25 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
             continue
         if _create(conn, period):
             created.append(period)
-    return created
+    return True, created
+
+
+def ensure_placed(
+    conn: Connection, interval: Interval, ts: NDArray[np.int64]
+) -> list[tuple[str, slice]]:
+    """Before a write of candles at `ts` (ascending epoch seconds, not empty): create the
+    partitions they need if missing, as `ensure` does, and say where they go: each
+    partition's name with the slice of `ts` it holds, in time order, or candles with all
+    of them where the table is not partitioned."""
+    wanted = for_range(interval, int(ts[0]), int(ts[-1]) + 1)
+    if not _ensure(conn, wanted)[0]:
+        return [(TABLE, slice(0, len(ts)))]
+    edges = [0, *np.searchsorted(ts, [p.end for p in wanted[:-1]]).tolist(), len(ts)]
+    return [
+        (period.name, slice(first, stop))
+        for period, first, stop in zip(wanted, edges[:-1], edges[1:], strict=True)
+        if stop > first
+    ]
 
 
 def _create(conn: Connection, period: Period) -> bool:
