@@ -149,11 +149,9 @@ def test_writes_across_a_month_boundary_land_in_each_months_partition(app_factor
     assert stored.close.tolist()[-5:] == [50.0, 51.0, 52.0, 53.0, 54.0]
 
 
-def test_a_merge_across_a_month_boundary_writes_each_months_rows_into_its_partition(
-    app_factory,
-):
-    # holes on both sides of the boundary and one changed close: each month's rows are
-    # merged straight into their partition (no statement goes through the parent table)
+def test_a_merge_across_a_month_boundary_fills_holes_in_both_months(app_factory):
+    # holes on both sides of the boundary and one changed close, in one merge through the
+    # parent table
     app = app_factory()
     statements: list[str] = []
 
@@ -185,7 +183,37 @@ def test_a_merge_across_a_month_boundary_writes_each_months_rows_into_its_partit
         stored = read_candles(conn, "ETH-USD", Interval.M1)
     assert stored.close.tolist() == [7.0, *again.close[1:].tolist()]
     targets = {re.match(r"(UPDATE|INSERT INTO) (\w+)", s).group(2) for s in statements}
-    assert targets == {"candles_1m_p2026_11", "candles_1m_p2026_12"}, statements
+    assert targets == {"candles"}, statements  # one set of statements for both months
+
+
+def test_a_merge_inside_one_month_addresses_that_months_partition(app_factory):
+    app = app_factory()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith(("UPDATE", "INSERT")):
+            statements.append(statement)
+
+    with app.engine().begin() as conn:
+        write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1, 5), NOW)
+    again = batch("ETH-USD", Interval.M1, DEC_1 + 120, 5, price=50.0)  # 3 changed, 2 new
+    sa.event.listen(app.engine(), "before_cursor_execute", record)
+    try:
+        with app.engine().begin() as conn:
+            stats = write_candles(conn, again, NOW)
+    finally:
+        sa.event.remove(app.engine(), "before_cursor_execute", record)
+
+    assert (stats.inserted, stats.updated) == (2, 3)
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_12": 7}
+        assert read_candles(conn, "ETH-USD", Interval.M1).close.tolist() == [
+            100.0,
+            101.0,
+            *again.close.tolist(),
+        ]
+    targets = {re.match(r"(UPDATE|INSERT INTO) (\w+)", s).group(2) for s in statements}
+    assert targets == {"candles_1m_p2026_12"}, statements
 
 
 @pytest.mark.parametrize(

@@ -383,22 +383,17 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
 def _pg_write(conn: Connection, batch: Candles, split: int, now: datetime) -> tuple[int, int]:
     """COPY the rows from `split` on, merge the ones before; (inserted, updated).
 
-    Each time partition's rows go straight into it: the statements then plan one plain
-    table and route nothing (through the parent, the merge of a re-ingest took about 1.1x
-    the unpartitioned table's time).
+    A batch inside one time partition is written straight into it: the statements then
+    plan one plain table and route nothing.
     """
     from marketdata.storage import partitions, pg_copy
 
-    inserted = updated = 0
     # the ingest made the partitions ahead; this guards a batch reaching further
-    for table, rows in partitions.ensure_placed(conn, batch.interval, batch.ts):
-        overlap = batch.take(slice(rows.start, max(rows.start, min(split, rows.stop))))
-        inserted += pg_copy.copy_insert(
-            conn, batch.take(slice(max(rows.start, split), rows.stop)), now, table
-        )
-        if len(overlap):
-            ins, upd = pg_copy.merge_overlap(conn, overlap, now, table)
-            inserted, updated = inserted + ins, updated + upd
+    table = partitions.ensure_placed(conn, batch.interval, int(batch.ts[0]), int(batch.ts[-1]))
+    inserted, updated = pg_copy.copy_insert(conn, batch.take(slice(split, None)), now, table), 0
+    if split:
+        ins, updated = pg_copy.merge_overlap(conn, batch.take(slice(0, split)), now, table)
+        inserted += ins
     return inserted, updated
 
 

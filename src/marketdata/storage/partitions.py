@@ -22,14 +22,11 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from marketdata.domain import Interval, epoch_of, utc_from_epoch
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from numpy.typing import NDArray
     from sqlalchemy import Connection
 
 TABLE = "candles"
@@ -200,22 +197,16 @@ def _ensure(conn: Connection, wanted: Iterable[Period]) -> tuple[bool, list[Peri
     return True, created
 
 
-def ensure_placed(
-    conn: Connection, interval: Interval, ts: NDArray[np.int64]
-) -> list[tuple[str, slice]]:
-    """Before a write of candles at `ts` (ascending epoch seconds, not empty): create the
-    partitions they need if missing, as `ensure` does, and say where they go: each
-    partition's name with the slice of `ts` it holds, in time order, or candles with all
-    of them where the table is not partitioned."""
-    wanted = for_range(interval, int(ts[0]), int(ts[-1]) + 1)
-    if not _ensure(conn, wanted)[0]:
-        return [(TABLE, slice(0, len(ts)))]
-    edges = [0, *np.searchsorted(ts, [p.end for p in wanted[:-1]]).tolist(), len(ts)]
-    return [
-        (period.name, slice(first, stop))
-        for period, first, stop in zip(wanted, edges[:-1], edges[1:], strict=True)
-        if stop > first
-    ]
+def ensure_placed(conn: Connection, interval: Interval, first: int, last: int) -> str:
+    """Before a write of candles starting from `first` to `last` (epoch seconds): create the
+    partitions they need if missing, as `ensure` does, and name the table the write can
+    address: the one partition that holds them all, else candles (also where candles is
+    not partitioned). A batch in one partition is then written without routing or planning
+    over the parent; one across several stays one set of statements (per partition, under
+    load, their extra round trips cost more than the routing saves)."""
+    wanted = for_range(interval, first, last + 1)
+    partitioned = _ensure(conn, wanted)[0]
+    return wanted[0].name if partitioned and len(wanted) == 1 else TABLE
 
 
 def _create(conn: Connection, period: Period) -> bool:
