@@ -139,7 +139,7 @@ def measure(built: dict[int, tuple[str, float | None]]) -> dict[int, Size]:
             startup=median(starts[rows]),
             tail=min(tails[rows]),
             bytes_per_candle=float(total["bytes_per_candle"]),
-            partitions=len(tables),
+            partitions=sum(1 for t in tables if t["interval"] == "1m"),
             prune_seconds=seconds,
             pruned_rows=int(pruned["rows"]),
             pruned_partitions=len(pruned["partitions_dropped"]),
