@@ -105,6 +105,35 @@ def test_show_indicators_from_a_warm_up_window_equal_a_full_computation(app_fact
     assert same(report.roi, roi(whole.ts, whole.close))
 
 
+def test_show_of_a_pair_that_stopped_long_ago_reads_back_past_the_recent_partitions(
+    app_factory,
+):
+    # the newest 5m bars are from months before the clock, and a 40-day hole lies inside
+    # the 201 closes before them: the reads bounded to the recent partitions find too few
+    # rows and read again without the bound; the answer equals the whole history's
+    app = app_factory(ingestion_provider="synthetic", ingestion_lookback_days=50)
+    app.clock = lambda: datetime(2024, 3, 1, tzinfo=UTC)
+    run_ingest(app, IngestRequest(symbols=["ETH-USD"], intervals=[Interval.M5]))
+    stored = history(app, "ETH-USD", Interval.M5)
+    drop(app, "ETH-USD", Interval.M5, stored.ts[100:-150])
+    app.clock = lambda: NOW  # June: more than three months later
+    whole = history(app, "ETH-USD", Interval.M5)
+    assert len(whole) == 250
+
+    report = show(app, "ETH-USD", Interval.M5, 20)
+
+    assert report.candles.ts.tolist() == whole.ts[-20:].tolist()
+    expected = compute_indicators(
+        whole.close, periods_per_year=bars_per_year("ETH-USD", Interval.M5)
+    ).columns()
+    assert report.candles.indicators is not None
+    for name in INDICATOR_NAMES:
+        np.testing.assert_allclose(
+            report.candles.indicators[name], expected[name][-20:], rtol=1e-9, equal_nan=True
+        )
+    assert same(report.roi, roi(whole.ts, whole.close))
+
+
 def test_show_reads_the_rows_it_shows_not_the_history(app, database_url):
     rows_read = []
     engine = app.engine()
