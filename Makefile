@@ -11,6 +11,8 @@ MUTANTS ?=
 BENCH ?=
 # the top size of make bench-scale (1M is always measured beside it)
 SCALE_ROWS ?= 10000000
+# SCALE_KEEP=1: keep bench-scale's top-size database, or reuse the one a run before kept
+SCALE_KEEP ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install ingest test lint fmt typecheck check db-upgrade bench bench-startup bench-scale bench-workers clean deploy-files deploy-verify pip-audit mutation drills
@@ -62,8 +64,8 @@ drills: $(STAMP) ## Fault drills against real PostgreSQL and SQLite (long, not i
 bench-startup: $(STAMP) ## Read commands' start-up vs a bare Typer app's --help (SQLite only)
 	$(BIN)/python -m tests.benchmarks.startup
 
-bench-scale: $(STAMP) ## Reads, ingest, prune and bytes at 1M and SCALE_ROWS 1m candles (long; not in test)
-	nice -n 5 $(BIN)/python -m tests.benchmarks.scale --rows $(SCALE_ROWS)
+bench-scale: $(STAMP) ## Reads, ingest, prune and bytes at 1M and SCALE_ROWS 1m candles (long; not in test; SCALE_KEEP=1 keeps/reuses the top one)
+	nice -n 5 $(BIN)/python -m tests.benchmarks.scale --rows $(SCALE_ROWS) $(if $(SCALE_KEEP),--keep)
 
 bench-workers: $(STAMP) ## Worker fleets: fills and no-op ticks by 1 ingest vs 1/2/4 workers (BENCH_MARKETS=10000)
 	nice -n 10 $(BIN)/python -m tests.benchmarks.workers

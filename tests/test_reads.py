@@ -16,7 +16,7 @@ from marketdata.derive import bars_per_year
 from marketdata.domain import Candles, Interval
 from marketdata.gaps import gaps_in, market_calendar, stored_gaps
 from marketdata.pipeline import IngestRequest, Mode, run_ingest
-from marketdata.reports import comparison, show
+from marketdata.reports import aggregate_records, aggregates, comparison, show
 from marketdata.storage.candles import read_candles, stored_timestamps
 from marketdata.storage.engine import connect
 from marketdata.storage.schema import candles
@@ -105,6 +105,35 @@ def test_show_indicators_from_a_warm_up_window_equal_a_full_computation(app_fact
     assert same(report.roi, roi(whole.ts, whole.close))
 
 
+def test_show_of_a_pair_that_stopped_long_ago_reads_back_past_the_recent_partitions(
+    app_factory,
+):
+    # the newest 5m bars are from months before the clock, and a 40-day hole lies inside
+    # the 201 closes before them: the reads bounded to the recent partitions find too few
+    # rows and read again without the bound; the answer equals the whole history's
+    app = app_factory(ingestion_provider="synthetic", ingestion_lookback_days=50)
+    app.clock = lambda: datetime(2024, 3, 1, tzinfo=UTC)
+    run_ingest(app, IngestRequest(symbols=["ETH-USD"], intervals=[Interval.M5]))
+    stored = history(app, "ETH-USD", Interval.M5)
+    drop(app, "ETH-USD", Interval.M5, stored.ts[100:-150])
+    app.clock = lambda: NOW  # June: more than three months later
+    whole = history(app, "ETH-USD", Interval.M5)
+    assert len(whole) == 250
+
+    report = show(app, "ETH-USD", Interval.M5, 20)
+
+    assert report.candles.ts.tolist() == whole.ts[-20:].tolist()
+    expected = compute_indicators(
+        whole.close, periods_per_year=bars_per_year("ETH-USD", Interval.M5)
+    ).columns()
+    assert report.candles.indicators is not None
+    for name in INDICATOR_NAMES:
+        np.testing.assert_allclose(
+            report.candles.indicators[name], expected[name][-20:], rtol=1e-9, equal_nan=True
+        )
+    assert same(report.roi, roi(whole.ts, whole.close))
+
+
 def test_show_reads_the_rows_it_shows_not_the_history(app, database_url):
     rows_read = []
     engine = app.engine()
@@ -162,6 +191,54 @@ def test_compare_with_a_short_history_reads_back_only_as_far_as_it_reaches(app_f
         periods_per_year={s: bars_per_year(s, Interval.D1) for s in whole},
     )
     assert same(result.roi, expected.roi) and same(result.beta, expected.beta)
+
+
+def months_between(first: datetime, last: datetime) -> list[int]:
+    """Epoch seconds of every day from the 1st of `first`'s month to the end of `last`'s."""
+    start = int(datetime(first.year, first.month, 1, tzinfo=UTC).timestamp())
+    end = int(last.timestamp())
+    return list(range(start, end, 86_400))
+
+
+@pytest.mark.parametrize("period", ["month", "week"])
+@pytest.mark.parametrize("last", [1, 2, 3, 5, 12, 70, 1_000])
+def test_aggregates_of_the_latest_periods_equal_those_of_the_whole_history(app, period, last):
+    # BTC loses March and most of April 2024 (empty months, five empty weeks), and the
+    # last day before May: reading from `last` periods back finds fewer periods than asked,
+    # and the period before the first shown one is further back than the one before it
+    march = months_between(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 28, tzinfo=UTC))
+    drop(app, "BTC-USD", Interval.D1, [*march, 1_714_435_200])  # and 2024-04-30
+    app.cache.delete_pattern("market:BTC-USD:*")
+    full = aggregate_records(aggregates(app, "BTC-USD", period))
+
+    latest = aggregate_records(aggregates(app, "BTC-USD", period, last=last))
+
+    assert len(full) > 12
+    assert nan_free(latest) == nan_free(full[-last:])
+
+
+def nan_free(records: list[dict]) -> list[dict]:
+    """Records with NaN as None (NaN is unequal to itself)."""
+    return [{k: None if v != v else v for k, v in r.items()} for r in records]
+
+
+def test_aggregates_read_the_periods_they_show_not_the_history(app, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's cursor does not count the rows a SELECT returns")
+    rows_read = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and cursor.rowcount > 0:
+            rows_read.append(cursor.rowcount)
+
+    event.listen(app.engine(), "after_cursor_execute", count)
+    try:
+        bars = aggregates(app, "BTC-USD", "month", last=3)
+    finally:
+        event.remove(app.engine(), "after_cursor_execute", count)
+    assert len(bars) == 3 and len(history(app, "BTC-USD")) > 400
+    # April 1 .. June 17 (78 days), the newest row, the day before April, a catalog row
+    assert sum(rows_read) <= 78 + 5, rows_read
 
 
 def test_gaps_found_from_holes_in_sql_equal_gaps_from_every_timestamp(app):

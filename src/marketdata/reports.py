@@ -9,12 +9,18 @@ from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
 
-from marketdata.analytics.aggregates import AggregateBars, Period, aggregate
+from marketdata.analytics.aggregates import (
+    AggregateBars,
+    Period,
+    aggregate,
+    period_before,
+    period_starts,
+)
 from marketdata.analytics.comparisons import Comparison, compare
 from marketdata.analytics.indicators import INDICATOR_NAMES, compute_indicators
 from marketdata.analytics.roi import anchors, roi, roi_from
 from marketdata.derive import analytics_intervals, bars_per_year, rebuild
-from marketdata.domain import Candles, Interval, parse_symbol, parse_symbols
+from marketdata.domain import Candles, Interval, epoch_of, parse_symbol, parse_symbols
 from marketdata.errors import InputError, NoDataError
 
 if TYPE_CHECKING:
@@ -122,9 +128,10 @@ def _show_from_database(
 ) -> ShowReport:
     """`show` from the database: the newest `last` rows and one lookup per ROI anchor."""
     from marketdata.derive import with_derived
-    from marketdata.storage.candles import anchor_closes, read_candles
+    from marketdata.storage.candles import anchor_closes, read_latest
 
-    latest = read_candles(conn, symbol, interval, last=last, with_indicators=True)
+    now = epoch_of(app.clock())
+    latest = read_latest(conn, symbol, interval, last, now=now, with_indicators=True)
     if len(latest) == 0:
         raise nothing_stored([symbol], interval, conn)
     computed = interval not in analytics_intervals(app.settings) or never_derived(
@@ -162,7 +169,8 @@ def aggregates(app: AppContext, symbol: str, period: str, last: int | None = Non
         app: The application context.
         symbol: The symbol (validated).
         period: "week" or "month".
-        last: Keep only the latest N periods (returns still come from the whole history).
+        last: Keep only the latest N periods. Only their daily candles are read, and the
+            one candle before them, whose close the first period's return needs.
 
     Raises:
         InputError: For a malformed symbol, an unknown period or `last` below 1.
@@ -173,15 +181,57 @@ def aggregates(app: AppContext, symbol: str, period: str, last: int | None = Non
         raise InputError(f"unknown period {period!r}", hint=f"choose {' or '.join(PERIODS)}")
     if last is not None and last < 1:
         raise InputError(f"--last must be at least 1, not {last}")
+    chosen = cast(Period, period)
     with _reading(app, [symbol], Interval.D1) as conn:
-        daily = _history(conn, symbol, Interval.D1)
-    bars = aggregate(
-        daily.ts, daily.open, daily.high, daily.low, daily.close, daily.volume, cast(Period, period)
-    )
-    if last is None or last >= len(bars):
+        if last is None:
+            daily, preceded = _history(conn, symbol, Interval.D1), False
+        else:
+            now = epoch_of(app.clock())
+            daily, preceded = _latest_periods(conn, symbol, chosen, last, now)
+    bars = aggregate(daily.ts, daily.open, daily.high, daily.low, daily.close, daily.volume, chosen)
+    # the period of the candle before them only gave the first shown period its return
+    keep = slice(1 if preceded else 0, None)
+    if last is not None and len(bars) - keep.start > last:
+        keep = slice(-last, None)
+    if keep == slice(0, None):
         return bars
-    keep = slice(-last, None)
     return AggregateBars(*(getattr(bars, f.name)[keep] for f in fields(AggregateBars)))
+
+
+# Earlier than any market's history: a read reaching further back reads it all (and so
+# does one of more periods than 1,900 years of weeks).
+_EARLIEST = -2_208_988_800  # 1900-01-01T00:00:00Z
+_MOST_PERIODS = 100_000
+
+
+def _latest_periods(
+    conn: Connection, symbol: str, period: Period, last: int, now: int
+) -> tuple[Candles, bool]:
+    """The daily candles of the newest `last` periods that hold any, preceded by the last
+    candle before them if there is one (then True): its close is the previous period's,
+    which the first period's return needs.
+
+    Reads from the start of the period `last - 1` before the newest candle's, and further
+    back (four times as far each round) only while empty periods leave fewer than `last`;
+    so those rows and one more, not the history.
+    """
+    from marketdata.storage.candles import candle_before, read_candles, read_latest
+
+    latest = read_latest(conn, symbol, Interval.D1, 1, now=now)
+    if len(latest) == 0:
+        raise nothing_stored([symbol], Interval.D1, conn)
+    newest = int(latest.ts[-1])
+    span = last
+    while True:
+        floor = _EARLIEST if span > _MOST_PERIODS else period_before(newest, period, span - 1)
+        if floor <= _EARLIEST:
+            return read_candles(conn, symbol, Interval.D1), False
+        daily = read_candles(conn, symbol, Interval.D1, floor)
+        before = candle_before(conn, symbol, Interval.D1, floor)
+        held = len(np.unique(period_starts(daily.ts, period)))
+        if held >= last or len(before) == 0:
+            return before.concat(daily), len(before) > 0
+        span *= 4
 
 
 def aggregate_records(bars: AggregateBars) -> list[dict[str, Any]]:
@@ -252,7 +302,7 @@ def comparison_report(
         )
     try:
         with _reading(app, chosen, Interval.D1) as conn:
-            daily = _latest_common(conn, chosen, window + 1)
+            daily = _latest_common(conn, chosen, window + 1, epoch_of(app.clock()))
     except DatabaseUnavailableError as exc:
         if cached.stale is None:
             raise
@@ -357,20 +407,22 @@ def _history(
     return candles
 
 
-def _latest_common(conn: Connection, symbols: Sequence[str], wanted: int) -> dict[str, Candles]:
+def _latest_common(
+    conn: Connection, symbols: Sequence[str], wanted: int, now: int
+) -> dict[str, Candles]:
     """The newest daily candles of each symbol, enough for `wanted` common timestamps.
 
-    Reads the newest `wanted` rows of each (an index walk from the top), and reads further
-    back, four times as far each round, only while the symbols share fewer timestamps than
-    that and reading further could add some.
+    Reads the newest `wanted` rows of each (an index walk from the top, in the newest
+    partitions first), and reads further back, four times as far each round, only while the
+    symbols share fewer timestamps than that and reading further could add some.
     """
     from functools import reduce
 
-    from marketdata.storage.candles import read_candles
+    from marketdata.storage.candles import read_latest
 
     size = wanted
     while True:
-        daily = {s: read_candles(conn, s, Interval.D1, last=size) for s in symbols}
+        daily = {s: read_latest(conn, s, Interval.D1, size, now=now) for s in symbols}
         common = reduce(np.intersect1d, (c.ts for c in daily.values()))
         if len(common) >= wanted or any(len(c) == 0 for c in daily.values()):
             return daily

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from numpy.typing import NDArray
 
-from marketdata.analytics.aggregates import AggregateBars, Period, aggregate, period_starts
+from marketdata.analytics.aggregates import (
+    AggregateBars,
+    Period,
+    aggregate,
+    period_before,
+    period_starts,
+)
 
 DAY = 86_400
 
@@ -207,3 +213,17 @@ def test_aggregate_bars_are_frozen() -> None:
     with pytest.raises(AttributeError):
         bars.close = bars.open  # type: ignore[misc]
     assert isinstance(bars, AggregateBars)
+
+
+def test_period_before_steps_back_whole_weeks_and_calendar_months():
+    def at(*args: int) -> int:
+        return int(datetime(*args, tzinfo=UTC).timestamp())
+
+    wednesday = at(2024, 3, 13, 15, 30)
+    assert period_before(wednesday, "week", 0) == at(2024, 3, 11)
+    assert period_before(wednesday, "week", 2) == at(2024, 2, 26)
+    assert period_before(wednesday, "month", 0) == at(2024, 3, 1)
+    assert period_before(wednesday, "month", 3) == at(2023, 12, 1)
+    assert period_before(wednesday, "month", 14) == at(2023, 1, 1)
+    with pytest.raises(ValueError, match="unknown period"):
+        period_before(wednesday, "year", 1)  # type: ignore[arg-type]

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from marketdata.domain import Candles
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# Databases a benchmark keeps for the next run (make bench-scale SCALE_KEEP=1)
+KEPT_PREFIX = "marketdata_bench_keep_"
 
 # 100 crypto-style symbols (is_crypto: a bar every minute) x 10,000 one-minute bars.
 SYMBOLS = [f"SYM{i:03d}-USD" for i in range(1, 101)]
@@ -194,14 +196,33 @@ class Server:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
 
-    def create(self, label: str) -> str:
-        """A new database migrated with `marketdata db upgrade`; returns its URL."""
-        name = f"{self.prefix}_{label}"
+    def create(self, label: str, *, keep: bool = False) -> str:
+        """A new database migrated with `marketdata db upgrade`; returns its URL. A kept one
+        is named `marketdata_bench_LABEL` (no run's prefix) and not dropped by drop_all."""
+        name = f"{KEPT_PREFIX}{label}" if keep else f"{self.prefix}_{label}"
         with self.admin() as conn:
+            if keep:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
+        if not keep:
+            self.created.append(name)
         url = _plain(self.url.set(database=name))
         run_cli(url, ["db", "upgrade"])
+        return url
+
+    def kept(self, label: str) -> str | None:
+        """The URL of the kept database `label` (see create), migrated to the head; None
+        when there is none or an earlier run died before it held any candles."""
+        name = f"{KEPT_PREFIX}{label}"
+        with self.admin() as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if found.fetchone() is None:
+                return None
+        url = _plain(self.url.set(database=name))
+        run_cli(url, ["db", "upgrade"])
+        with connect(url) as conn:
+            if conn.execute("SELECT 1 FROM candles LIMIT 1").fetchone() is None:
+                return None
         return url
 
     def drop_all(self) -> None:
@@ -236,6 +257,26 @@ def make_partitions(url: str, interval: str, start: datetime, end: datetime) -> 
             partitions.ensure(conn, wanted)
     finally:
         engine.dispose()
+
+
+def backend_cpu(url: str) -> float | None:
+    """CPU seconds (user + system) the server processes now connected to `url`'s database
+    have used, other than this query's own; None when they cannot be seen from here (a
+    server on another host). Less disturbed by other load than wall time is."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with connect(url) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    total = 0.0
+    for (pid,) in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:

@@ -4,6 +4,7 @@ read paths' plans touching only the partitions they need."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -148,6 +149,73 @@ def test_writes_across_a_month_boundary_land_in_each_months_partition(app_factor
     assert stored.close.tolist()[-5:] == [50.0, 51.0, 52.0, 53.0, 54.0]
 
 
+def test_a_merge_across_a_month_boundary_fills_holes_in_both_months(app_factory):
+    # holes on both sides of the boundary and one changed close, in one merge through the
+    # parent table
+    app = app_factory()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith(("UPDATE", "INSERT")):
+            statements.append(statement)
+
+    with app.engine().begin() as conn:
+        write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1 - 180, 6), NOW)
+        conn.execute(
+            sa.text("DELETE FROM candles WHERE ts IN (:a, :b)"),
+            {
+                "a": datetime(2026, 11, 30, 23, 58, tzinfo=UTC),
+                "b": datetime(2026, 12, 1, 0, 1, tzinfo=UTC),
+            },
+        )
+    again = batch("ETH-USD", Interval.M1, DEC_1 - 180, 6)
+    again.close[0] = 7.0
+    sa.event.listen(app.engine(), "before_cursor_execute", record)
+    try:
+        with app.engine().begin() as conn:
+            stats = write_candles(conn, again, NOW)
+    finally:
+        sa.event.remove(app.engine(), "before_cursor_execute", record)
+
+    assert (stats.inserted, stats.updated, stats.unchanged) == (2, 1, 3)
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_11": 3, "candles_1m_p2026_12": 3}
+        stored = read_candles(conn, "ETH-USD", Interval.M1)
+    assert stored.close.tolist() == [7.0, *again.close[1:].tolist()]
+    targets = {re.match(r"(UPDATE|INSERT INTO) (\w+)", s).group(2) for s in statements}
+    assert targets == {"candles"}, statements  # one set of statements for both months
+
+
+def test_a_merge_inside_one_month_addresses_that_months_partition(app_factory):
+    app = app_factory()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith(("UPDATE", "INSERT")):
+            statements.append(statement)
+
+    with app.engine().begin() as conn:
+        write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1, 5), NOW)
+    again = batch("ETH-USD", Interval.M1, DEC_1 + 120, 5, price=50.0)  # 3 changed, 2 new
+    sa.event.listen(app.engine(), "before_cursor_execute", record)
+    try:
+        with app.engine().begin() as conn:
+            stats = write_candles(conn, again, NOW)
+    finally:
+        sa.event.remove(app.engine(), "before_cursor_execute", record)
+
+    assert (stats.inserted, stats.updated) == (2, 3)
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_12": 7}
+        assert read_candles(conn, "ETH-USD", Interval.M1).close.tolist() == [
+            100.0,
+            101.0,
+            *again.close.tolist(),
+        ]
+    targets = {re.match(r"(UPDATE|INSERT INTO) (\w+)", s).group(2) for s in statements}
+    assert targets == {"candles_1m_p2026_12"}, statements
+
+
 @pytest.mark.parametrize(
     ("interval", "when", "partition"),
     [
@@ -201,8 +269,6 @@ def explain(conn: sa.Connection, sql: str, **params) -> str:
 
 def touched(plan: str) -> set[str]:
     """The partitions a plan scans."""
-    import re
-
     return {n for n in re.findall(r" on (candles_[0-9a-z_]+)", plan) if not n.endswith("_pkey")}
 
 
@@ -235,3 +301,95 @@ def test_read_paths_touch_only_the_partitions_they_need(app_factory):
     assert "Index Scan Backward" in anchor and "Sort" not in anchor, anchor
     assert "Merge Append" not in latest and "Sort" not in latest, latest
     assert "Index Scan Backward" in latest, latest
+
+
+def planned_reads(app, work) -> list[str]:
+    """The plans of every SELECT on candles that `work` runs, explained with the very
+    statement and parameters it sent."""
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM candles" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(app.engine(), "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        sa.event.remove(app.engine(), "before_cursor_execute", record)
+    with app.engine().connect() as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        return [
+            "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+            for sql, params in statements
+        ]
+
+
+def lookups(plan: str) -> list[str]:
+    """A plan cut into its scalar subqueries (ROI's anchors are one each), or itself."""
+    return [part for part in re.split(r"InitPlan \d+", plan) if " on candles_" in part]
+
+
+def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_factory):
+    # two years of monthly 1m partitions, each with a few bars, and the hours before NOW:
+    # every read of `show` and of the write of one new candle (its warm-up closes, the
+    # newest stored row) must be planned over the partitions it reads, not all 25; only
+    # the ROI since inception walks up from the oldest (one column, and it stops at the
+    # first row)
+    from marketdata.derive import write_with_derived
+    from marketdata.reports import show
+
+    app = app_factory(analytics_intervals="1m")
+    app.clock = lambda: NOW
+    now = epoch_of(NOW)
+    with app.engine().begin() as conn:
+        # other tests' 1m partitions (far in the future) would be planned too: start bare
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {partitions.interval_table(Interval.M1)}"))
+        for month in range(24):
+            first = epoch_of(datetime(2025 + month // 12, month % 12 + 1, 1, tzinfo=UTC))
+            write_with_derived(conn, batch("BTC-USD", Interval.M1, first, 5), NOW, derive=True)
+        recent = batch("BTC-USD", Interval.M1, now - 600 * 60, 600, price=200.0)
+        write_with_derived(conn, recent, NOW, derive=True)
+        partitions.ensure(conn, partitions.ahead(now, [Interval.M1]))
+        assert len(partitions.existing(conn, Interval.M1)) == 25
+
+    def tail() -> None:
+        with app.engine().connect() as conn:
+            transaction = conn.begin()
+            write_with_derived(conn, batch("BTC-USD", Interval.M1, now, 1, 300.0), NOW, derive=True)
+            transaction.rollback()
+
+    reads = planned_reads(app, lambda: show(app, "BTC-USD", Interval.M1, 20))
+    writes = planned_reads(app, tail)
+
+    assert len(reads) >= 2 and len(writes) >= 2, (reads, writes)
+    parts = [part for plan in reads + writes for part in lookups(plan)]
+    since_inception = [p for p in parts if not re.search(r"\bts [<>]", p)]  # no bound on ts
+    assert len(since_inception) == 1, since_inception
+    for part in parts:
+        if part not in since_inception:
+            assert len(touched(part)) <= 3, part
+    assert "candles_1m_p2025_01" not in "".join(p for p in parts if p not in since_inception)
+
+
+@pytest.mark.parametrize("period", ["month", "week"])
+def test_aggregates_of_the_latest_periods_plan_only_the_newest_years(app_factory, period):
+    # seven years of daily bars in seven yearly partitions: `show --aggregate` of the last
+    # three periods reads this year's partition (its rows, the newest, and the day before
+    # them), never the older years
+    from marketdata.reports import aggregates
+
+    app = app_factory()
+    app.clock = lambda: NOW
+    first = epoch_of(datetime(2020, 1, 1, tzinfo=UTC))
+    with app.engine().begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {partitions.interval_table(Interval.D1)}"))
+        days = (epoch_of(NOW) - first) // 86_400
+        write_candles(conn, batch("BTC-USD", Interval.D1, first, days), NOW)
+        assert len(partitions.existing(conn, Interval.D1)) == 7
+
+    plans = planned_reads(app, lambda: aggregates(app, "BTC-USD", period, last=3))
+
+    assert len(plans) >= 3, plans
+    for plan in plans:
+        assert touched(plan) == {"candles_1d_p2026"}, plan

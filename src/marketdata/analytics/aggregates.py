@@ -141,6 +141,22 @@ def period_starts(ts: ArrayLike, period: Period) -> IntArray:
     raise ValueError(f"unknown period {period!r}: choose 'week' or 'month'")
 
 
+def period_before(epoch: int, period: Period, count: int) -> int:
+    """The start (epoch seconds UTC) of the week or month `count` periods before the one
+    holding `epoch` (0: that period's own start).
+
+    Raises:
+        ValueError: If period is unknown.
+    """
+    if period == "week":
+        start = int(period_starts(np.array([epoch], dtype=np.int64), "week")[0])
+        return start - count * 7 * _SECONDS_PER_DAY
+    if period == "month":
+        month = np.datetime64(epoch, "s").astype("datetime64[M]") - np.timedelta64(count, "M")
+        return int(month.astype("datetime64[s]").astype(np.int64))
+    raise ValueError(f"unknown period {period!r}: choose 'week' or 'month'")
+
+
 def _group_starts(keys: IntArray) -> NDArray[np.intp]:
     """Index of the first row of each run of equal keys (keys are sorted)."""
     if not len(keys):

@@ -166,11 +166,16 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
     partition create it once; creating a partition locks its parent briefly, which is why
     the ingest and `db maintain` create them ahead, in a transaction of their own.
     """
+    return _ensure(conn, wanted)[1]
+
+
+def _ensure(conn: Connection, wanted: Iterable[Period]) -> tuple[bool, list[Period]]:
+    """`ensure`, and whether candles is partitioned here (learnt from the same query)."""
     from sqlalchemy import text
 
     needed = sorted(set(wanted), key=_order)
     if not needed or conn.dialect.name != "postgresql":
-        return []
+        return False, []
     names = [p.name for p in needed] + [interval_table(p.interval) for p in needed]
     kind, missing = conn.execute(
         text(
@@ -181,7 +186,7 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
         {"table": TABLE, "names": names},
     ).one()
     if kind != "p" or not missing:
-        return []
+        return kind == "p", []
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
     created = []
     for period in needed:
@@ -189,7 +194,19 @@ def ensure(conn: Connection, wanted: Iterable[Period]) -> list[Period]:
             continue
         if _create(conn, period):
             created.append(period)
-    return created
+    return True, created
+
+
+def ensure_placed(conn: Connection, interval: Interval, first: int, last: int) -> str:
+    """Before a write of candles starting from `first` to `last` (epoch seconds): create the
+    partitions they need if missing, as `ensure` does, and name the table the write can
+    address: the one partition that holds them all, else candles (also where candles is
+    not partitioned). A batch in one partition is then written without routing or planning
+    over the parent; one across several stays one set of statements (per partition, under
+    load, their extra round trips cost more than the routing saves)."""
+    wanted = for_range(interval, first, last + 1)
+    partitioned = _ensure(conn, wanted)[0]
+    return wanted[0].name if partitioned and len(wanted) == 1 else TABLE
 
 
 def _create(conn: Connection, period: Period) -> bool:

@@ -107,10 +107,11 @@ def _copy(conn: Connection, table: str, batch: Candles, now: datetime) -> None:
         copy.write(encode_binary_copy(batch, now))
 
 
-def copy_insert(conn: Connection, batch: Candles, now: datetime) -> int:
-    """COPY rows that are known to be new (newer than the pair's newest stored candle)."""
+def copy_insert(conn: Connection, batch: Candles, now: datetime, table: str = "candles") -> int:
+    """COPY rows that are known to be new (newer than the pair's newest stored candle) into
+    `table`: candles, or the one partition that holds them all."""
     if len(batch):
-        _copy(conn, "candles", batch, now)
+        _copy(conn, table, batch, now)
     return len(batch)
 
 
@@ -125,8 +126,11 @@ def _changed(column: str) -> str:
     )
 
 
-def merge_overlap(conn: Connection, overlap: Candles, now: datetime) -> tuple[int, int]:
-    """Stage the overlap, update only rows whose values differ, insert the missing ones.
+def merge_overlap(
+    conn: Connection, overlap: Candles, now: datetime, table: str = "candles"
+) -> tuple[int, int]:
+    """Stage the overlap, update only rows whose values differ, insert the missing ones, in
+    `table`: candles, or the one partition that holds them all.
 
     Safe against concurrent writers only under the pair's advisory lock (which the pipeline
     holds): PostgreSQL 15's MERGE/UPDATE+INSERT races on the same keys without it.
@@ -155,7 +159,7 @@ def merge_overlap(conn: Connection, overlap: Candles, now: datetime) -> tuple[in
     }
     updated = conn.execute(
         text(
-            "UPDATE candles AS c SET "
+            f"UPDATE {table} AS c SET "
             + ", ".join(f"{name} = s.{name}" for name in assigned)
             + f" FROM {_STAGE} AS s WHERE {pair} AND c.ts = s.ts AND ("
             + " OR ".join(_changed(name) for name in compared)
@@ -166,8 +170,8 @@ def merge_overlap(conn: Connection, overlap: Candles, now: datetime) -> tuple[in
     names = ", ".join(columns_of(overlap))
     inserted = conn.execute(
         text(
-            f"INSERT INTO candles ({names}) SELECT {names} FROM {_STAGE} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM candles AS c WHERE {pair} AND c.ts = s.ts)"
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {_STAGE} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS c WHERE {pair} AND c.ts = s.ts)"
         ),
         bounds,
     ).rowcount
