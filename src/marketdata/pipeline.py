@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import numpy as np
 from loguru import logger
 
 from marketdata.domain import (
@@ -601,7 +602,7 @@ def _process_group(app: AppContext, group: _Group, report: Callable[[PairOutcome
                 _record_skip(app, group.run_id, outcome, log)
             else:
                 batches = _fetch_or_fail(app, group.chain, group.run_id, pair, outcome, log)
-                if batches is not None and _maybe_unchanged(pair, batches, app):
+                if batches is not None and _maybe_unchanged(pair, batches):
                     unchanged.append((pair, outcome, batches[0]))
                     continue
                 if batches is not None:
@@ -642,6 +643,8 @@ def _process_pair(
             _record_skip(app, run_id, outcome, log)
             return outcome
         batches = _fetch_or_fail(app, chain, run_id, pair, outcome, log)
+        if batches is not None and _recorded_unchanged(app, run_id, pair, outcome, batches, lease):
+            return outcome  # two statements on the lock session, no write
         if batches is not None:
             _write_pair(app, run_id, pair, batches, outcome, write_lock, log)
     return outcome
@@ -732,40 +735,63 @@ def _wait_to_retry(
 UNCHANGED_MAX_ROWS = 16
 
 
-def _maybe_unchanged(pair: PairPlan, batches: list[Candles], app: AppContext) -> bool:
-    """Whether the pair may have fetched nothing new: a few valid rows, all at or before its
-    last stored candle (the comparison with the stored rows decides)."""
-    from marketdata.validation import validate
-
+def _maybe_unchanged(pair: PairPlan, batches: list[Candles]) -> bool:
+    """Whether the pair may have fetched nothing new: a few rows in strictly ascending time,
+    all at or before its last stored candle. The comparison with the stored rows decides;
+    a row equal to a stored one passed validation when it was stored, so it is not
+    validated again (a tick of 10,000 pairs would spend seconds on it)."""
     if pair.stored_last is None or len(batches) != 1:
         return False
-    batch = batches[0]
-    if not 0 < len(batch) <= UNCHANGED_MAX_ROWS or int(batch.ts[-1]) > pair.stored_last:
+    ts = batches[0].ts
+    if not 0 < len(ts) <= UNCHANGED_MAX_ROWS or int(ts[-1]) > pair.stored_last:
         return False
-    _, rejected = validate(batch, epoch_of(app.clock()))
-    return not rejected
+    return bool(np.all(ts[1:] > ts[:-1]))
 
 
-def _record_unchanged(app: AppContext, run_id: int, pairs: list[_Fetched]) -> list[_Fetched]:
+def _recorded_unchanged(
+    app: AppContext,
+    run_id: int,
+    pair: PairPlan,
+    outcome: PairOutcome,
+    batches: list[Candles],
+    lease: RunLease,
+) -> bool:
+    """One pair's `_record_unchanged`: True when it was recorded so (nothing to write)."""
+    if not _maybe_unchanged(pair, batches):
+        return False
+    return not _record_unchanged(app, run_id, [(pair, outcome, batches[0])], lease)
+
+
+def _record_unchanged(
+    app: AppContext, run_id: int, pairs: list[_Fetched], session: RunLease | None = None
+) -> list[_Fetched]:
     """Record as ok and unchanged, in one transaction, the pairs whose fetched candles are all
     stored with the same values (writing them would change nothing: the write compares the
     same values, and derived data follows from stored closes that did not change). The
-    group's locks are held, so no other writer of ours changes them meanwhile. Returns the
+    pairs' locks are held, so no other writer of ours changes them meanwhile. Returns the
     pairs not recorded (they differ, or the database failed): each is left for its own write.
+    With `session` (PostgreSQL), the read and the insert run on that lock session in
+    autocommit, without a pooled connection: the locks make them as good as one transaction.
     """
     from marketdata.storage.candles import stored_values
-    from marketdata.storage.engine import connect
+    from marketdata.storage.engine import connect, translate_errors
     from marketdata.storage.runs import record_outcomes
 
-    def attempt() -> list[_Fetched]:
-        with connect(app.engine(), app.target) as conn, conn.begin():
-            stored = stored_values(conn, [batch for _, _, batch in pairs])
-            same = [f for f in pairs if _all_stored(f[2], stored)]
-            for _, outcome, batch in same:
-                outcome.provider = outcome.provider or batch.provider
-                outcome.fetched = outcome.unchanged = len(batch)
-            record_outcomes(conn, run_id, [outcome for _, outcome, _ in same])
+    def record(conn: Connection) -> list[_Fetched]:
+        stored = stored_values(conn, [batch for _, _, batch in pairs])
+        same = [f for f in pairs if _all_stored(f[2], stored)]
+        for _, outcome, batch in same:
+            outcome.provider = outcome.provider or batch.provider
+            outcome.fetched = outcome.unchanged = len(batch)
+        record_outcomes(conn, run_id, [outcome for _, outcome, _ in same])
         return same
+
+    def attempt() -> list[_Fetched]:
+        if session is not None and app.target.dialect == "postgresql":
+            with translate_errors(app.target):
+                return session.run(record)
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            return record(conn)
 
     try:
         same = _retrying(app, attempt, f"{len(pairs)} unchanged pairs", logger)
