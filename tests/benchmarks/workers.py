@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from tests.benchmarks.common import (
     BenchError,
     Figure,
@@ -178,11 +180,16 @@ def enqueue_and_wait(url: str, env: dict[str, str], on_progress: Any = None) -> 
     while True:
         if time.monotonic() > deadline:
             raise BenchError(f"run {run_id} still running after an hour")
-        with connect(url) as conn:
-            status = scalar(conn, f"SELECT status FROM ingestion_runs WHERE id = {run_id}")
-            done = int(
-                scalar(conn, f"SELECT count(*) FROM ingestion_outcomes WHERE run_id = {run_id}")
-            )
+        try:
+            with connect(url) as conn:
+                status = scalar(conn, f"SELECT status FROM ingestion_runs WHERE id = {run_id}")
+                done = int(
+                    scalar(conn, f"SELECT count(*) FROM ingestion_outcomes WHERE run_id = {run_id}")
+                )
+        except psycopg.OperationalError as exc:  # a shared server out of connections a moment
+            log(f"polling run {run_id}: {exc}; again")
+            time.sleep(1)
+            continue
         if status != "running":
             break
         if on_progress is not None:
@@ -354,8 +361,9 @@ def main() -> int:
         version = server.version()
         noop_tick(server, report)
         run(server, report)
-    except BenchError as exc:
+    except (BenchError, psycopg.Error) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
+        print(render(report, "marketdata worker-fleet benchmark: the figures measured before it"))
         return 1
     finally:
         server.drop_all()
