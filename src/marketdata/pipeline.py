@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import numpy as np
 from loguru import logger
 
 from marketdata.domain import (
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from marketdata.storage.markets import Market
 
 MAX_LOOKBACK_DAYS = 36_500
+T = TypeVar("T")
 
 
 # A pair's write that meets a transient database fault (a deadlock, a lock or statement
@@ -468,58 +470,72 @@ def _run_pairs(
 ) -> None:
     """Process every pair, appending each outcome as it finishes (kept if the run stops).
 
-    Workers are daemon threads: when the run stops, the main thread waits STOP_GRACE_SECONDS
-    for pairs already committing and then records the run, even if a worker is blocked on
-    a database or provider that stopped answering (the process may then exit past it).
+    Worker threads take the pairs in groups (see `_group_size`): a group's locks are taken
+    and released in one statement each, and the pairs it finds unchanged are recorded
+    together, so that a tick with nothing new costs a few round trips per group, not a
+    dozen per pair. Workers are daemon threads: when the run stops, the main thread waits
+    STOP_GRACE_SECONDS for pairs already committing and then records the run, even if a
+    worker is blocked on a database or provider that stopped answering (the process may
+    then exit past it).
     """
     cancel = app.cancel
     halt = threading.Event()  # no more pairs: the run stops (a signal or an error)
     write_lock = threading.Lock() if app.target.dialect == "sqlite" else None
-    todo = iter(plan.pairs)
+    concurrency = min(app.settings.ingestion_concurrency, len(plan.pairs))
+    size = _group_size(len(plan.pairs), concurrency, app.settings.ingestion_batch_size)
+    todo = iter([plan.pairs[i : i + size] for i in range(0, len(plan.pairs), size)])
     take = threading.Lock()
-    finished: queue.SimpleQueue[tuple[PairOutcome | None, BaseException | None]]
-    finished = queue.SimpleQueue()
+    # ("pair", outcome): one pair finished; ("group", pairs, error): a group's thread is done
+    finished: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     started = 0
+
+    def stopping() -> bool:
+        return halt.is_set() or cancel.is_set()
 
     def work() -> None:
         nonlocal started
-        while not (halt.is_set() or cancel.is_set()):
+        while not stopping():
             with take:
-                pair = next(todo, None)
-                if pair is None:
+                group = next(todo, None)
+                if group is None:
                     return
-                started += 1
+                started += len(group)
             try:
-                outcome = _process_pair(app, chain, run_id, pair, write_lock, lease)
+                _process_group(
+                    app,
+                    _Group(chain, run_id, group, write_lock, lease, stopping),
+                    lambda outcome: finished.put(("pair", outcome)),
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                finished.put((None, exc))
+                finished.put(("group", len(group), exc))
                 return
-            finished.put((outcome, None))
+            finished.put(("group", len(group), None))
 
     workers = [
         threading.Thread(target=with_log_context(work), name=f"pair-{n}", daemon=True)
-        for n in range(min(app.settings.ingestion_concurrency, len(plan.pairs)))
+        for n in range(concurrency)
     ]
     for worker in workers:
         worker.start()
-    received = 0
+    received = 0  # pairs of the groups whose thread is done with them
     failure: BaseException | None = None
 
     def take_one(timeout: float) -> bool:
         nonlocal received, failure
         try:
-            outcome, error = finished.get(timeout=timeout)
+            message = finished.get(timeout=timeout)
         except queue.Empty:
             return False
-        received += 1
-        if error is not None:
-            if not isinstance(error, RunInterruptedError) and failure is None:
-                failure = error
-                halt.set()
-        elif outcome is not None:
-            outcomes.append(outcome)
+        if message[0] == "pair":
+            outcomes.append(message[1])
             if progress is not None:
-                progress.pair_done(outcome)
+                progress.pair_done(message[1])
+            return True
+        _, pairs, error = message
+        received += pairs
+        if error is not None and not isinstance(error, RunInterruptedError) and failure is None:
+            failure = error
+            halt.set()
         return True
 
     while received < len(plan.pairs) and failure is None and not cancel.is_set():
@@ -535,9 +551,78 @@ def _run_pairs(
         if grace_ends is not None and time.monotonic() >= grace_ends:
             break
         take_one(0.05)
+    while take_one(0):  # outcomes reported before their group's end
+        pass
     if failure is not None:
         raise failure
     cancel.check()
+
+
+# Pairs a worker thread takes at once: few enough that every thread gets several groups
+# (the last group of a fill is not one thread's long tail), at most INGESTION_BATCH_SIZE.
+GROUPS_PER_THREAD = 4
+
+
+def _group_size(pairs: int, concurrency: int, batch_size: int) -> int:
+    return max(1, min(batch_size, pairs // (max(concurrency, 1) * GROUPS_PER_THREAD)))
+
+
+# a pair, its outcome so far and the one batch it fetched
+_Fetched = tuple[PairPlan, PairOutcome, Candles]
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What a worker thread needs to run a group of pairs."""
+
+    chain: FallbackChain
+    run_id: int
+    pairs: list[PairPlan]
+    write_lock: threading.Lock | None
+    lease: RunLease
+    stopping: Callable[[], bool]
+
+
+def _process_group(app: AppContext, group: _Group, report: Callable[[PairOutcome], None]) -> None:
+    """Run a group's pairs under locks taken together: each pair is fetched; one whose
+    candles are all stored already, unchanged, waits to be recorded with the others of the
+    group (one transaction, no write); every other pair is written in its own transaction.
+    A stop ends the group after the pair in flight; unchanged pairs not yet recorded then
+    count as rolled back."""
+    live = [(p.symbol, p.interval.value) for p in group.pairs if not p.skip]
+    unchanged: list[_Fetched] = []
+    with group.lease.pairs(live) as held:
+        for pair in group.pairs:
+            if group.stopping():
+                return
+            outcome = PairOutcome(pair.symbol, pair.interval.value, "ok")
+            bind_pair(pair.symbol, pair.interval.value)
+            log = logger.bind(symbol=pair.symbol, interval=pair.interval.value, run_id=group.run_id)
+            if pair.skip:
+                outcome.status = pair.skip
+            elif (pair.symbol, pair.interval.value) not in held:
+                outcome.status, outcome.error = "skipped", "held by another worker"
+                log.info("{} {} is held by another worker; skipped", pair.symbol, pair.interval)
+                _record_skip(app, group.run_id, outcome, log)
+            else:
+                batches = _fetch_or_fail(app, group.chain, group.run_id, pair, outcome, log)
+                if batches is not None and _maybe_unchanged(pair, batches):
+                    unchanged.append((pair, outcome, batches[0]))
+                    continue
+                if batches is not None:
+                    _write_pair(app, group.run_id, pair, batches, outcome, group.write_lock, log)
+            report(outcome)
+        if unchanged and not group.stopping():
+            left = {
+                id(outcome) for _, outcome, _ in _record_unchanged(app, group.run_id, unchanged)
+            }
+            for pair, outcome, batch in unchanged:
+                if id(outcome) in left:  # it differs from what is stored after all
+                    log = logger.bind(
+                        symbol=pair.symbol, interval=pair.interval.value, run_id=group.run_id
+                    )
+                    _write_pair(app, group.run_id, pair, [batch], outcome, group.write_lock, log)
+                report(outcome)
 
 
 def _process_pair(
@@ -548,47 +633,77 @@ def _process_pair(
     write_lock: threading.Lock | None,
     lease: RunLease,
 ) -> PairOutcome:
-    from marketdata.storage.engine import connect
-
+    """One pair under its own lock: fetch, then write in its own transaction."""
     outcome = PairOutcome(pair.symbol, pair.interval.value, "ok")
     bind_pair(pair.symbol, pair.interval.value)
     log = logger.bind(symbol=pair.symbol, interval=pair.interval.value, run_id=run_id)
     if pair.skip:
         outcome.status = pair.skip
         return outcome
-    committed = False  # once true, the pair's candles and its ok outcome are stored
+    with lease.pair(pair.symbol, pair.interval.value) as taken:
+        if not taken:
+            outcome.status, outcome.error = "skipped", "held by another worker"
+            log.info("{} {} is held by another worker; skipped", pair.symbol, pair.interval)
+            _record_skip(app, run_id, outcome, log)
+            return outcome
+        batches = _fetch_or_fail(app, chain, run_id, pair, outcome, log)
+        if batches is not None and _recorded_unchanged(app, run_id, pair, outcome, batches, lease):
+            return outcome  # two statements on the lock session, no write
+        if batches is not None:
+            _write_pair(app, run_id, pair, batches, outcome, write_lock, log)
+    return outcome
+
+
+def _fetch_or_fail(
+    app: AppContext,
+    chain: FallbackChain,
+    run_id: int,
+    pair: PairPlan,
+    outcome: PairOutcome,
+    log: Any,
+) -> list[Candles] | None:
+    """The pair's candles; None when fetching failed (the pair is then recorded failed).
+    No database connection is held while the provider is asked."""
     try:
-        with lease.pair(pair.symbol, pair.interval.value) as taken:
-            if not taken:
-                outcome.status, outcome.error = "skipped", "held by another worker"
-                log.info("{} {} is held by another worker; skipped", pair.symbol, pair.interval)
-                _record_skip(app, run_id, outcome, log)
-                return outcome
-            # no database connection is held while the provider is asked: only for the write
-            batches = _fetch(app, chain, pair, outcome)
-            for attempt in range(1, STORE_ATTEMPTS + 1):
-                try:
-                    with connect(app.engine(), app.target) as conn:
-                        _store(app, run_id, pair, batches, conn, outcome, write_lock)
-                        committed = True
-                    break
-                except (DatabaseBusyError, DatabaseUnavailableError) as exc:
-                    if committed or attempt == STORE_ATTEMPTS:
-                        raise
-                    _forget_counts(outcome)  # the attempt rolled back: nothing of it counts
-                    wait = STORE_BACKOFF_SECONDS * 2 ** (attempt - 1)
-                    log.warning(
-                        "{} {}: {}; writing again in {:.1f}s (attempt {} of {})",
-                        pair.symbol,
-                        pair.interval,
-                        exc.one_line(),
-                        wait,
-                        attempt + 1,
-                        STORE_ATTEMPTS,
-                    )
-                    app.cancel.sleep(wait)  # a stop request ends the wait at once
+        return _fetch(app, chain, pair, outcome)
     except ProviderError as exc:
         _fail(app, run_id, outcome, exc, log.bind(provider=exc.provider).warning)
+    except MarketdataError as exc:
+        if isinstance(exc, RunInterruptedError):
+            raise
+        _fail(app, run_id, outcome, exc, log.error)
+    return None
+
+
+def _write_pair(
+    app: AppContext,
+    run_id: int,
+    pair: PairPlan,
+    batches: list[Candles],
+    outcome: PairOutcome,
+    write_lock: threading.Lock | None,
+    log: Any,
+) -> None:
+    """Write the pair's candles with its outcome in one transaction, again in a new one after
+    a transient database fault (STORE_ATTEMPTS); a pair that cannot be written is failed."""
+    from marketdata.storage.engine import connect
+
+    committed = False  # once true, the pair's candles and its ok outcome are stored
+
+    def attempt() -> None:
+        nonlocal committed
+        with connect(app.engine(), app.target) as conn:
+            _store(app, run_id, pair, batches, conn, outcome, write_lock)
+            committed = True
+
+    def again() -> bool:
+        if committed:
+            return False
+        _forget_counts(outcome)  # the attempt rolled back: nothing of it counts
+        return True
+
+    try:
+        _retrying(app, attempt, f"{pair.symbol} {pair.interval}", log, again=again)
     except MarketdataError as exc:
         if isinstance(exc, RunInterruptedError):
             raise
@@ -599,9 +714,132 @@ def _process_pair(
                 pair.interval,
                 exc.one_line(),
             )
-            return outcome
+            return
         _fail(app, run_id, outcome, exc, log.error)
-    return outcome
+
+
+def _wait_to_retry(
+    app: AppContext, exc: MarketdataError, attempt: int, what: str, log: Any
+) -> None:
+    """Back off before writing again after a transient fault (a stop ends the wait)."""
+    wait = STORE_BACKOFF_SECONDS * 2 ** (attempt - 1)
+    log.warning(
+        "{}: {}; writing again in {:.1f}s (attempt {} of {})",
+        what,
+        exc.one_line(),
+        wait,
+        attempt + 1,
+        STORE_ATTEMPTS,
+    )
+    app.cancel.sleep(wait)  # a stop request ends the wait at once
+
+
+# An incremental tick fetches the last stored candle again and whatever is new: when that is
+# a few rows at most, they are first compared with what is stored (see _record_unchanged).
+UNCHANGED_MAX_ROWS = 16
+
+
+def _maybe_unchanged(pair: PairPlan, batches: list[Candles]) -> bool:
+    """Whether the pair may have fetched nothing new: a few rows in strictly ascending time,
+    all at or before its last stored candle. The comparison with the stored rows decides;
+    a row equal to a stored one passed validation when it was stored, so it is not
+    validated again (a tick of 10,000 pairs would spend seconds on it)."""
+    if pair.stored_last is None or len(batches) != 1:
+        return False
+    ts = batches[0].ts
+    if not 0 < len(ts) <= UNCHANGED_MAX_ROWS or int(ts[-1]) > pair.stored_last:
+        return False
+    return bool(np.all(ts[1:] > ts[:-1]))
+
+
+def _recorded_unchanged(
+    app: AppContext,
+    run_id: int,
+    pair: PairPlan,
+    outcome: PairOutcome,
+    batches: list[Candles],
+    lease: RunLease,
+) -> bool:
+    """One pair's `_record_unchanged`: True when it was recorded so (nothing to write)."""
+    if not _maybe_unchanged(pair, batches):
+        return False
+    return not _record_unchanged(app, run_id, [(pair, outcome, batches[0])], lease)
+
+
+def _record_unchanged(
+    app: AppContext, run_id: int, pairs: list[_Fetched], session: RunLease | None = None
+) -> list[_Fetched]:
+    """Record as ok and unchanged, in one transaction, the pairs whose fetched candles are all
+    stored with the same values (writing them would change nothing: the write compares the
+    same values, and derived data follows from stored closes that did not change). The
+    pairs' locks are held, so no other writer of ours changes them meanwhile. Returns the
+    pairs not recorded (they differ, or the database failed): each is left for its own write.
+    With `session` (PostgreSQL), the read and the insert run on that lock session in
+    autocommit, without a pooled connection: the locks make them as good as one transaction.
+    """
+    from marketdata.storage.candles import stored_values
+    from marketdata.storage.engine import connect, translate_errors
+    from marketdata.storage.runs import record_outcomes
+
+    def record(conn: Connection) -> list[_Fetched]:
+        stored = stored_values(conn, [batch for _, _, batch in pairs])
+        same = [f for f in pairs if _all_stored(f[2], stored)]
+        for _, outcome, batch in same:
+            outcome.provider = outcome.provider or batch.provider
+            outcome.fetched = outcome.unchanged = len(batch)
+        record_outcomes(conn, run_id, [outcome for _, outcome, _ in same])
+        return same
+
+    def attempt() -> list[_Fetched]:
+        if session is not None and app.target.dialect == "postgresql":
+            with translate_errors(app.target):
+                return session.run(record)
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            return record(conn)
+
+    try:
+        same = _retrying(app, attempt, f"{len(pairs)} unchanged pairs", logger)
+    except MarketdataError as exc:
+        if isinstance(exc, RunInterruptedError):
+            raise
+        logger.warning(
+            "{} unchanged pairs could not be recorded together ({}); each is written alone",
+            len(pairs),
+            exc.one_line(),
+        )
+        same = []
+    recorded = {id(outcome) for _, outcome, _ in same}
+    rest = [f for f in pairs if id(f[1]) not in recorded]
+    for _, outcome, _ in rest:
+        _forget_counts(outcome)
+    return rest
+
+
+def _all_stored(
+    batch: Candles, stored: dict[tuple[str, str, int], tuple[float, float, float, float, float]]
+) -> bool:
+    key = (batch.symbol, batch.interval.value)
+    return all(stored.get((*key, ts)) == tuple(values) for ts, *values in batch.rows())
+
+
+def _retrying(
+    app: AppContext,
+    attempt: Callable[[], T],
+    what: str,
+    log: Any,
+    *,
+    again: Callable[[], bool] = lambda: True,
+) -> T:
+    """Run a write, and again in a new transaction after a transient database fault
+    (STORE_ATTEMPTS, with backoff); `again` says whether a retry is still right."""
+    for n in range(1, STORE_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except (DatabaseBusyError, DatabaseUnavailableError) as exc:
+            if n == STORE_ATTEMPTS or not again():
+                raise
+            _wait_to_retry(app, exc, n, what, log)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _forget_counts(outcome: PairOutcome) -> None:

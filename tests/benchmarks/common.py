@@ -329,6 +329,7 @@ class ChildRun:
     peak_mb: float
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system time of the process (its threads included)
 
     def json(self) -> dict[str, Any]:
         """The --json summary on stdout."""
@@ -369,7 +370,8 @@ pid = os.posix_spawn(command[0], command, os.environ)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
 with open(result, "w") as out:
-    out.write(f"{os.waitstatus_to_exitcode(status)} {seconds!r} {usage.ru_maxrss}")
+    cpu = usage.ru_utime + usage.ru_stime
+    out.write(f"{os.waitstatus_to_exitcode(status)} {seconds!r} {usage.ru_maxrss} {cpu!r}")
 """
 
 
@@ -398,12 +400,12 @@ def run_cli(url: str, args: Sequence[str], env: dict[str, str] | None = None) ->
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read(), err.read()
-        code, seconds, max_rss = result.read_text().split()
+        code, seconds, max_rss, cpu = result.read_text().split()
     if int(code) != 0:
         tail = "\n".join(stderr.strip().splitlines()[-5:])
         raise BenchError(f"`marketdata {' '.join(args[:2])}` exited {code}:\n{tail}")
     # ru_maxrss is in kilobytes on Linux
-    return ChildRun(float(seconds), int(max_rss) / 1024.0, stdout, stderr)
+    return ChildRun(float(seconds), int(max_rss) / 1024.0, stdout, stderr, float(cpu))
 
 
 def ingest_args(

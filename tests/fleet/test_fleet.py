@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from tests.cli.helpers import one_error_line
 
@@ -225,3 +226,27 @@ def test_workers_delete_jobs_finished_longer_ago_than_worker_keep_hours(fleet):
     # the run history keeps both outcomes
     assert set(_outcomes(fleet, tick["run_id"]).values()) == {"ok"}
     assert len(_outcomes(fleet, tick["run_id"])) == 2
+
+
+def test_a_plain_ingest_between_a_ticks_jobs_leaves_the_tick_running(fleet):
+    # the tick's jobs wait for a worker: no process holds the tick run's lease meanwhile
+    tick = fleet.json("ingest", "--enqueue", "-s", "BTC-USD,ETH-USD", "-i", "1h")
+    other = fleet.json("ingest", "-s", "SOL-USD", "-i", "1h")  # closes runs left behind
+    assert other["status"] == "success"
+    assert _run_status(fleet, tick["run_id"]) == "running"
+    said = fleet.run("status").stderr  # its notes under the table
+    assert f"run {tick['run_id']} on" in said and "process is gone" not in said
+    fleet.start_worker("--no-ticks")
+    fleet.wait_for(
+        "the tick's run to close", lambda: _run_status(fleet, tick["run_id"]) != "running"
+    )
+    assert _run_status(fleet, tick["run_id"]) == "success"
+    assert set(_outcomes(fleet, tick["run_id"]).values()) == {"ok"}
+
+
+def test_a_tick_run_whose_jobs_are_gone_is_closed_as_abandoned(fleet):
+    tick = fleet.json("ingest", "--enqueue", "-s", "BTC-USD", "-i", "1h")
+    with fleet.engine.begin() as conn:  # the queue emptied by hand: nobody will run it
+        conn.execute(sa.text("DELETE FROM procrastinate_jobs"))
+    fleet.json("ingest", "-s", "SOL-USD", "-i", "1h")
+    assert _run_status(fleet, tick["run_id"]) == "abandoned"

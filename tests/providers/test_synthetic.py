@@ -56,6 +56,19 @@ def test_a_bar_has_the_same_values_whatever_window_contains_it(provider):
     assert alone.rows().__next__() == inside.take(slice(row, row + 1)).rows().__next__()
 
 
+def test_the_walk_of_a_few_bars_in_plain_python_equals_numpy_s_bit_for_bit(monkeypatch):
+    from marketdata.providers import synthetic
+
+    walk = synthetic._Walk(42, "BTC-USD", Interval.H1)
+    rng = np.random.default_rng(7)
+    for size in (1, 2, 3, 4):
+        blocks = rng.integers(0, 1 << 34, size=(50, size), dtype=np.int64)
+        scalar = [walk._tree(b).tobytes() for b in blocks]
+        monkeypatch.setattr(synthetic, "_SCALAR_BLOCKS", 0)  # numpy's path for every size
+        assert [walk._tree(b).tobytes() for b in blocks] == scalar
+        monkeypatch.undo()
+
+
 def test_paging_a_window_larger_than_one_request_changes_nothing(provider, monkeypatch):
     window = Window(START, START + 2500 * 60)
     whole = provider.fetch("BTC-USD", Interval.M1, window)

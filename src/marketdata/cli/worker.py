@@ -61,7 +61,8 @@ def worker(
     from marketdata.fleet.worker import run_worker
     from marketdata.pipeline import IngestRequest
 
-    ctx = build_app()
+    # the engine's pool is sized from INGESTION_CONCURRENCY: a connection for each job at once
+    ctx = build_app(ingestion_concurrency=concurrency)
     require_postgres(ctx, "`marketdata worker`")
     tick = None
     if not no_ticks:

@@ -4,6 +4,7 @@ recorded as queued, not deferred twice."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,55 +41,60 @@ def enqueue(fleet: Fleet, request: IngestRequest) -> Enqueued:
     from marketdata.pipeline import resolve_symbols
     from marketdata.providers.registry import parse_chain
     from marketdata.storage.engine import connect
+    from marketdata.storage.locks import RunLease
     from marketdata.storage.runs import start_run
 
     app = fleet.app
     chain = parse_chain(request.providers or app.settings.ingestion_provider)
     symbols, disabled = resolve_symbols(app, request)
     pairs = [(s, iv.value) for s in symbols for iv in request.intervals]
-    with connect(app.engine(), app.target) as conn:
-        run_id = start_run(
-            conn,
-            trigger=request.trigger,
-            providers=chain,
-            symbols=sorted(set(symbols)),
-            intervals=sorted({iv.value for iv in request.intervals}),
-            started_at=app.clock(),
-        )
-        jobs = [
-            PairJob(
-                run_id,
-                symbol,
-                interval,
-                chain,
-                request.trigger,
-                len(pairs),
-                request.mode.value,
-                request.since,
-                request.until,
-                request.lookback_days,
+    with ExitStack() as held:
+        with connect(app.engine(), app.target) as conn:
+            run_id = start_run(
+                conn,
+                trigger=request.trigger,
+                providers=chain,
+                symbols=sorted(set(symbols)),
+                intervals=sorted({iv.value for iv in request.intervals}),
+                started_at=app.clock(),
             )
-            for symbol, interval in pairs
-            if symbol not in disabled
-        ]
-        waiting = _waiting_locks(conn, [j.lock for j in jobs])
-        result = Enqueued(run_id, chain, [], [], [p for p in pairs if p[0] in disabled])
-        for symbol, interval in result.disabled:
-            ticks.record_if_missing(conn, run_id, PairOutcome(symbol, interval, "disabled"))
-        for job in jobs:
-            if job.lock in waiting:
-                result.queued.append((job.symbol, job.interval))
-                _record_queued(conn, job)
-        conn.commit()
-    fresh = [j for j in jobs if j.lock not in waiting]
-    for first in range(0, len(fresh), BATCH):
-        _defer(fleet, fresh[first : first + BATCH], result)
-    with connect(app.engine(), app.target) as conn:
-        with conn.begin():
-            for symbol, interval in result.queued:  # queued by another tick meanwhile
-                _record_queued(conn, PairJob(run_id, symbol, interval, chain, request.trigger, 0))
-        with conn.begin():  # after the commit, as a job's own close (pairs.py)
-            ticks.close_if_complete(conn, run_id, len(pairs), app.clock())
+            # held until the jobs exist: from then on they keep the run alive (runs_with_jobs)
+            held.callback(RunLease(app.engine(), run_id, app.lock_dir()).release)
+            jobs = [
+                PairJob(
+                    run_id,
+                    symbol,
+                    interval,
+                    chain,
+                    request.trigger,
+                    len(pairs),
+                    request.mode.value,
+                    request.since,
+                    request.until,
+                    request.lookback_days,
+                )
+                for symbol, interval in pairs
+                if symbol not in disabled
+            ]
+            waiting = _waiting_locks(conn, [j.lock for j in jobs])
+            result = Enqueued(run_id, chain, [], [], [p for p in pairs if p[0] in disabled])
+            for symbol, interval in result.disabled:
+                ticks.record_if_missing(conn, run_id, PairOutcome(symbol, interval, "disabled"))
+            for job in jobs:
+                if job.lock in waiting:
+                    result.queued.append((job.symbol, job.interval))
+                    _record_queued(conn, job)
+            conn.commit()
+        fresh = [j for j in jobs if j.lock not in waiting]
+        for first in range(0, len(fresh), BATCH):
+            _defer(fleet, fresh[first : first + BATCH], result)
+        with connect(app.engine(), app.target) as conn:
+            with conn.begin():
+                for symbol, interval in result.queued:  # queued by another tick meanwhile
+                    job = PairJob(run_id, symbol, interval, chain, request.trigger, 0)
+                    _record_queued(conn, job)
+            with conn.begin():  # after the commit, as a job's own close (pairs.py)
+                ticks.close_if_complete(conn, run_id, len(pairs), app.clock())
     logger.bind(run_id=run_id).info(
         "run {}: {} jobs deferred, {} already queued, {} disabled",
         run_id,

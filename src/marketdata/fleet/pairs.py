@@ -16,9 +16,12 @@ from marketdata.domain import Interval, PairOutcome, epoch_of
 from marketdata.errors import MarketdataError, RunInterruptedError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from marketdata.context import AppContext
     from marketdata.providers.base import ProviderContext
     from marketdata.providers.chain import FallbackChain
+    from marketdata.storage.locks import RunLease
 
 
 class PairJobFailedError(MarketdataError):
@@ -122,6 +125,7 @@ def run_pair(
     job: PairJob,
     chains: ProviderChains,
     cancel: threading.Event,
+    locks: RunLease,
     *,
     final: bool,
     retry: bool = True,
@@ -134,7 +138,7 @@ def run_pair(
 
     log = logger.bind(symbol=job.symbol, interval=job.interval, run_id=job.run_id)
     try:
-        outcome = _run(app, job, chains, cancel, retry=retry)
+        outcome = _run(app, job, chains, cancel, locks, retry=retry)
     except RunInterruptedError:
         raise  # rolled back: the job is retried, by this worker or another
     except Exception as exc:  # noqa: BLE001 - recorded as the pair's outcome, as in one run
@@ -157,17 +161,18 @@ def run_pair(
     # thought dead that is not): retried later while attempts remain
     later = outcome.status in ("failed", "locked") and not final
     closed = None
-    with connect(app.engine(), app.target) as conn:
-        with conn.begin():
+    if later or outcome.status != "ok":  # ok outcomes were written with the pair's candles
+        with connect(app.engine(), app.target) as conn, conn.begin():
             if later:
                 # until the retry the pair has no outcome, so the tick stays open
                 ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
-            elif outcome.status != "ok":  # ok outcomes were written with the pair's candles
+            else:
                 ticks.record_if_missing(conn, job.run_id, outcome)
-        if not later:
-            # counted after the outcome committed: the last job to commit sees them all
-            with conn.begin():
-                closed = ticks.close_if_complete(conn, job.run_id, job.pairs, app.clock())
+    # counted after the outcome committed: the last job to commit sees them all; most jobs
+    # are not the last, and count on the lock session without a transaction of their own
+    if not later and locks.run(lambda conn: ticks.recorded(conn, job.run_id)) >= job.pairs:
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            closed = ticks.close_if_complete(conn, job.run_id, job.pairs, app.clock())
     if closed is not None and closed[1]:  # this job completed the tick: report it once
         from marketdata.observability import reporting
 
@@ -180,21 +185,19 @@ def run_pair(
 
 
 def _run(
-    app: AppContext, job: PairJob, chains: ProviderChains, cancel: threading.Event, *, retry: bool
+    app: AppContext,
+    job: PairJob,
+    chains: ProviderChains,
+    cancel: threading.Event,
+    locks: RunLease,
+    *,
+    retry: bool,
 ) -> PairOutcome:
     # the pipeline's per-pair step, with the window planned now (not when deferred: the
     # stored data may have moved on since)
     from marketdata.fleet import ticks
-    from marketdata.pipeline import (
-        IngestRequest,
-        Mode,
-        PairPlan,
-        _last_ts,
-        _process_pair,
-        _windows,
-    )
+    from marketdata.pipeline import IngestRequest, Mode, PairPlan, _last_ts, _process_pair, _windows
     from marketdata.storage.engine import connect
-    from marketdata.storage.locks import RunLease
 
     interval = Interval(job.interval)
     request = IngestRequest(
@@ -208,23 +211,23 @@ def _run(
         trigger=job.trigger,
     )
     lookback = job.lookback_days or app.settings.ingestion_lookback_days
-    with connect(app.engine(), app.target) as conn:
-        if retry:
-            with conn.begin():
-                ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
+    if retry:
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            ticks.forget_outcome(conn, job.run_id, job.symbol, job.interval)
+
+    def plan(conn: Connection) -> PairPlan:
+        # read before the pair's lock is taken: the write reads the newest candle again
+        # under it, so a window that starts too early only re-fetches stored rows
         last = _last_ts(conn, job.symbol, interval)
         now = epoch_of(app.clock())
         windows = _windows(conn, request, job.symbol, interval, last, now, lookback)
-    plan = PairPlan(job.symbol, interval, windows, last)
+        return PairPlan(job.symbol, interval, windows, last)
+
+    pair = locks.run(plan)  # on the worker's lock session: one round trip, no checkout
     if cancel.is_set():
         app.cancel.set()  # the worker was told to roll back: the pair's waits end at once
-    # the pair's lock is taken through a lease of the tick's run, held for this job only
-    lease = RunLease(app.engine(), job.run_id, app.lock_dir())
-    try:
-        with chains.chain(job.providers) as chain:
-            return _process_pair(app, chain, job.run_id, plan, None, lease)
-    finally:
-        lease.release()
+    with chains.chain(job.providers) as chain:
+        return _process_pair(app, chain, job.run_id, pair, None, locks)
 
 
 def _one_line(exc: Exception) -> str:

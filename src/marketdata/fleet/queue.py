@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from marketdata.context import AppContext
     from marketdata.pipeline import IngestRequest
+    from marketdata.storage.locks import RunLease
 
 QUEUE = "marketdata"
 PAIR_TASK = "marketdata.ingest_pair"
@@ -47,10 +48,25 @@ class Fleet:
     chains: ProviderChains
     # set to roll back the pairs in flight (a second stop signal)
     cancel: threading.Event = field(default_factory=threading.Event)
+    _locks: RunLease | None = None
+    _locks_made: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def locks(self) -> RunLease:
+        """The worker's lock session, shared by its jobs (made at the first job): the pairs'
+        advisory locks, and the short reads of a job, one round trip each."""
+        with self._locks_made:
+            if self._locks is None:
+                from marketdata.storage.locks import RunLease
+
+                self._locks = RunLease(self.app.engine(), None, self.app.lock_dir())
+            return self._locks
 
     def close(self) -> None:
-        """Close the shared provider clients."""
+        """Close the shared provider clients and the lock session."""
         self.chains.close()
+        if self._locks is not None:
+            self._locks.release()
 
 
 def build_fleet(app: AppContext, *, tick: IngestRequest | None = None) -> Fleet:
@@ -81,7 +97,15 @@ def build_fleet(app: AppContext, *, tick: IngestRequest | None = None) -> Fleet:
         job = PairJob(**args)
         assert context.job is not None
         tried = context.job.attempts  # earlier attempts: retries, or runs a dead worker began
-        run_pair(app, job, fleet.chains, fleet.cancel, final=tried >= attempts, retry=tried > 0)
+        run_pair(
+            app,
+            job,
+            fleet.chains,
+            fleet.cancel,
+            fleet.locks,
+            final=tried >= attempts,
+            retry=tried > 0,
+        )
 
     if tick is not None:
         request = tick

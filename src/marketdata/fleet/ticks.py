@@ -43,6 +43,14 @@ def record_if_missing(conn: Connection, run_id: int, outcome: PairOutcome) -> No
         conn.execute(ingestion_outcomes.insert().values(run_id=run_id, **outcome.as_dict()))
 
 
+def recorded(conn: Connection, run_id: int) -> int:
+    """How many pairs of the run have an outcome."""
+    from sqlalchemy import func, select
+
+    o = ingestion_outcomes.c
+    return int(conn.execute(select(func.count()).where(o.run_id == run_id)).scalar_one())
+
+
 def close_if_complete(
     conn: Connection, run_id: int, pairs: int, now: datetime
 ) -> tuple[RunResult, bool] | None:

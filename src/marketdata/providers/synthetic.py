@@ -32,6 +32,10 @@ _MASK16 = np.uint64(0xFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_M64 = (1 << 64) - 1
+_GOLDEN_INT, _MIX1_INT, _MIX2_INT = int(_GOLDEN), int(_MIX1), int(_MIX2)
+# Up to this many blocks the tree is walked in plain Python (numpy costs more on tiny arrays)
+_SCALAR_BLOCKS = 4
 
 
 class SyntheticProvider(BaseProvider):
@@ -154,6 +158,8 @@ class _Walk:
 
     def _tree(self, blocks: NDArray[np.int64]) -> NDArray[np.float64]:
         """Walk values at block boundaries by midpoint displacement from a pinned root."""
+        if len(blocks) <= _SCALAR_BLOCKS:
+            return np.array([self._tree_one(int(b)) for b in blocks], dtype=np.float64)
         lo = np.zeros_like(blocks)
         left = np.zeros(blocks.shape, dtype=np.float64)
         right = np.zeros(blocks.shape, dtype=np.float64)
@@ -168,6 +174,24 @@ class _Walk:
             lo = np.where(go_right, mid, lo)
             left = np.where(go_right, value, left)
             right = np.where(go_right, right, value)
+        return left
+
+    def _tree_one(self, block: int) -> float:
+        """`_tree` of one block in plain Python numbers: the same operations on the same
+        doubles, so the same value bit for bit, without numpy's cost per call on the one or
+        two blocks a tick's few bars need."""
+        lo, left, right = 0, 0.0, 0.0
+        key = int(self.key_tree)
+        for level in range(_LEVELS):
+            half = 1 << (_LEVELS - 1 - level)
+            span = half * _BLOCK
+            var = span / 2.0 if span <= self.horizon else self.horizon**2 / (2.0 * span)
+            mid = lo + half
+            value = 0.5 * (left + right) + math.sqrt(var) * _normal_one(_hash_one(mid, key))
+            if block >= mid:
+                lo, left = mid, value
+            else:
+                right = value
         return left
 
     def candles(
@@ -224,6 +248,22 @@ def _hash(index: NDArray[np.int64], key: np.uint64) -> NDArray[np.uint64]:
     z *= _MIX2
     z ^= z >> np.uint64(31)
     return z
+
+
+def _hash_one(index: int, key: int) -> int:
+    """`_hash` of one index, in Python integers wrapped to 64 bits."""
+    z = ((index & _M64) * _GOLDEN_INT + key) & _M64
+    z ^= z >> 30
+    z = (z * _MIX1_INT) & _M64
+    z ^= z >> 27
+    z = (z * _MIX2_INT) & _M64
+    return z ^ (z >> 31)
+
+
+def _normal_one(bits: int) -> float:
+    """`_normal` of one value."""
+    total = (bits & 0xFFFF) + ((bits >> 16) & 0xFFFF) + ((bits >> 32) & 0xFFFF) + (bits >> 48)
+    return ((float(total) + 2.0) * _U16 - 2.0) * _SQRT3
 
 
 def _normal(bits: NDArray[np.uint64]) -> NDArray[np.float64]:

@@ -75,6 +75,32 @@ def last_ts_many(conn: Connection, symbols: list[str], interval: Interval) -> di
     return {symbol: None if value is None else epoch_of(aware_utc(value)) for symbol, value in rows}
 
 
+def stored_values(
+    conn: Connection, batches: list[Candles]
+) -> dict[tuple[str, str, int], tuple[float, float, float, float, float]]:
+    """The stored (open, high, low, close, volume) at the times of small batches, keyed by
+    (symbol, interval, ts): one query per interval over the time span they cover."""
+    from sqlalchemy import select
+
+    c = candles_table.c
+    found: dict[tuple[str, str, int], tuple[float, float, float, float, float]] = {}
+    for interval in {b.interval for b in batches}:
+        mine = [b for b in batches if b.interval == interval and len(b)]
+        if not mine:
+            continue
+        query = select(
+            c.symbol, _epoch_seconds(conn, c.ts), c.open, c.high, c.low, c.close, c.volume
+        ).where(
+            c.interval == interval.value,
+            c.symbol.in_(sorted({b.symbol for b in mine})),
+            c.ts >= utc_from_epoch(min(int(b.ts[0]) for b in mine)),
+            c.ts <= utc_from_epoch(max(int(b.ts[-1]) for b in mine)),
+        )
+        for symbol, ts, *values in conn.execute(query):
+            found[symbol, interval.value, int(ts)] = tuple(float(v) for v in values)  # type: ignore[assignment]
+    return found
+
+
 def read_candles(
     conn: Connection,
     symbol: str,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from loguru import logger
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
     from sqlalchemy import Connection, Engine
 
+
+T = TypeVar("T")
 
 # How long the end of a run waits for a worker still using the lock session.
 RELEASE_WAIT_SECONDS = 2.0
@@ -92,15 +94,35 @@ def _try_advisory_lock(conn: Connection, key: int) -> bool:
     return taken
 
 
-def _unlock(conn: Connection, key: int, what: str) -> None:
-    """Release an advisory lock; if that fails, drop the connection so that the pool never
-    hands out a session still holding it (the server releases it when the session ends)."""
+def _try_advisory_locks(conn: Connection, keys: list[int]) -> list[int]:
+    """Take the session advisory locks of `keys` that are free, in one statement; the keys
+    taken (a key listed twice is taken twice, as two calls would)."""
+    from sqlalchemy import text
+
+    if not keys:
+        return []
+    rows = conn.execute(
+        text("SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE pg_try_advisory_lock(k)"),
+        {"keys": keys},
+    )
+    taken = [int(row[0]) for row in rows]
+    conn.commit()
+    return taken
+
+
+def _unlock_many(conn: Connection, keys: list[int], what: str) -> None:
+    """Release advisory locks in one statement; if that fails, drop the connection so that
+    the pool never hands out a session still holding them (the server releases them when the
+    session ends)."""
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         conn.rollback()  # leave any failed transaction before unlocking
-        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.execute(
+            text("SELECT pg_advisory_unlock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+            {"keys": keys},
+        )
         conn.commit()
     except SQLAlchemyError as exc:
         logger.warning(
@@ -110,6 +132,11 @@ def _unlock(conn: Connection, key: int, what: str) -> None:
             type(getattr(exc, "orig", None) or exc).__name__,
         )
         conn.invalidate()
+
+
+def _unlock(conn: Connection, key: int, what: str) -> None:
+    """Release one advisory lock (see `_unlock_many`)."""
+    _unlock_many(conn, [key], what)
 
 
 def _file_lock(lock_dir: Path | None, name: str) -> BaseFileLock:
@@ -140,7 +167,9 @@ class RunLease:
     locks end with it; the next lock taken reconnects and takes the lease again.
     """
 
-    def __init__(self, engine: Engine, run_id: int, lock_dir: Path | None) -> None:
+    def __init__(self, engine: Engine, run_id: int | None, lock_dir: Path | None) -> None:
+        """With `run_id` None it holds no lease: the lock session of a fleet's worker, whose
+        jobs' runs are watched through the job queue (runs.close_abandoned)."""
         self.run_id = run_id
         self._engine = engine
         self._lock_dir = lock_dir
@@ -149,7 +178,7 @@ class RunLease:
         self._file: BaseFileLock | None = None
         if engine.dialect.name == "postgresql":
             self._session()
-        else:
+        elif run_id is not None:
             self._file = _file_lock(lock_dir, f"run-{run_id}")
             self._file.acquire(timeout=0)
 
@@ -157,7 +186,11 @@ class RunLease:
         """The lock session, (re)connected with the lease taken on it (mutex held)."""
         if self._conn is None or self._conn.invalidated or self._conn.closed:
             again = self._conn is not None
-            self._conn = self._engine.connect()
+            # autocommit: a lock or unlock is one round trip, not BEGIN, SELECT and COMMIT
+            conn = self._engine.connect()
+            self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self.run_id is None:
+                return self._conn
             # after a dropped session the server may not have ended it yet: do not wait
             taken = _try_advisory_lock(self._conn, run_key(self.run_id))
             if again and not taken:
@@ -188,6 +221,36 @@ class RunLease:
                     if self._conn is not None and not self._conn.invalidated:
                         _unlock(self._conn, key, f"{symbol} {interval}")
 
+    @contextmanager
+    def pairs(self, pairs: list[tuple[str, str]]) -> Iterator[set[tuple[str, str]]]:
+        """Try to take the locks of many pairs at once without waiting; yields those taken,
+        released together on exit. On PostgreSQL one statement each way, not one per pair."""
+        if self._engine.dialect.name != "postgresql":
+            with ExitStack() as stack:
+                taken = {
+                    pair
+                    for pair in pairs
+                    if stack.enter_context(_pair_file_lock(self._lock_dir, *pair))
+                }
+                yield taken
+            return
+        keys = {lock_key(*pair): pair for pair in pairs}
+        with self._mutex:
+            held = _try_advisory_locks(self._session(), list(keys))
+        try:
+            yield {keys[key] for key in held}
+        finally:
+            if held:
+                with self._mutex:
+                    if self._conn is not None and not self._conn.invalidated:
+                        _unlock_many(self._conn, held, f"{len(held)} pairs")
+
+    def run(self, statement: Callable[[Connection], T]) -> T:
+        """Run a short statement on the lock session (autocommit: one round trip, no pooled
+        connection checked out), one caller at a time. PostgreSQL only."""
+        with self._mutex:
+            return statement(self._session())
+
     def release(self) -> None:
         """Give the lease up (the run is recorded)."""
         # a worker left blocked on the lock session (a database that stopped answering)
@@ -197,7 +260,7 @@ class RunLease:
             return
         try:
             if self._conn is not None:
-                if not self._conn.invalidated:
+                if not self._conn.invalidated and self.run_id is not None:
                     # unlocked before the connection goes back to the pool, which keeps
                     # sessions (and their locks) alive
                     _unlock(self._conn, run_key(self.run_id), f"run {self.run_id}")

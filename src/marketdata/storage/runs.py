@@ -47,6 +47,50 @@ def record_outcome(conn: Connection, run_id: int, outcome: PairOutcome) -> None:
     conn.execute(ingestion_outcomes.insert().values(run_id=run_id, **values))
 
 
+def record_outcomes(conn: Connection, run_id: int, outcomes: list[PairOutcome]) -> None:
+    """Write many pairs' outcomes in one statement. On PostgreSQL the columns travel as
+    arrays through unnest: one statement text whatever the count (a multi-row VALUES is
+    compiled again for every count, which cost more than the round trips it saves)."""
+    if not outcomes:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(
+            ingestion_outcomes.insert(), [{"run_id": run_id, **o.as_dict()} for o in outcomes]
+        )
+        return
+    from sqlalchemy import text
+
+    columns = ", ".join(PairOutcome.__slots__)
+    arrays = ", ".join(
+        f"CAST(:{name} AS {_OUTCOME_TYPES[name]}[])" for name in PairOutcome.__slots__
+    )
+    conn.execute(
+        text(
+            f"INSERT INTO ingestion_outcomes (run_id, {columns}) "
+            f"SELECT :run_id, * FROM unnest({arrays})"
+        ),
+        {
+            "run_id": run_id,
+            **{name: [getattr(o, name) for o in outcomes] for name in PairOutcome.__slots__},
+        },
+    )
+
+
+# the SQL type of each outcome column, for record_outcomes' arrays
+_OUTCOME_TYPES = {
+    "symbol": "text",
+    "interval": "text",
+    "status": "text",
+    "provider": "text",
+    "fetched": "integer",
+    "inserted": "integer",
+    "updated": "integer",
+    "unchanged": "integer",
+    "rejected": "integer",
+    "error": "text",
+}
+
+
 def record_outcome_once(conn: Connection, run_id: int, outcome: PairOutcome) -> bool:
     """Write a pair's outcome unless one is recorded already (a pair whose commit may have
     gone through before its connection dropped keeps that outcome); True when written."""
@@ -110,7 +154,9 @@ def close_abandoned(
     """Close every `running` run whose lease is free (its process is gone) as abandoned.
 
     A run holds its lease (storage/locks.py) from before its row is visible until it is
-    recorded, so a free lease on a running row means nobody will ever finish it.
+    recorded, so a free lease on a running row means nobody will ever finish it; except for
+    a fleet's tick, which no process holds between its jobs: it lives while one of its jobs
+    waits or runs (`runs_with_jobs`), and its last job closes it.
     """
     from sqlalchemy import select
 
@@ -121,8 +167,9 @@ def close_abandoned(
         select(c.id, c.host, c.started_at).where(c.status == "running").order_by(c.id)
     ).all()
     closed: list[Abandoned] = []
+    queued = runs_with_jobs(conn) if running else set()
     for run_id, host, started_at in running:
-        if run_id == own or not lease_is_free(conn, run_id, lock_dir):
+        if run_id == own or run_id in queued or not lease_is_free(conn, run_id, lock_dir):
             continue
         updated = conn.execute(
             ingestion_runs.update()
@@ -137,6 +184,23 @@ def close_abandoned(
         if updated.rowcount:
             closed.append(Abandoned(run_id, host, started_at))
     return closed
+
+
+def runs_with_jobs(conn: Connection) -> set[int]:
+    """The runs (fleet ticks) with a job waiting or running in the job queue; empty where
+    there is no queue (SQLite, or before its migration). A job whose worker died stays
+    `doing` until another worker queues it again, so its run is still alive meanwhile."""
+    from sqlalchemy import text
+
+    if conn.dialect.name != "postgresql" or not conn.dialect.has_table(conn, "procrastinate_jobs"):
+        return set()
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT (args->>'run_id')::bigint FROM procrastinate_jobs "
+            "WHERE status IN ('todo', 'doing') AND args ? 'run_id'"
+        )
+    )
+    return {int(row[0]) for row in rows}
 
 
 def skipped_since(conn: Connection, symbol: str, interval: str) -> datetime | None:
@@ -225,11 +289,17 @@ def runs_to_watch(conn: Connection, lock_dir: Path | None, *, recent: int = 50) 
     from marketdata.storage.locks import lease_is_free
 
     c = ingestion_runs.c
-    running = conn.execute(
-        _run_rows().where(c.status == "running").order_by(c.id).limit(recent)
-    ).mappings()
+    running = list(
+        conn.execute(
+            _run_rows().where(c.status == "running").order_by(c.id).limit(recent)
+        ).mappings()
+    )
+    queued = runs_with_jobs(conn) if running else set()
     watched = {
-        row["id"]: WatchedRun(RunRow(**row), lease_is_free(conn, row["id"], lock_dir))
+        row["id"]: WatchedRun(
+            RunRow(**row),
+            row["id"] not in queued and lease_is_free(conn, row["id"], lock_dir),
+        )
         for row in running
     }
     for row in recent_runs(conn, limit=recent):

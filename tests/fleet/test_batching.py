@@ -1,0 +1,159 @@
+"""A tick over many pairs costs a few statements per group of pairs, not a dozen per pair:
+locks taken and released together, unchanged pairs recorded together; what changed is still
+written pair by pair, a held pair is still skipped, a transient fault is still retried."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from marketdata.domain import Interval, RunStatus
+from marketdata.pipeline import IngestRequest, run_ingest
+from marketdata.storage.locks import lock_key
+
+NOW = datetime(2024, 4, 10, 12, 30, tzinfo=UTC)
+SYMBOLS = [f"B{i:03d}-USD" for i in range(120)]
+
+
+@pytest.fixture
+def filled(app_factory):
+    """120 hourly pairs filled two days back; the tick then runs at the same moment, so
+    every pair fetches only its last stored candle again, unchanged."""
+
+    def build(**overrides):
+        app = app_factory(**{"ingestion_lookback_days": 2, "ingestion_concurrency": 2, **overrides})
+        app.clock = lambda: NOW
+        return app
+
+    fill = run_ingest(build(), _request())
+    assert fill.status is RunStatus.SUCCESS
+    return build
+
+
+def _request(symbols=SYMBOLS):
+    return IngestRequest(symbols=symbols, intervals=[Interval.H1], providers=["synthetic"])
+
+
+def _statements(app) -> Counter[str]:
+    seen: Counter[str] = Counter()
+
+    def count(_conn, _cursor, statement, *_args):
+        seen[statement.split()[0].upper()] += 1
+
+    sa.event.listen(app.engine(), "before_cursor_execute", count)
+    return seen
+
+
+def _stored(app, symbol):
+    with app.engine().connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT close, ingested_at FROM candles WHERE symbol = :s AND interval = '1h' "
+                "ORDER BY ts DESC LIMIT 1"
+            ),
+            {"s": symbol},
+        ).one()
+
+
+def test_a_tick_with_nothing_new_costs_less_than_one_statement_per_pair(filled):
+    app = filled()
+    before = _stored(app, SYMBOLS[7])
+    statements = _statements(app)
+    result = run_ingest(app, _request())
+    assert result.status is RunStatus.SUCCESS
+    if app.target.dialect == "postgresql":  # each statement a round trip to the server
+        assert sum(statements.values()) < len(SYMBOLS), statements  # it was about 13 a pair
+    assert statements["UPDATE"] == 1  # the run row only: no candle was written again
+    assert len(result.outcomes) == len(SYMBOLS)
+    assert {(o.status, o.fetched, o.unchanged, o.inserted, o.updated) for o in result.outcomes} == {
+        ("ok", 1, 1, 0, 0)
+    }
+    assert _stored(app, SYMBOLS[7]) == before  # not even re-stamped
+    with app.engine().connect() as conn:
+        recorded = conn.execute(
+            sa.text(
+                "SELECT count(*), count(DISTINCT symbol) FROM ingestion_outcomes WHERE run_id = :r"
+            ),
+            {"r": result.run_id},
+        ).one()
+    assert tuple(recorded) == (len(SYMBOLS), len(SYMBOLS))
+
+
+def test_a_stored_candle_that_differs_is_written_again_by_its_own_transaction(filled):
+    app = filled()
+    right = _stored(app, SYMBOLS[3]).close
+    with app.engine().begin() as conn:  # a stored candle no longer what the provider says
+        conn.execute(
+            sa.text("UPDATE candles SET close = close * 2 WHERE symbol = :s AND interval = '1h'"),
+            {"s": SYMBOLS[3]},
+        )
+    result = run_ingest(app, _request())
+    by_symbol = {o.symbol: o for o in result.outcomes}
+    assert (by_symbol[SYMBOLS[3]].updated, by_symbol[SYMBOLS[3]].unchanged) == (1, 0)
+    assert all(o.unchanged == 1 for s, o in by_symbol.items() if s != SYMBOLS[3])
+    assert _stored(app, SYMBOLS[3]).close == right
+
+
+def test_a_new_bar_is_written_by_its_pair_s_own_transaction(filled):
+    app = filled()
+    later = datetime(2024, 4, 10, 13, 5, tzinfo=UTC)  # the next hour opened
+    app.clock = lambda: later
+    result = run_ingest(app, _request(SYMBOLS[:20]))
+    assert result.status is RunStatus.SUCCESS
+    assert {(o.inserted, o.unchanged) for o in result.outcomes} == {(1, 1)}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pair_held_by_another_process_is_skipped_and_the_rest_recorded(filled):
+    app = filled()
+    holder = app.engine().connect()
+    try:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(SYMBOLS[5], "1h")})
+        holder.commit()
+        result = run_ingest(app, _request())
+    finally:
+        holder.close()
+    statuses = Counter(o.status for o in result.outcomes)
+    assert statuses == {"ok": len(SYMBOLS) - 1, "skipped": 1}
+    assert next(o for o in result.outcomes if o.status == "skipped").symbol == SYMBOLS[5]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_transient_fault_recording_unchanged_pairs_is_retried(filled):
+    app = filled(ingestion_concurrency=1)  # 40 pairs in 4 groups of 10, one after another
+    engine = app.engine()
+    with engine.begin() as conn:  # the first two inserts of outcomes meet a deadlock
+        conn.execute(sa.text("CREATE SEQUENCE md_faults"))
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION md_deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF nextval('md_faults') <= 2 THEN RAISE EXCEPTION 'deadlock detected' "
+                "USING ERRCODE = 'deadlock_detected'; END IF; RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER md_deadlock BEFORE INSERT ON ingestion_outcomes "
+                "FOR EACH STATEMENT EXECUTE FUNCTION md_deadlock()"
+            )
+        )
+    try:
+        result = run_ingest(app, _request(SYMBOLS[:40]))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER md_deadlock ON ingestion_outcomes"))
+            conn.execute(sa.text("DROP FUNCTION md_deadlock"))
+            faults = conn.execute(sa.text("SELECT last_value FROM md_faults")).scalar_one()
+            conn.execute(sa.text("DROP SEQUENCE md_faults"))
+    assert result.status is RunStatus.SUCCESS
+    assert faults == 4 + 2  # a statement per group, two of them rolled back and tried again
+    assert {(o.status, o.unchanged) for o in result.outcomes} == {("ok", 1)}
+    with engine.connect() as conn:
+        recorded = conn.execute(
+            sa.text("SELECT count(*) FROM ingestion_outcomes WHERE run_id = :r"),
+            {"r": result.run_id},
+        ).scalar_one()
+    assert recorded == 40
