@@ -136,3 +136,10 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
     dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     assert retry_after_seconds(dated) == 0.0  # in the past: retry now
     assert retry_after_seconds(httpx.Response(429)) is None
+
+
+def test_check_asks_for_the_btc_usd_ticker_once_and_times_it(fake, provider_for):
+    with serve(fake) as server:
+        latency = provider_for(server.url).check()
+    assert server.paths() == ["/products/BTC-USD/ticker"]
+    assert 0 < latency < 60_000

@@ -17,6 +17,7 @@ from marketdata.errors import (
 from marketdata.providers.base import (
     HttpProvider,
     bad_row,
+    elapsed_ms,
     epoch_int,
     finite_number,
     retry_after_seconds,
@@ -216,7 +217,7 @@ class BinanceProvider(HttpProvider):
         started = time.perf_counter()
         response = self.get("/api/v3/ping")
         self._note_weight(response)
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)
 
 
 def _error_of(response: httpx.Response) -> tuple[int | None, str | None]:

@@ -36,7 +36,7 @@ from marketdata.errors import (
     ProviderError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, epoch_int
+from marketdata.providers.base import HttpProvider, bad_row, elapsed_ms, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class CoinGeckoProvider(HttpProvider):
         """GET /ping once."""
         started = time.perf_counter()
         self.get("/ping")
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)
 
     def _split(self, symbol: str) -> tuple[str, str]:
         if not CRYPTO_PATTERN.fullmatch(symbol):
