@@ -18,6 +18,7 @@ from marketdata.providers.ratelimit import RateLimit
 from tests.fakes.binance import FakeBinance, banned, encode, error, rate_limited
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
+from tests.providers.expect import told
 
 HOUR = 3_600
 DAY = 86_400
@@ -396,3 +397,43 @@ def test_the_declared_limits_fit_binances_weight_budget(provider_context):
     assert seen["binance"].per_second * 60 * 2 < 6000
     assert BinanceProvider.max_rows_per_request == 1000
     assert {i.value for i in BinanceProvider.intervals} == {"1m", "5m", "15m", "1h", "6h", "1d"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"code": -1100, "msg": "Illegal characters found in parameter 'symbol'."},
+         "binance refused the request with HTTP 400: Illegal characters found in parameter "
+         "'symbol'. (code -1100)"),
+        ({"code": "-1121", "msg": "Invalid symbol."},
+         "binance refused the request with HTTP 400: Invalid symbol. (code None)"),
+        ({"code": -1100, "msg": 42},
+         """binance refused the request with HTTP 400: {"code":-1100,"msg":42}"""),
+        ([{"code": -1100, "msg": "x"}],
+         """binance refused the request with HTTP 400: [{"code":-1100,"msg":"x"}]"""),
+    ],
+)  # fmt: skip
+def test_a_refusal_shows_binances_msg_and_code_only_when_they_have_their_types(
+    provider_for, body, message
+):
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(400, json=body), "BTC-USDT")
+    assert told(error) == ("BadPayloadError", message, None, "binance", "BTC-USDT")
+
+
+def test_an_invalid_symbol_names_the_market_asked_for(provider_for):
+    body = {"code": -1121, "msg": "Invalid symbol."}
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(400, json=body), "FOO-USDT")
+    assert error.message == "binance does not list FOO-USDT: asked for FOOUSDT: Invalid symbol."
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-MBX-USED-WEIGHT-1M": "lots"}])
+def test_a_reply_without_a_readable_weight_leaves_the_weight_unknown(
+    serve_fake, provider_for, headers
+):
+    with serve_fake(lambda request: Reply(200, {}, headers)) as server:
+        provider = provider_for(server.url)
+        provider.ctx.metrics = metrics = RecordingMetrics()
+        provider.check()
+        provider.check()  # the weight of the minute is not consulted either
+    assert metrics.gauges == {}
+    assert len(server.requests) == 2

@@ -15,6 +15,7 @@ from marketdata.errors import (
     SymbolNotListedError,
     UnsupportedIntervalError,
 )
+from marketdata.observability.metrics import RecordingMetrics
 from marketdata.providers.stooq import APIKEY_PAGE as KEY_URL
 from marketdata.providers.stooq import StooqProvider, _parse_date
 from tests.fakes.limits import no_wait
@@ -398,4 +399,36 @@ def test_the_quota_and_crypto_errors_name_provider_and_symbol(serve_fake, fake, 
         "(Stooq names look like aapl.us, ^spx, eurusd)",
         "stooq",
         "BTC-USD",
+    )
+
+
+def test_a_csv_or_a_spent_quota_behind_a_byte_order_mark_is_read_as_without_it(
+    serve_fake, fake, provider_for
+):
+    fake.raw_body = "\ufeffDate,Open,High,Low,Close,Volume\r\n2024-02-01,1,2,0.5,1.5,10\r\n"
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.ctx.metrics = metrics = RecordingMetrics()
+        candles = provider.fetch("AAPL", Interval.D1, FEB)
+        assert list(candles.rows()) == [(midnight(date(2024, 2, 1)), 1.0, 2.0, 0.5, 1.5, 10.0)]
+        fake.fail_next = [Reply(200, "\ufeffExceeded the daily hits limit")]
+        with pytest.raises(ProviderUnavailableError, match="quota"):
+            provider.fetch("AAPL", Interval.D1, FEB)
+    assert metrics.counters["provider.stooq.errors"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [("Warning: " + "w" * 100 + "\nmore", "Warning: " + "w" * 71), (" \r\n", "")],
+)
+def test_a_body_that_is_not_csv_shows_at_most_80_characters_of_its_first_line(
+    provider_for, body, shown
+):
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(200, text=body), "AAPL")
+    assert told(error) == (
+        "BadPayloadError",
+        f"stooq sent a body that is not its CSV for AAPL (first line: {shown!r})",
+        None,
+        "stooq",
+        "AAPL",
     )
