@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,27 @@ def report() -> int:
         f"suspicious {stats['suspicious']}, timeout {stats['timeout']}; "
         f"{viable - tested} not tested yet ({killed / max(tested, 1):.1%} of those tested)"
     )
+    print_modules()
     subprocess.run([sys.executable, "-m", "mutmut", "results"])
     return 0 if score >= TARGET else 1
+
+
+def print_modules() -> None:
+    """One line per mutated file: killed (timeouts included) of tested, and what is left."""
+    from mutmut.stats import status_by_exit_code
+
+    print("file: killed/tested (score of tested), survived, no test, not tested")
+    for meta in sorted(Path("mutants/src").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
+        counts = Counter(status_by_exit_code[code] for code in codes)
+        killed = counts["killed"] + counts["timeout"]
+        tested = sum(counts.values()) - counts["not checked"] - counts["skipped"]
+        share = f"{killed / tested:.1%}" if tested else "-"
+        print(
+            f"  {meta.relative_to('mutants/src').with_suffix('')}: {killed}/{tested} ({share}), "
+            f"survived {counts['survived']}, no test {counts['no tests']}, "
+            f"not tested {counts['not checked']}"
+        )
 
 
 if __name__ == "__main__":
