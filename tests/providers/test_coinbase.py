@@ -143,3 +143,13 @@ def test_check_asks_for_the_btc_usd_ticker_once_and_times_it(fake, provider_for)
         latency = provider_for(server.url).check()
     assert server.paths() == ["/products/BTC-USD/ticker"]
     assert 0 < latency < 60_000
+
+
+def test_a_page_names_its_pair_and_a_field_after_the_sixth_is_ignored(provider_for):
+    rows = [[START, 9.0, 11.0, 10.0, 10.5, 3.0, "extra"]]  # time, low, high, open, close, volume
+    with serve(lambda request: Reply(200, rows)) as server:
+        page = provider_for(server.url).fetch_page(
+            "BTC-USD", Interval.D1, Window(START, START + DAY)
+        )
+    assert (page.symbol, page.interval, page.provider) == ("BTC-USD", Interval.D1, "coinbase")
+    assert list(page.rows()) == [(START, 10.0, 11.0, 9.0, 10.5, 3.0)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from marketdata.domain import Interval, Window
+from marketdata.domain import Interval, Window, utc_from_epoch
 from marketdata.errors import (
     AccessRefusedError,
     BadPayloadError,
@@ -150,6 +150,7 @@ def test_daily_spaced_points_cannot_make_candles_and_fail_the_fetch(serve_fake, 
         ({"prices": [[1_704_067_200_000, "42000.5"]], "total_volumes": []}, "not a number"),
         ({"prices": [[1_704_067_200_000, None]], "total_volumes": []}, "not a number"),
         ({"prices": [[1_704_067_200.5, 1.0]], "total_volumes": []}, "integer epoch milliseconds"),
+        ({"prices": [[2**35 * 1000, 1.0]], "total_volumes": []}, "integer epoch milliseconds"),
         ({"prices": [[1_704_067_200_000]], "total_volumes": []}, r"\[ms, value\]"),
         ({"prices": [[1_704_067_200_000, 1.0]]}, "no total_volumes"),
         ({"prices": [[1_704_067_200_000, 1.0]], "total_volumes": []}, "without total_volumes"),
@@ -414,3 +415,24 @@ def test_a_refusal_without_an_integer_error_code_is_a_plain_http_refusal(provide
 def test_a_404_without_a_symbol_names_no_coin(provider_for):
     error = provider_for("http://127.0.0.1:9").classify(httpx.Response(404, json={}), None)
     assert error.message == "coingecko does not list None: it knows no coin id None"
+
+
+def test_a_day_without_volumes_is_named_and_a_page_names_its_pair(serve_fake, provider_for):
+    day = FIRST + 10 * DAY
+    # two prices at the same millisecond: the later one in the reply is the close
+    body = {
+        "prices": [[day * 1000, 101.0], [(day + HOUR) * 1000, 103.0], [(day + HOUR) * 1000, 99.0]],
+        "total_volumes": [[(day + HOUR) * 1000, 7.0]],
+    }
+    fake = FakeCoinGecko(now=NOW, coins={"bitcoin": []}, body_override=body)
+    with serve_fake(fake) as server:
+        page = provider_for(server.url).fetch_page("BTC-USD", Interval.D1, Window(day, day + DAY))
+        assert (page.symbol, page.interval, page.provider) == ("BTC-USD", Interval.D1, "coingecko")
+        assert list(page.rows()) == [(day, 101.0, 103.0, 99.0, 99.0, 7.0)]
+        fake.body_override = {**body, "total_volumes": [[(day - HOUR) * 1000, 7.0]]}
+        with pytest.raises(BadPayloadError) as caught:
+            provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(day, day + DAY))
+    assert caught.value.message == (
+        f"coingecko sent a bad row for BTC-USD: prices without total_volumes that day in "
+        f"'{utc_from_epoch(day).date().isoformat()}'"
+    )

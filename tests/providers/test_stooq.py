@@ -419,7 +419,11 @@ def test_a_csv_or_a_spent_quota_behind_a_byte_order_mark_is_read_as_without_it(
 
 @pytest.mark.parametrize(
     ("body", "shown"),
-    [("Warning: " + "w" * 100 + "\nmore", "Warning: " + "w" * 71), (" \r\n", "")],
+    [
+        ("Warning: " + "w" * 100 + "\nmore", "Warning: " + "w" * 71),
+        (" \r\n", ""),
+        ("XNo data", "XNo data"),  # only a byte-order mark is taken off
+    ],
 )
 def test_a_body_that_is_not_csv_shows_at_most_80_characters_of_its_first_line(
     provider_for, body, shown

@@ -471,3 +471,26 @@ def test_a_page_names_its_symbol_interval_and_provider(serve_fake, fake, provide
         page = provider_for(server.url).fetch_page("AAPL", Interval.D1, window)
     assert (page.symbol, page.interval, page.provider) == ("AAPL", Interval.D1, "yahoo")
     assert len(page) == 3  # a day more each side: `fetch` cuts pages to the window
+
+
+def test_the_zone_name_dates_daily_bars_where_the_current_gmt_offset_would_not(
+    serve_fake, fake, provider_for
+):
+    day = date(2024, 4, 2)  # London summer time; Yahoo's gmtoffset is the offset of today
+    fake.listings["EURUSD=X"] = Listing(
+        timezone="Europe/London", gmtoffset=0,
+        bars={"1d": daily_rows([day], "Europe/London", at=time(0, 0))},
+    )  # fmt: skip
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch(
+            "EURUSD=X", Interval.D1, Window(midnight(day), midnight(day) + DAY)
+        )
+    assert candles.ts.tolist() == [midnight(day)]
+
+
+def test_a_gmt_offset_of_a_whole_day_or_more_cannot_date_daily_bars(serve_fake, fake, provider_for):
+    fake.drop_meta_zone = True
+    fake.listings["AAPL"].gmtoffset = DAY
+    window = Window(midnight(date(2024, 3, 4)), midnight(date(2024, 3, 6)))
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError, match="time zone"):
+        provider_for(server.url).fetch("AAPL", Interval.D1, window)

@@ -264,16 +264,17 @@ class CoinGeckoProvider(HttpProvider):
 
 
 def _status_of(response: httpx.Response) -> tuple[int | None, str]:
-    """CoinGecko's `status.error_code` and `error_message`, flat or nested under `error`;
-    (None, "") when the body carries no integer error code (only a code decides anything)."""
+    """CoinGecko's `status.error_code` (None unless an integer) and `error_message`, flat or
+    nested under `error`."""
     try:
         body = response.json()
     except ValueError:
-        return None, ""
+        body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         body = body["error"]
     status = body.get("status") if isinstance(body, dict) else None
-    if not isinstance(status, dict) or not isinstance(status.get("error_code"), int):
-        return None, ""
+    if not isinstance(status, dict):
+        status = {}
+    code = status.get("error_code")
     message = " ".join(str(status.get("error_message", "")).split())[:200]
-    return status["error_code"], message
+    return (code if isinstance(code, int) else None), message
