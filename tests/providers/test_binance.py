@@ -437,3 +437,20 @@ def test_a_reply_without_a_readable_weight_leaves_the_weight_unknown(
         provider.check()  # the weight of the minute is not consulted either
     assert metrics.gauges == {}
     assert len(server.requests) == 2
+
+
+def test_an_invalid_symbol_without_a_symbol_or_a_msg_still_reads_as_one(provider_for):
+    provider = provider_for("http://127.0.0.1:9")
+    bare = provider.classify(httpx.Response(400, json={"code": -1121}), None)
+    assert bare.message == "binance does not list None: asked for ?: Invalid symbol."
+    worded = provider.classify(
+        httpx.Response(400, json={"code": -1121, "msg": "Unknown pair"}), "FOO-USDT"
+    )
+    assert worded.message == "binance does not list FOO-USDT: asked for FOOUSDT: Unknown pair"
+
+
+@pytest.mark.parametrize("status", [451, 418, 429])
+def test_a_block_a_ban_or_a_limit_names_provider_and_symbol(provider_for, status):
+    response = httpx.Response(status, json={"code": -1003, "msg": "Too much request weight"})
+    error = provider_for("http://127.0.0.1:9").classify(response, "BTC-USDT")
+    assert (error.provider, error.symbol) == ("binance", "BTC-USDT")

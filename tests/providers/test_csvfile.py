@@ -177,6 +177,27 @@ def test_a_header_without_the_needed_columns_is_refused(provider):
         provider.fetch("BTC-USD", Interval.D1, ALL)
 
 
+@pytest.mark.parametrize(
+    ("header", "lacks"),
+    [
+        ("ts,open,high,low", "close"),  # a time, but not every price
+        ("when,open,high,low,close", "a time (ts, time, timestamp, date or datetime)"),
+    ],
+)
+def test_a_header_lacking_only_a_price_or_only_the_time_is_refused(provider, header, lacks):
+    write("BTC-USD.csv", f"{header}\n2024-01-01,1,2,0.5,1.5\n")
+    with pytest.raises(BadPayloadError) as caught:
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert caught.value.message.endswith(f"line 1: header lacks {lacks} column (it has: "
+                                         f"{', '.join(header.split(','))})")  # fmt: skip
+
+
+def test_a_row_shorter_than_the_headers_last_used_column_is_a_bad_line(provider):
+    write("BTC-USD.csv", "ts,open,high,low,close,volume\n1704067200,1,2,0.5,1.5\n")
+    with pytest.raises(BadPayloadError, match="line 2: expected at least 6 fields, got 5"):
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+
+
 def test_rows_outside_the_window_are_dropped_and_the_end_is_exclusive(provider):
     write("BTC-USD.csv", "".join(f"{START + i * DAY},1,2,0.5,{i},1\n" for i in range(10)))
     candles = provider.fetch("BTC-USD", Interval.D1, Window(START + 2 * DAY, START + 5 * DAY))
