@@ -454,3 +454,9 @@ def test_a_block_a_ban_or_a_limit_names_provider_and_symbol(provider_for, status
     response = httpx.Response(status, json={"code": -1003, "msg": "Too much request weight"})
     error = provider_for("http://127.0.0.1:9").classify(response, "BTC-USDT")
     assert (error.provider, error.symbol) == ("binance", "BTC-USDT")
+
+
+def test_a_server_error_with_a_binance_msg_is_still_transient(provider_for):
+    body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(500, json=body), "BTC-USDT")
+    assert type(error).__name__ == "ProviderUnavailableError"

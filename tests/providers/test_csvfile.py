@@ -405,3 +405,12 @@ def test_a_value_that_is_not_a_finite_number_is_explained(raw, decimal_comma, re
     with pytest.raises(_BadValue) as caught:
         _number(raw, "open", decimal_comma)
     assert str(caught.value) == reason
+
+
+def test_the_candles_name_their_symbol_interval_and_provider_and_are_floats(provider):
+    write("BTC-USD.csv", "ts,open,high,low,close\n1704067200,1,2,0.5,1.5\n")
+    candles = provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert (candles.symbol, candles.interval, candles.provider) == ("BTC-USD", Interval.D1, "csv")
+    assert {column.dtype for column in (candles.open, candles.close, candles.volume)} == {
+        np.dtype(np.float64)
+    }
