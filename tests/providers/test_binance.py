@@ -310,8 +310,11 @@ def test_rows_outside_the_window_are_dropped(serve_fake, fake, provider_for):
     assert len(server.requests) == 1
 
 
-def test_a_reply_that_ignores_start_time_fails_instead_of_looping(serve_fake, fake, provider_for):
-    fake.fail_next = [Reply(200, [kline(START - 3 * DAY), kline(START - 2 * DAY)])]
+@pytest.mark.parametrize("last", [START - 2 * DAY, START - DAY])  # the latter ends at START
+def test_a_reply_that_ignores_start_time_fails_instead_of_looping(
+    serve_fake, fake, provider_for, last
+):
+    fake.fail_next = [Reply(200, [kline(START - 3 * DAY), kline(last)])]
     with (
         serve_fake(fake) as server,
         pytest.raises(BadPayloadError, match="before the requested startTime"),
@@ -460,3 +463,37 @@ def test_a_server_error_with_a_binance_msg_is_still_transient(provider_for):
     body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
     error = provider_for("http://127.0.0.1:9").classify(httpx.Response(500, json=body), "BTC-USDT")
     assert type(error).__name__ == "ProviderUnavailableError"
+
+
+def test_a_fetch_names_its_pair_and_a_body_that_is_not_json_names_the_symbol(
+    serve_fake, fake, provider_for
+):
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        candles = provider.fetch("BTC-USDT", Interval.D1, Window(START, START + 2 * DAY))
+        assert (candles.symbol, candles.interval, candles.provider) == (
+            "BTC-USDT",
+            Interval.D1,
+            "binance",
+        )
+        fake.fail_next = [Reply(200, "<html>maintenance</html>")]
+        with pytest.raises(BadPayloadError) as caught:
+            provider.fetch("BTC-USDT", Interval.D1, Window(START, START + 2 * DAY))
+    assert (caught.value.provider, caught.value.symbol) == ("binance", "BTC-USDT")
+
+
+def test_weight_that_leaves_exactly_one_request_does_not_pause(serve_fake, fake, provider_for):
+    fake.used_weight = 5400 - 2 - 2  # after the first request, one more fits under 5400
+    slept: list[float] = []
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.ctx.sleep = slept.append
+        provider.fetch("BTC-USDT", Interval.H1, Window(START, START + 2000 * HOUR))
+    assert slept == []
+
+
+@pytest.mark.parametrize(("symbol", "instead"), [("BTC-CAD", "ID"), ("BTC-USD", "BTCUSDT")])
+def test_a_quote_binance_lacks_hints_the_mapping_to_add(provider_for, symbol, instead):
+    with pytest.raises(SymbolNotListedError) as caught:
+        provider_for("http://127.0.0.1:9").provider_symbol(symbol)
+    assert caught.value.hint.endswith(f"--provider-symbol binance={instead}`")

@@ -414,3 +414,29 @@ def test_the_candles_name_their_symbol_interval_and_provider_and_are_floats(prov
     assert {column.dtype for column in (candles.open, candles.close, candles.volume)} == {
         np.dtype(np.float64)
     }
+
+
+def test_blank_lines_and_lines_of_empty_fields_are_skipped_not_the_end(provider):
+    write(
+        "BTC-USD.csv",
+        "ts,open,high,low,close\n1704067200,1,2,0.5,1.5\n\n , ,\n1704153600,2,3,1,2\n",
+    )
+    candles = provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert candles.ts.tolist() == [START, START + DAY]
+
+
+def test_one_or_two_bad_lines_are_counted_in_words(provider):
+    write("BTC-USD.csv", "1704067200,1,2,0.5,x\n")
+    with pytest.raises(BadPayloadError) as caught:
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert caught.value.message == "csv data/BTC-USD.csv line 1: close 'x' is not a number"
+    write("BTC-USD.csv", "1704067200,1,2,0.5,x\n1704153600,1,2,0.5,y\n")
+    with pytest.raises(BadPayloadError) as caught:
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert caught.value.message.endswith("close 'x' is not a number (and 1 more bad lines)")
+
+
+def test_a_first_line_with_a_decimal_comma_number_is_a_row_not_a_header(provider):
+    write("BTC-USD.csv", "noon;187,15;2;1;1\n")
+    with pytest.raises(BadPayloadError, match="line 1: time 'noon' is not a timestamp"):
+        provider.fetch("BTC-USD", Interval.D1, ALL)
