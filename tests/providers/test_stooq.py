@@ -309,7 +309,7 @@ def test_a_page_names_its_symbol_interval_and_provider(serve_fake, fake, provide
 def test_old_style_dates_read_every_digit_and_nothing_else_passes():
     assert _parse_date("20241112") == midnight(date(2024, 11, 12))
     assert _parse_date(" 2024-11-12 ") == midnight(date(2024, 11, 12))
-    assert _parse_date("202411121") is None  # nine digits
+    assert _parse_date("202411011") is None  # nine digits
     assert _parse_date("2024-2-1") is None
     assert _parse_date("20241340") is None
 
