@@ -18,6 +18,13 @@ from marketdata.providers.base import ProviderContext
 _OWN_VARIABLES = [name.upper() for name in Settings.model_fields]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make mutation`, the quickest tests run first (tests/mutation.py says why)."""
+    from tests.mutation import quickest_first
+
+    quickest_first(items)
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory

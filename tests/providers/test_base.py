@@ -4,6 +4,7 @@ an unreachable server."""
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -64,3 +65,24 @@ def test_the_cause_of_a_failure_is_its_class_and_its_words_on_one_short_line():
     assert _cause(OSError("Connection\n   refused  now")) == "OSError (Connection refused now)"
     assert _cause(TimeoutError()) == "TimeoutError"
     assert _cause(ValueError("x" * 200)) == f"ValueError ({'x' * 120})"
+
+
+def test_a_latency_is_the_milliseconds_since_the_clock_reading_it_started_from():
+    from marketdata.providers.base import elapsed_ms
+
+    # 1000 s back: a mutated scale or sign is off by a second or more, far beyond any stall
+    latency = elapsed_ms(time.perf_counter() - 1000.0)
+    assert 1_000_000.0 <= latency < 1_000_500.0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("", "coinbase answered HTTP 503"), ("y" * 130, f"coinbase answered HTTP 503: {'y' * 120}")],
+)
+def test_an_http_error_shows_at_most_120_characters_of_a_body_and_nothing_for_none(
+    provider_context, body, message
+):
+    import httpx
+
+    error = CoinbaseProvider(provider_context()).classify(httpx.Response(503, text=body), None)
+    assert error.message == message

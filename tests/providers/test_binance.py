@@ -18,6 +18,7 @@ from marketdata.providers.ratelimit import RateLimit
 from tests.fakes.binance import FakeBinance, banned, encode, error, rate_limited
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
+from tests.providers.expect import told
 
 HOUR = 3_600
 DAY = 86_400
@@ -309,8 +310,11 @@ def test_rows_outside_the_window_are_dropped(serve_fake, fake, provider_for):
     assert len(server.requests) == 1
 
 
-def test_a_reply_that_ignores_start_time_fails_instead_of_looping(serve_fake, fake, provider_for):
-    fake.fail_next = [Reply(200, [kline(START - 3 * DAY), kline(START - 2 * DAY)])]
+@pytest.mark.parametrize("last", [START - 2 * DAY, START - DAY])  # the latter ends at START
+def test_a_reply_that_ignores_start_time_fails_instead_of_looping(
+    serve_fake, fake, provider_for, last
+):
+    fake.fail_next = [Reply(200, [kline(START - 3 * DAY), kline(last)])]
     with (
         serve_fake(fake) as server,
         pytest.raises(BadPayloadError, match="before the requested startTime"),
@@ -396,3 +400,100 @@ def test_the_declared_limits_fit_binances_weight_budget(provider_context):
     assert seen["binance"].per_second * 60 * 2 < 6000
     assert BinanceProvider.max_rows_per_request == 1000
     assert {i.value for i in BinanceProvider.intervals} == {"1m", "5m", "15m", "1h", "6h", "1d"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"code": -1100, "msg": "Illegal characters found in parameter 'symbol'."},
+         "binance refused the request with HTTP 400: Illegal characters found in parameter "
+         "'symbol'. (code -1100)"),
+        ({"code": "-1121", "msg": "Invalid symbol."},
+         "binance refused the request with HTTP 400: Invalid symbol. (code None)"),
+        ({"code": -1100, "msg": 42},
+         """binance refused the request with HTTP 400: {"code":-1100,"msg":42}"""),
+        ([{"code": -1100, "msg": "x"}],
+         """binance refused the request with HTTP 400: [{"code":-1100,"msg":"x"}]"""),
+    ],
+)  # fmt: skip
+def test_a_refusal_shows_binances_msg_and_code_only_when_they_have_their_types(
+    provider_for, body, message
+):
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(400, json=body), "BTC-USDT")
+    assert told(error) == ("BadPayloadError", message, None, "binance", "BTC-USDT")
+
+
+def test_an_invalid_symbol_names_the_market_asked_for(provider_for):
+    body = {"code": -1121, "msg": "Invalid symbol."}
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(400, json=body), "FOO-USDT")
+    assert error.message == "binance does not list FOO-USDT: asked for FOOUSDT: Invalid symbol."
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-MBX-USED-WEIGHT-1M": "lots"}])
+def test_a_reply_without_a_readable_weight_leaves_the_weight_unknown(
+    serve_fake, provider_for, headers
+):
+    with serve_fake(lambda request: Reply(200, {}, headers)) as server:
+        provider = provider_for(server.url)
+        provider.ctx.metrics = metrics = RecordingMetrics()
+        provider.check()
+        provider.check()  # the weight of the minute is not consulted either
+    assert metrics.gauges == {}
+    assert len(server.requests) == 2
+
+
+def test_an_invalid_symbol_without_a_symbol_or_a_msg_still_reads_as_one(provider_for):
+    provider = provider_for("http://127.0.0.1:9")
+    bare = provider.classify(httpx.Response(400, json={"code": -1121}), None)
+    assert bare.message == "binance does not list None: asked for ?: Invalid symbol."
+    worded = provider.classify(
+        httpx.Response(400, json={"code": -1121, "msg": "Unknown pair"}), "FOO-USDT"
+    )
+    assert worded.message == "binance does not list FOO-USDT: asked for FOOUSDT: Unknown pair"
+
+
+@pytest.mark.parametrize("status", [451, 418, 429])
+def test_a_block_a_ban_or_a_limit_names_provider_and_symbol(provider_for, status):
+    response = httpx.Response(status, json={"code": -1003, "msg": "Too much request weight"})
+    error = provider_for("http://127.0.0.1:9").classify(response, "BTC-USDT")
+    assert (error.provider, error.symbol) == ("binance", "BTC-USDT")
+
+
+def test_a_server_error_with_a_binance_msg_is_still_transient(provider_for):
+    body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(500, json=body), "BTC-USDT")
+    assert type(error).__name__ == "ProviderUnavailableError"
+
+
+def test_a_fetch_names_its_pair_and_a_body_that_is_not_json_names_the_symbol(
+    serve_fake, fake, provider_for
+):
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        candles = provider.fetch("BTC-USDT", Interval.D1, Window(START, START + 2 * DAY))
+        assert (candles.symbol, candles.interval, candles.provider) == (
+            "BTC-USDT",
+            Interval.D1,
+            "binance",
+        )
+        fake.fail_next = [Reply(200, "<html>maintenance</html>")]
+        with pytest.raises(BadPayloadError) as caught:
+            provider.fetch("BTC-USDT", Interval.D1, Window(START, START + 2 * DAY))
+    assert (caught.value.provider, caught.value.symbol) == ("binance", "BTC-USDT")
+
+
+def test_weight_that_leaves_exactly_one_request_does_not_pause(serve_fake, fake, provider_for):
+    fake.used_weight = 5400 - 2 - 2  # after the first request, one more fits under 5400
+    slept: list[float] = []
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.ctx.sleep = slept.append
+        provider.fetch("BTC-USDT", Interval.H1, Window(START, START + 2000 * HOUR))
+    assert slept == []
+
+
+@pytest.mark.parametrize(("symbol", "instead"), [("BTC-CAD", "ID"), ("BTC-USD", "BTCUSDT")])
+def test_a_quote_binance_lacks_hints_the_mapping_to_add(provider_for, symbol, instead):
+    with pytest.raises(SymbolNotListedError) as caught:
+        provider_for("http://127.0.0.1:9").provider_symbol(symbol)
+    assert caught.value.hint.endswith(f"--provider-symbol binance={instead}`")

@@ -136,3 +136,20 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
     dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     assert retry_after_seconds(dated) == 0.0  # in the past: retry now
     assert retry_after_seconds(httpx.Response(429)) is None
+
+
+def test_check_asks_for_the_btc_usd_ticker_once_and_times_it(fake, provider_for):
+    with serve(fake) as server:
+        latency = provider_for(server.url).check()
+    assert server.paths() == ["/products/BTC-USD/ticker"]
+    assert 0 < latency < 60_000
+
+
+def test_a_page_names_its_pair_and_a_field_after_the_sixth_is_ignored(provider_for):
+    rows = [[START, 9.0, 11.0, 10.0, 10.5, 3.0, "extra"]]  # time, low, high, open, close, volume
+    with serve(lambda request: Reply(200, rows)) as server:
+        page = provider_for(server.url).fetch_page(
+            "BTC-USD", Interval.D1, Window(START, START + DAY)
+        )
+    assert (page.symbol, page.interval, page.provider) == ("BTC-USD", Interval.D1, "coinbase")
+    assert list(page.rows()) == [(START, 10.0, 11.0, 9.0, 10.5, 3.0)]

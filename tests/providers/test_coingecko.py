@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from marketdata.domain import Interval, Window
+from marketdata.domain import Interval, Window, utc_from_epoch
 from marketdata.errors import (
     AccessRefusedError,
     BadPayloadError,
@@ -17,6 +18,7 @@ from marketdata.providers.coingecko import CoinGeckoProvider
 from tests.fakes.coingecko import RATE_LIMITED, FakeCoinGecko, hourly_points
 from tests.fakes.limits import no_wait
 from tests.fakes.server import Reply
+from tests.providers.expect import told
 
 HOUR = 3600
 DAY = 86_400
@@ -148,6 +150,7 @@ def test_daily_spaced_points_cannot_make_candles_and_fail_the_fetch(serve_fake, 
         ({"prices": [[1_704_067_200_000, "42000.5"]], "total_volumes": []}, "not a number"),
         ({"prices": [[1_704_067_200_000, None]], "total_volumes": []}, "not a number"),
         ({"prices": [[1_704_067_200.5, 1.0]], "total_volumes": []}, "integer epoch milliseconds"),
+        ({"prices": [[2**35 * 1000, 1.0]], "total_volumes": []}, "integer epoch milliseconds"),
         ({"prices": [[1_704_067_200_000]], "total_volumes": []}, r"\[ms, value\]"),
         ({"prices": [[1_704_067_200_000, 1.0]]}, "no total_volumes"),
         ({"prices": [[1_704_067_200_000, 1.0]], "total_volumes": []}, "without total_volumes"),
@@ -323,3 +326,113 @@ def test_check_pings_once(serve_fake, fake, provider_for):
         latency = provider_for(server.url).check()
     assert server.paths() == ["/ping"]
     assert latency > 0
+
+
+def spaced_points(day: int, hours: list[float]) -> dict:
+    """A body with one price (and volume) at each of `hours` after `day`."""
+    stamps = [int((day + h * HOUR) * 1000) for h in hours]
+    return {
+        "prices": [[ms, 100.0 + i] for i, ms in enumerate(stamps)],
+        "total_volumes": [[ms, 5.0] for ms in stamps],
+    }
+
+
+@pytest.mark.parametrize(
+    ("hours", "apart"),
+    [
+        ([0, 3, 6], 3),  # three points are enough to judge the spacing
+        ([0, 1, 2, 5, 8], 3),  # the median gap, not the smaller ones
+    ],
+)
+def test_prices_spaced_wider_than_two_hours_fail_the_fetch(serve_fake, provider_for, hours, apart):
+    day = FIRST + 10 * DAY
+    fake = FakeCoinGecko(now=NOW, coins={"bitcoin": []}, body_override=spaced_points(day, hours))
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(day, day + DAY))
+    assert told(caught.value) == (
+        "BadPayloadError",
+        f"coingecko sent prices for BTC-USD {apart * 3600} s apart; daily candles need hourly "
+        "or finer points",
+        None,
+        "coingecko",
+        "BTC-USD",
+    )
+
+
+@pytest.mark.parametrize("hours", [[0, 2, 4, 6], [0, 9]])
+def test_two_hourly_prices_or_fewer_than_three_make_candles(serve_fake, provider_for, hours):
+    day = FIRST + 10 * DAY
+    fake = FakeCoinGecko(now=NOW, coins={"bitcoin": []}, body_override=spaced_points(day, hours))
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(day, day + DAY))
+    prices = [100.0 + i for i in range(len(hours))]
+    assert list(candles.rows()) == [(day, prices[0], max(prices), min(prices), prices[-1], 5.0)]
+
+
+def refusal(code, message=None) -> httpx.Response:
+    status = (
+        {"error_code": code} if message is None else {"error_code": code, "error_message": message}
+    )
+    return httpx.Response(401, json={"error": {"status": status}})
+
+
+def test_a_refusal_shows_coingeckos_message_on_one_line_of_at_most_200_characters(provider_for):
+    provider = provider_for("http://127.0.0.1:9")
+    long = provider.classify(refusal(10012, "Your request\n  exceeds " + "x" * 300), "BTC-USD")
+    assert told(long) == (
+        "OutOfReachError",
+        "coingecko refused the window for BTC-USD: " + ("Your request exceeds " + "x" * 300)[:200],
+        "keyless and Demo access reach back 365 days only",
+        "coingecko",
+        "BTC-USD",
+    )
+    bare = provider.classify(refusal(10002), "BTC-USD")
+    assert told(bare) == (
+        "AccessRefusedError",
+        "coingecko refused the request (error 10002: )",
+        "check COINGECKO_API_KEY: a Demo key for api.coingecko.com, or unset it",
+        "coingecko",
+        "BTC-USD",
+    )
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        refusal(10012.0, "not an integer code"),
+        refusal("10012", "not an integer code"),
+        httpx.Response(401, json=[{"status": {"error_code": 10012}}]),
+        httpx.Response(401, json={"error": "Invalid API key"}),
+        httpx.Response(401, text="<html>Unauthorized</html>"),
+    ],
+)
+def test_a_refusal_without_an_integer_error_code_is_a_plain_http_refusal(provider_for, response):
+    error = provider_for("http://127.0.0.1:9").classify(response, "BTC-USD")
+    assert type(error).__name__ == "BadPayloadError"
+    assert error.message.startswith("coingecko refused the request with HTTP 401")
+
+
+def test_a_404_without_a_symbol_names_no_coin(provider_for):
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(404, json={}), None)
+    assert error.message == "coingecko does not list None: it knows no coin id None"
+
+
+def test_a_day_without_volumes_is_named_and_a_page_names_its_pair(serve_fake, provider_for):
+    day = FIRST + 10 * DAY
+    # two prices at the same millisecond: the later one in the reply is the close
+    body = {
+        "prices": [[day * 1000, 101.0], [(day + HOUR) * 1000, 103.0], [(day + HOUR) * 1000, 99.0]],
+        "total_volumes": [[(day + HOUR) * 1000, 7.0]],
+    }
+    fake = FakeCoinGecko(now=NOW, coins={"bitcoin": []}, body_override=body)
+    with serve_fake(fake) as server:
+        page = provider_for(server.url).fetch_page("BTC-USD", Interval.D1, Window(day, day + DAY))
+        assert (page.symbol, page.interval, page.provider) == ("BTC-USD", Interval.D1, "coingecko")
+        assert list(page.rows()) == [(day, 101.0, 103.0, 99.0, 99.0, 7.0)]
+        fake.body_override = {**body, "total_volumes": [[(day - HOUR) * 1000, 7.0]]}
+        with pytest.raises(BadPayloadError) as caught:
+            provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(day, day + DAY))
+    assert caught.value.message == (
+        f"coingecko sent a bad row for BTC-USD: prices without total_volumes that day in "
+        f"'{utc_from_epoch(day).date().isoformat()}'"
+    )

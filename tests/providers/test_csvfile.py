@@ -177,6 +177,27 @@ def test_a_header_without_the_needed_columns_is_refused(provider):
         provider.fetch("BTC-USD", Interval.D1, ALL)
 
 
+@pytest.mark.parametrize(
+    ("header", "lacks"),
+    [
+        ("ts,open,high,low", "close"),  # a time, but not every price
+        ("when,open,high,low,close", "a time (ts, time, timestamp, date or datetime)"),
+    ],
+)
+def test_a_header_lacking_only_a_price_or_only_the_time_is_refused(provider, header, lacks):
+    write("BTC-USD.csv", f"{header}\n2024-01-01,1,2,0.5,1.5\n")
+    with pytest.raises(BadPayloadError) as caught:
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert caught.value.message.endswith(f"line 1: header lacks {lacks} column (it has: "
+                                         f"{', '.join(header.split(','))})")  # fmt: skip
+
+
+def test_a_row_shorter_than_the_headers_last_used_column_is_a_bad_line(provider):
+    write("BTC-USD.csv", "ts,open,high,low,close,volume\n1704067200,1,2,0.5,1.5\n")
+    with pytest.raises(BadPayloadError, match="line 2: expected at least 6 fields, got 5"):
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+
+
 def test_rows_outside_the_window_are_dropped_and_the_end_is_exclusive(provider):
     write("BTC-USD.csv", "".join(f"{START + i * DAY},1,2,0.5,{i},1\n" for i in range(10)))
     candles = provider.fetch("BTC-USD", Interval.D1, Window(START + 2 * DAY, START + 5 * DAY))
@@ -274,3 +295,148 @@ def test_an_unknown_interval_never_reaches_the_disk(provider, monkeypatch):
 
 def test_the_registry_builds_it(provider_context):
     assert isinstance(build_provider("csv", provider_context()), CsvProvider)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1700000000", 1_700_000_000),
+        ("100000000000", 100_000_000_000),  # 1e11 itself is still seconds
+        ("100000000001", 100_000_000),  # above it, milliseconds
+        ("1700000000999", 1_700_000_000),
+        ("-1700000000001", -1_700_000_001),  # floored, not truncated
+        ("100000000000000", 100_000_000_000),  # 1e14 ms
+        ("1700000000000001", 1_700_000_000),  # microseconds
+        ("100000000000000000", 100_000_000_000),  # 1e17 us
+        ("1700000000000000001", 1_700_000_000),  # nanoseconds
+        ("1700000000.5", 1_700_000_000),
+        ("-0.5", -1),
+        ("1e11", 100_000_000_000),
+        ("1.7e12", 1_700_000_000),
+        ("1.7e15", 1_700_000_000),
+        ("1.7e18", 1_700_000_000),
+        ("-1.7e12", -1_700_000_000),
+    ],
+)
+def test_an_epoch_number_is_seconds_or_a_finer_unit_by_its_size(text, seconds):
+    from marketdata.providers.csvfile import _epoch_number
+
+    assert _epoch_number(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "abc", "", "2024-01-02"])
+def test_what_is_no_finite_number_is_no_epoch_number(text):
+    from marketdata.providers.csvfile import _epoch_number
+
+    assert _epoch_number(text) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        (" 20240102 ", START + DAY),
+        ("20241340", 20_241_340),  # no such date: epoch seconds
+        ("2024-01-02", START + DAY),
+        ("2024-01-02 03:04:05", START + DAY + 3 * 3600 + 4 * 60 + 5),
+        ("2024-01-02T03:04:05z", START + DAY + 3 * 3600 + 4 * 60 + 5),
+        ("2024-01-02T03:04:05.7Z", START + DAY + 3 * 3600 + 4 * 60 + 5),
+        ("2024-01-02T03:04:05+01:00", START + DAY + 2 * 3600 + 4 * 60 + 5),
+        ("1969-12-31T23:59:59.5Z", -1),
+    ],
+)
+def test_a_timestamp_is_a_compact_date_an_epoch_number_or_iso_8601(raw, seconds):
+    from marketdata.providers.csvfile import _timestamp
+
+    assert _timestamp(raw) == seconds
+
+
+def test_a_timestamp_that_is_none_of_those_is_explained():
+    from marketdata.providers.csvfile import _BadValue, _timestamp
+
+    with pytest.raises(_BadValue) as caught:
+        _timestamp(" noon ")
+    assert str(caught.value) == (
+        "time ' noon ' is not a timestamp (ISO 8601 or epoch seconds/milliseconds)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "decimal_comma", "header"),
+    [
+        (["ts", "open", "high"], False, True),
+        (["Date", "Price"], True, True),
+        (["2024-01-02", "x"], False, False),  # a timestamp
+        (["x", "105"], False, False),  # a number
+        (["x", "187,15"], True, False),  # a decimal-comma number
+        (["x", "187,15"], False, True),
+        (["x", "nan"], False, True),  # not a finite number
+    ],
+)
+def test_a_first_line_is_a_header_when_no_field_is_a_time_or_a_number(
+    fields, decimal_comma, header
+):
+    from marketdata.providers.csvfile import _is_header
+
+    assert _is_header(fields, decimal_comma) is header
+
+
+@pytest.mark.parametrize(
+    ("raw", "decimal_comma", "value"),
+    [(" 187,15 ", True, 187.15), ("187.15", True, 187.15), ("-2", False, -2.0)],
+)
+def test_a_number_may_use_a_decimal_comma_in_separated_exports(raw, decimal_comma, value):
+    from marketdata.providers.csvfile import _number
+
+    assert _number(raw, "open", decimal_comma) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "decimal_comma", "reason"),
+    [
+        ("187,15", False, "open '187,15' is not a number"),
+        ("1,234.5", True, "open '1,234.5' is not a number"),
+        ("inf", False, "open 'inf' is not a finite number"),
+        ("nan", True, "open 'nan' is not a finite number"),
+    ],
+)
+def test_a_value_that_is_not_a_finite_number_is_explained(raw, decimal_comma, reason):
+    from marketdata.providers.csvfile import _BadValue, _number
+
+    with pytest.raises(_BadValue) as caught:
+        _number(raw, "open", decimal_comma)
+    assert str(caught.value) == reason
+
+
+def test_the_candles_name_their_symbol_interval_and_provider_and_are_floats(provider):
+    write("BTC-USD.csv", "ts,open,high,low,close\n1704067200,1,2,0.5,1.5\n")
+    candles = provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert (candles.symbol, candles.interval, candles.provider) == ("BTC-USD", Interval.D1, "csv")
+    assert {column.dtype for column in (candles.open, candles.close, candles.volume)} == {
+        np.dtype(np.float64)
+    }
+
+
+def test_blank_lines_and_lines_of_empty_fields_are_skipped_not_the_end(provider):
+    write(
+        "BTC-USD.csv",
+        "ts,open,high,low,close\n1704067200,1,2,0.5,1.5\n\n , ,\n1704153600,2,3,1,2\n",
+    )
+    candles = provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert candles.ts.tolist() == [START, START + DAY]
+
+
+def test_one_or_two_bad_lines_are_counted_in_words(provider):
+    write("BTC-USD.csv", "1704067200,1,2,0.5,x\n")
+    with pytest.raises(BadPayloadError) as caught:
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert caught.value.message == "csv data/BTC-USD.csv line 1: close 'x' is not a number"
+    write("BTC-USD.csv", "1704067200,1,2,0.5,x\n1704153600,1,2,0.5,y\n")
+    with pytest.raises(BadPayloadError) as caught:
+        provider.fetch("BTC-USD", Interval.D1, ALL)
+    assert caught.value.message.endswith("close 'x' is not a number (and 1 more bad lines)")
+
+
+def test_a_first_line_with_a_decimal_comma_number_is_a_row_not_a_header(provider):
+    write("BTC-USD.csv", "noon;187,15;2;1;1\n")
+    with pytest.raises(BadPayloadError, match="line 1: time 'noon' is not a timestamp"):
+        provider.fetch("BTC-USD", Interval.D1, ALL)

@@ -171,6 +171,7 @@ def test_a_window_older_than_the_latest_720_candles_is_out_of_reach_before_any_r
         "kraken serves only the latest 720 1d candles (since 2023-01-13T00:00:00+00:00)" in message
     )
     assert "the window starts at 2023-01-12T00:00:00+00:00" in message
+    assert (caught.value.provider, caught.value.symbol) == ("kraken", "BTC-USD")
 
 
 def test_a_window_starting_at_the_oldest_served_candle_is_fetched_whole(
@@ -457,3 +458,10 @@ def test_the_declared_limits_match_krakens_public_documentation(provider_context
     assert seen == {"kraken": RateLimit(per_second=1.0, burst=1)}
     assert KrakenProvider.max_rows_per_request == 720
     assert {i.value for i in KrakenProvider.intervals} == {"1m", "5m", "15m", "1h", "1d"}
+
+
+@pytest.mark.parametrize(
+    "window", [Window(TODAY - DAY, TODAY + DAY), Window(TODAY - 30 * DAY, TODAY)]
+)
+def test_a_window_with_one_closed_bar_or_many_is_one_request(provider_for, window):
+    assert provider_for("http://127.0.0.1:9").requests_needed(Interval.D1, window) == 1

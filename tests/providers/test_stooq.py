@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import httpx
 import pytest
 
 from marketdata.domain import Interval, Window
@@ -14,11 +15,14 @@ from marketdata.errors import (
     SymbolNotListedError,
     UnsupportedIntervalError,
 )
-from marketdata.providers.stooq import StooqProvider
+from marketdata.observability.metrics import RecordingMetrics
+from marketdata.providers.stooq import APIKEY_PAGE as KEY_URL
+from marketdata.providers.stooq import StooqProvider, _parse_date
 from tests.fakes.limits import no_wait
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
-from tests.fakes.stooq import FakeStooq, Series
+from tests.fakes.stooq import APIKEY_PAGE, FakeStooq, Series
+from tests.providers.expect import told
 
 DAY = 86_400
 EPOCH = date(1970, 1, 1)
@@ -108,6 +112,8 @@ def test_a_weekend_window_of_a_listed_symbol_is_empty_not_an_error(serve_fake, f
         ("^IXIC", "^ndq"),
         ("^FTSE", "^ftse"),
         ("EURUSD=X", "eurusd"),
+        ("ABCDEFGH", "abcdefgh.us"),  # eight letters without =X are no FX pair
+        ("BT.A.L", "bt.a.uk"),  # the market is the last dot's suffix
     ],
 )
 def test_symbols_map_to_stooq_names(provider_for, symbol, expected):
@@ -281,3 +287,152 @@ def test_check_downloads_two_weeks_of_the_sp500(serve_fake, fake, provider_for):
         latency = provider_for(server.url).check()
     assert server.requests[0].query["s"] == "^spx"
     assert latency > 0
+
+
+def test_a_window_ending_a_second_past_midnight_asks_for_that_day_too(
+    serve_fake, fake, provider_for
+):
+    window = Window(midnight(date(2024, 2, 1)), midnight(date(2024, 2, 2)) + 1)
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("AAPL", Interval.D1, window)
+    assert server.requests[0].query["d2"] == "20240202"
+    assert candles.ts.tolist() == [midnight(date(2024, 2, 1)), midnight(date(2024, 2, 2))]
+
+
+def test_a_page_names_its_symbol_interval_and_provider(serve_fake, fake, provider_for):
+    with serve_fake(fake) as server:
+        page = provider_for(server.url).fetch_page("AAPL", Interval.D1, FEB)
+    assert (page.symbol, page.interval, page.provider) == ("AAPL", Interval.D1, "stooq")
+    assert len(page) == 31  # the two weeks before the window come too
+
+
+def test_old_style_dates_read_every_digit_and_nothing_else_passes():
+    assert _parse_date("20241112") == midnight(date(2024, 11, 12))
+    assert _parse_date(" 2024-11-12 ") == midnight(date(2024, 11, 12))
+    assert _parse_date("202411011") is None  # nine digits
+    assert _parse_date("2024-2-1") is None
+    assert _parse_date("20241340") is None
+
+
+def test_no_data_behind_a_byte_order_mark_is_still_not_listed(provider_for):
+    provider = provider_for("http://127.0.0.1:9")
+    error = provider.classify(httpx.Response(200, text="\ufeffNo data\r\n"), "AAPL")
+    assert told(error) == (
+        "SymbolNotListedError",
+        "stooq has no data for AAPL (aapl.us): it does not list it, or has no candles in or "
+        "up to 14 days before the window",
+        "check the symbol, or map it with `marketdata markets add SYMBOL "
+        "--provider-symbol stooq=NAME` (e.g. aapl.us, ^spx)",
+        "stooq",
+        "AAPL",
+    )
+    assert provider.classify(httpx.Response(200, text="\ufeffDate,Open\r\n"), "AAPL") is None
+
+
+def test_no_data_for_a_symbol_without_a_stooq_name_or_without_a_symbol(provider_for):
+    provider = provider_for("http://127.0.0.1:9")
+    crypto = provider.classify(httpx.Response(200, text="No data"), "BTC-USD")
+    assert crypto.message.startswith("stooq has no data for BTC-USD: it does not list it")
+    unnamed = provider.classify(httpx.Response(200, text="No data"), None)
+    assert unnamed.message.startswith("stooq has no data for None: it does not list it")
+
+
+BOT_HINT = "Stooq challenges non-browser clients at times; try later or another provider"
+HTML_HINT = "STOOQ_API_KEY may be required or invalid, or a bot check blocked the request"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "message", "hint"),
+    [
+        (APIKEY_PAGE, None, "stooq requires an API key (it answered with its API-key page)",
+         f"get one at {KEY_URL} and set STOOQ_API_KEY"),
+        ("<html><p>Downloads need an API key.</p></html>", None,
+         "stooq requires an API key (it answered with its API-key page)",
+         f"get one at {KEY_URL} and set STOOQ_API_KEY"),
+        ('<html><a href="/q/d/?get_apikey">Get</a></html>', SECRET,
+         "stooq refused STOOQ_API_KEY (it answered with its API-key page)",
+         f"check STOOQ_API_KEY; a new key comes from {KEY_URL}"),
+        ('<!DOCTYPE html><form action="/__verify"></form>', None,
+         "stooq answered with a bot-check page (/__verify) instead of CSV", BOT_HINT),
+        ("<!DOCTYPE html><body>Maintenance</body>", None,
+         "stooq answered with an HTML page instead of CSV", HTML_HINT),
+        ("Notice: moved\n<HTML><body>Maintenance</body></HTML>", None,
+         "stooq answered with an HTML page instead of CSV", HTML_HINT),
+    ],
+)  # fmt: skip
+def test_each_html_page_is_named_with_what_to_do(provider_for, body, key, message, hint):
+    provider = provider_for("http://127.0.0.1:9", stooq_api_key=key)
+    error = provider.classify(httpx.Response(200, text=body), "AAPL")
+    assert told(error) == ("AccessRefusedError", f"{message} for AAPL", hint, "stooq", "AAPL")
+
+
+def test_an_http_error_names_the_symbol_and_hides_the_key_in_its_message(
+    serve_fake, fake, provider_for
+):
+    fake.fail_next = [Reply(400, f"bad request; apikey={SECRET}")]
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url, stooq_api_key=SECRET).fetch("AAPL", Interval.D1, FEB)
+    assert told(caught.value) == (
+        "BadPayloadError",
+        "stooq refused the request with HTTP 400: bad request; apikey=***",
+        None,
+        "stooq",
+        "AAPL",
+    )
+    fake.fail_next = [Reply(400, "bad request")]
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, FEB)
+    assert caught.value.message == "stooq refused the request with HTTP 400: bad request"
+
+
+def test_the_quota_and_crypto_errors_name_provider_and_symbol(serve_fake, fake, provider_for):
+    fake.mode = "limit"
+    with serve_fake(fake) as server, pytest.raises(ProviderUnavailableError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, FEB)
+    assert told(caught.value)[3:] == ("stooq", "AAPL")
+    with pytest.raises(SymbolNotListedError) as caught:
+        provider_for("http://127.0.0.1:9").fetch("BTC-USD", Interval.D1, FEB)
+    assert told(caught.value) == (
+        "SymbolNotListedError",
+        "stooq does not list BTC-USD: crypto pairs are not served",
+        "map it with `marketdata markets add SYMBOL --provider-symbol stooq=NAME` "
+        "(Stooq names look like aapl.us, ^spx, eurusd)",
+        "stooq",
+        "BTC-USD",
+    )
+
+
+def test_a_csv_or_a_spent_quota_behind_a_byte_order_mark_is_read_as_without_it(
+    serve_fake, fake, provider_for
+):
+    fake.raw_body = "\ufeffDate,Open,High,Low,Close,Volume\r\n2024-02-01,1,2,0.5,1.5,10\r\n"
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.ctx.metrics = metrics = RecordingMetrics()
+        candles = provider.fetch("AAPL", Interval.D1, FEB)
+        assert list(candles.rows()) == [(midnight(date(2024, 2, 1)), 1.0, 2.0, 0.5, 1.5, 10.0)]
+        fake.fail_next = [Reply(200, "\ufeffExceeded the daily hits limit")]
+        with pytest.raises(ProviderUnavailableError, match="quota"):
+            provider.fetch("AAPL", Interval.D1, FEB)
+    assert metrics.counters["provider.stooq.errors"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ("Warning: " + "w" * 100 + "\nmore", "Warning: " + "w" * 71),
+        (" \r\n", ""),
+        ("XNo data", "XNo data"),  # only a byte-order mark is taken off
+    ],
+)
+def test_a_body_that_is_not_csv_shows_at_most_80_characters_of_its_first_line(
+    provider_for, body, shown
+):
+    error = provider_for("http://127.0.0.1:9").classify(httpx.Response(200, text=body), "AAPL")
+    assert told(error) == (
+        "BadPayloadError",
+        f"stooq sent a body that is not its CSV for AAPL (first line: {shown!r})",
+        None,
+        "stooq",
+        "AAPL",
+    )

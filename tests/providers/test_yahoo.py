@@ -20,6 +20,7 @@ from tests.fakes.limits import no_wait
 from tests.fakes.market import walk
 from tests.fakes.server import Reply
 from tests.fakes.yahoo import FakeYahoo, Listing, session_open
+from tests.providers.expect import told
 
 DAY = 86_400
 EPOCH = date(1970, 1, 1)
@@ -402,3 +403,94 @@ def test_session_open_helper_follows_daylight_saving():
     assert after - midnight(date(2024, 3, 11)) == int(
         timedelta(hours=13, minutes=30).total_seconds()
     )
+
+
+YAHOO_HINT = (
+    "check the symbol (Yahoo spells indices ^GSPC and FX EURUSD=X), or map it with "
+    "`marketdata markets add SYMBOL --provider-symbol yahoo=TICKER`"
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        ({"code": "Not Found", "description": "No data for that ticker"},
+         "yahoo does not list AAPL (No data for that ticker)"),
+        ({"code": "Bad Request", "description": "symbol may be Delisted"},
+         "yahoo does not list AAPL (symbol may be Delisted)"),
+        ({"code": "NOT FOUND"}, "yahoo does not list AAPL"),
+    ],
+)  # fmt: skip
+def test_a_not_found_code_or_a_delisting_inside_a_200_body_is_not_listed(
+    serve_fake, fake, provider_for, error, message
+):
+    fake.error_in_200 = error
+    with serve_fake(fake) as server, pytest.raises(SymbolNotListedError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, Window(NOW - DAY, NOW))
+    assert told(caught.value) == ("SymbolNotListedError", message, YAHOO_HINT, "yahoo", "AAPL")
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ({"code": "Internal Server Error", "description": "  too\n   busy  "}, "'too busy'"),
+        ({"code": "Internal Server Error", "description": ""}, "'internal server error'"),
+        ({"description": None}, "{'description': None}"),
+        ("boom", "'boom'"),
+        ({"code": "Bad Request", "description": "x" * 300}, repr("x" * 200)),
+    ],
+)
+def test_another_error_inside_a_200_body_shows_its_description_code_or_itself(
+    serve_fake, fake, provider_for, error, shown
+):
+    fake.error_in_200 = error
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, Window(NOW - DAY, NOW))
+    assert told(caught.value) == (
+        "BadPayloadError",
+        f"yahoo refused the request for AAPL: {shown}",
+        None,
+        "yahoo",
+        "AAPL",
+    )
+
+
+@pytest.mark.parametrize("body", [[], {"chart": "gone"}, {"chart": {"error": None}}, "x"])
+def test_a_404_without_a_chart_error_object_is_not_listed_without_detail(provider_for, body):
+    provider = provider_for("http://127.0.0.1:9")
+    error = provider.classify(httpx.Response(404, json=body), "ZZZZ")
+    assert told(error) == ("SymbolNotListedError", "yahoo does not list ZZZZ", YAHOO_HINT,
+                           "yahoo", "ZZZZ")  # fmt: skip
+    plain = provider.classify(httpx.Response(404, text="<html>Not Found</html>"), "ZZZZ")
+    assert plain.message == "yahoo does not list ZZZZ"
+
+
+def test_a_page_names_its_symbol_interval_and_provider(serve_fake, fake, provider_for):
+    window = Window(midnight(date(2024, 3, 4)), midnight(date(2024, 3, 6)))
+    with serve_fake(fake) as server:
+        page = provider_for(server.url).fetch_page("AAPL", Interval.D1, window)
+    assert (page.symbol, page.interval, page.provider) == ("AAPL", Interval.D1, "yahoo")
+    assert len(page) == 3  # a day more each side: `fetch` cuts pages to the window
+
+
+def test_the_zone_name_dates_daily_bars_where_the_current_gmt_offset_would_not(
+    serve_fake, fake, provider_for
+):
+    day = date(2024, 4, 2)  # London summer time; Yahoo's gmtoffset is the offset of today
+    fake.listings["EURUSD=X"] = Listing(
+        timezone="Europe/London", gmtoffset=0,
+        bars={"1d": daily_rows([day], "Europe/London", at=time(0, 0))},
+    )  # fmt: skip
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch(
+            "EURUSD=X", Interval.D1, Window(midnight(day), midnight(day) + DAY)
+        )
+    assert candles.ts.tolist() == [midnight(day)]
+
+
+def test_a_gmt_offset_of_a_whole_day_or_more_cannot_date_daily_bars(serve_fake, fake, provider_for):
+    fake.drop_meta_zone = True
+    fake.listings["AAPL"].gmtoffset = DAY
+    window = Window(midnight(date(2024, 3, 4)), midnight(date(2024, 3, 6)))
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError, match="time zone"):
+        provider_for(server.url).fetch("AAPL", Interval.D1, window)

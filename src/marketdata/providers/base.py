@@ -319,9 +319,7 @@ class HttpProvider(BaseProvider):
                 symbol=symbol,
             ) from None
         finally:
-            metrics.timing(
-                f"provider.{self.name}.latency_ms", (time.perf_counter() - started) * 1e3
-            )
+            metrics.timing(f"provider.{self.name}.latency_ms", elapsed_ms(started))
         error = self.classify(response, symbol)
         if error is not None:
             metrics.incr(f"provider.{self.name}.errors")
@@ -422,6 +420,11 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     if math.isnan(seconds):
         return None
     return max(seconds, 0.0)
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started`, a `time.perf_counter()` reading (request latencies)."""
+    return (time.perf_counter() - started) * 1e3
 
 
 def _cause(exc: Exception) -> str:

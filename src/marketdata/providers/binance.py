@@ -17,6 +17,7 @@ from marketdata.errors import (
 from marketdata.providers.base import (
     HttpProvider,
     bad_row,
+    elapsed_ms,
     epoch_int,
     finite_number,
     retry_after_seconds,
@@ -133,7 +134,7 @@ class BinanceProvider(HttpProvider):
                 raise bad_row(self.name, symbol, row, "expected a 12-field kline")
             open_ms = row[0]
             try:
-                epoch_int(open_ms, per_second=1000)
+                open_s = epoch_int(open_ms, per_second=1000)
             except ValueError:
                 raise bad_row(
                     self.name, symbol, row, "open time is not integer epoch milliseconds"
@@ -144,7 +145,7 @@ class BinanceProvider(HttpProvider):
                 open_, high, low, close, volume = (finite_number(value) for value in row[1:6])
             except ValueError:
                 raise bad_row(self.name, symbol, row, "a value is not a number") from None
-            rows.append((open_ms // 1000, open_, high, low, close, volume))
+            rows.append((open_s, open_, high, low, close, volume))
         return Candles.from_rows(symbol, interval, self.name, rows)
 
     def _mind_weight(self) -> None:
@@ -216,7 +217,7 @@ class BinanceProvider(HttpProvider):
         started = time.perf_counter()
         response = self.get("/api/v3/ping")
         self._note_weight(response)
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)
 
 
 def _error_of(response: httpx.Response) -> tuple[int | None, str | None]:

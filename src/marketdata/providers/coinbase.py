@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from marketdata.domain import Candles, Interval, Window, utc_from_epoch
 from marketdata.errors import ProviderError
-from marketdata.providers.base import HttpProvider, bad_row, epoch_int
+from marketdata.providers.base import HttpProvider, bad_row, elapsed_ms, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -72,4 +72,4 @@ class CoinbaseProvider(HttpProvider):
 
         started = time.perf_counter()
         self.get("/products/BTC-USD/ticker")
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)

@@ -36,7 +36,7 @@ from marketdata.errors import (
     ProviderError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, epoch_int
+from marketdata.providers.base import HttpProvider, bad_row, elapsed_ms, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class CoinGeckoProvider(HttpProvider):
         """GET /ping once."""
         started = time.perf_counter()
         self.get("/ping")
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)
 
     def _split(self, symbol: str) -> tuple[str, str]:
         if not CRYPTO_PATTERN.fullmatch(symbol):
@@ -264,18 +264,17 @@ class CoinGeckoProvider(HttpProvider):
 
 
 def _status_of(response: httpx.Response) -> tuple[int | None, str]:
-    """CoinGecko's `status.error_code` / `error_message`, flat or nested under `error`."""
+    """CoinGecko's `status.error_code` (None unless an integer) and `error_message`, flat or
+    nested under `error`."""
     try:
         body = response.json()
     except ValueError:
-        return None, " ".join(response.text[:120].split())
+        body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         body = body["error"]
     status = body.get("status") if isinstance(body, dict) else None
-    if isinstance(status, dict):
-        code = status.get("error_code")
-        message = " ".join(str(status.get("error_message", "")).split())[:200]
-        return (code if isinstance(code, int) else None), message
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return None, body["error"]
-    return None, ""
+    if not isinstance(status, dict):
+        status = {}
+    code = status.get("error_code")
+    message = " ".join(str(status.get("error_message", "")).split())[:200]
+    return (code if isinstance(code, int) else None), message

@@ -99,17 +99,18 @@ class ParsedCsv:
     volume: list[float] = field(default_factory=list)
 
     def candles(self, symbol: str, interval: Interval, provider: str) -> Candles:
-        """The rows as a Candles batch (numpy columns), unsorted."""
+        """The rows as a Candles batch (numpy columns), unsorted; the values are Python floats,
+        which numpy stores as float64 (only the times need their dtype named, for no rows)."""
         return Candles(
             symbol,
             interval,
             provider,
             np.array(self.ts, dtype=np.int64),
-            np.array(self.open, dtype=np.float64),
-            np.array(self.high, dtype=np.float64),
-            np.array(self.low, dtype=np.float64),
-            np.array(self.close, dtype=np.float64),
-            np.array(self.volume, dtype=np.float64),
+            np.array(self.open),
+            np.array(self.high),
+            np.array(self.low),
+            np.array(self.close),
+            np.array(self.volume),
         )
 
 

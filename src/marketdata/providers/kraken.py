@@ -13,7 +13,7 @@ from marketdata.errors import (
     ProviderError,
     ProviderUnavailableError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, epoch_int, finite_number
+from marketdata.providers.base import HttpProvider, bad_row, elapsed_ms, epoch_int, finite_number
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -227,4 +227,4 @@ class KrakenProvider(HttpProvider):
         """Ask Kraken for its server time once."""
         started = time.perf_counter()
         self.get("/0/public/Time")
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)

@@ -35,7 +35,7 @@ from marketdata.errors import (
     ProviderUnavailableError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, finite_number
+from marketdata.providers.base import HttpProvider, bad_row, elapsed_ms, finite_number
 from marketdata.providers.ratelimit import RateLimit
 from marketdata.redact import MASK
 
@@ -211,7 +211,7 @@ class StooqProvider(HttpProvider):
         today = datetime.now(tz=UTC).date()
         started = time.perf_counter()
         self._download("^GSPC", date.fromordinal(today.toordinal() - LOOKBACK_DAYS), today)
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)
 
     def _quota_error(self, symbol: str) -> ProviderUnavailableError:
         return ProviderUnavailableError(

@@ -32,7 +32,7 @@ from marketdata.errors import (
     ProviderError,
     SymbolNotListedError,
 )
-from marketdata.providers.base import HttpProvider, bad_row, epoch_int
+from marketdata.providers.base import HttpProvider, bad_row, elapsed_ms, epoch_int
 from marketdata.providers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class YahooProvider(HttpProvider):
         """One daily bar of SPY."""
         started = time.perf_counter()
         self.get("/v8/finance/chart/SPY", {"range": "1d", "interval": "1d"})
-        return (time.perf_counter() - started) * 1e3
+        return elapsed_ms(started)
 
     def _not_listed(self, symbol: str | None, description: str) -> SymbolNotListedError:
         detail = f" ({description})" if description else ""
