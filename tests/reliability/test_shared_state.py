@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from marketdata import context
+from marketdata.config import load_settings
+from marketdata.context import AppContext
 from marketdata.errors import ProviderUnavailableError
 from marketdata.providers import base, binance
 from marketdata.providers.base import BREAKER_THRESHOLD, CircuitBreaker, HttpProvider
@@ -27,7 +30,7 @@ from marketdata.providers.coinbase import CoinbaseProvider
 from tests.fakes.server import Reply, serve
 
 THREADS = 8
-WATCHED = {base.__file__, binance.__file__}
+WATCHED = {base.__file__, binance.__file__, context.__file__}
 
 
 def _tracer(frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
@@ -171,3 +174,28 @@ def test_binance_pauses_each_thread_past_the_spent_minute_through_the_runs_wait(
     assert 1 <= len(waits) <= THREADS
     assert set(waits) == {31.0}
     assert provider.weight.used == (2 * THREADS) * KLINES_WEIGHT
+
+
+def test_worker_threads_asking_for_the_cache_at_once_share_one(tmp_path):
+    # one cache per command: two would each warn (twice "disk cache unusable" was seen in a
+    # drill) and each report a Redis outage
+    environ = {"CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(5):
+        app = AppContext(load_settings(environ=environ))
+        caches, outages = built_by_threads(app)
+        assert len({id(c) for c in caches}) == 1
+        assert len({id(o) for o in outages}) == 1
+        app.close()
+
+
+def built_by_threads(app: AppContext) -> tuple[list[object], list[object]]:
+    """The cache and the Redis outage each of THREADS threads got, asking at once."""
+    caches: list[object] = []
+    outages: list[object] = []
+
+    def ask(_: int) -> None:
+        outages.append(app.redis_outage)
+        caches.append(app.cache)
+
+    hammer(ask)
+    return caches, outages
