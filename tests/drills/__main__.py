@@ -46,8 +46,10 @@ def every_drill() -> list[tuple[str, Drill]]:
         ("frozen-postgresql", runs.frozen_database),
         ("unreachable-postgresql", runs.unreachable),
         ("locked-pair", runs.locked_pair),
-        ("concurrent-postgresql", lambda w: runs.concurrent(w, "postgresql", 4)),
-        ("concurrent-sqlite", lambda w: runs.concurrent(w, "sqlite", 2)),
+        ("concurrent-2-postgresql", lambda w: runs.concurrent(w, "postgresql", 2)),
+        ("concurrent-4-postgresql", lambda w: runs.concurrent(w, "postgresql", 4)),
+        ("concurrent-2-sqlite", lambda w: runs.concurrent(w, "sqlite", 2)),
+        ("concurrent-4-sqlite", lambda w: runs.concurrent(w, "sqlite", 4)),
         *busy.drills(),
         *providers.drills(),
     ]

@@ -4,6 +4,7 @@ a pair locked by a stuck worker, concurrent processes over the same pairs."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -22,7 +23,7 @@ from tests.drills.common import (
     ledger_true,
     tally,
 )
-from tests.fakes.server import Reply
+from tests.fakes.server import Reply, serve
 from tests.fakes.tcpproxy import PgSessionKiller, TcpProxy
 from tests.reliability.processes import start, wait_for
 
@@ -142,13 +143,39 @@ def frozen_database(world: World) -> Row:
 
 
 def unreachable(world: World) -> Row:
-    row = Row("PostgreSQL unreachable at start", "exit 75, nothing written")
-    closed = "postgresql://md@127.0.0.1:9/md"  # nothing listens on the discard port
-    done = cli(INGEST, world.env(closed, db_connect_timeout=2))
+    row = Row(
+        "PostgreSQL unreachable at start",
+        "exit 75, one line, one critical alert, nothing written, next run catches up",
+    )
+    db = world.database("postgresql")
+    closed = make_url(db.url).set(port=9).render_as_string(False)  # nothing listens on 9
+    alerts: list[dict[str, Any]] = []
+
+    def receive(request: Any) -> Reply:
+        alerts.append(json.loads(request.body))
+        return Reply(200, "ok")
+
+    with serve(receive) as hook:
+        env = world.env(closed, db_connect_timeout=2, alert_webhook_url=hook.url + "/hook")
+        done = cli(INGEST, env)
     row.exit_code = str(done.returncode)
     lines = error_lines(done.stderr)
-    row.observed = "one error line" if len(lines) == 1 else f"{len(lines)} error lines"
-    row.ok = done.returncode == 75 and len(lines) == 1 and "Traceback" not in done.stderr
+    severities = [alert.get("severity") for alert in alerts]
+    written = db.rows(
+        "select (select count(*) from ingestion_runs) + (select count(*) from candles)"
+    )
+    row.observed = f"{len(lines)} error line, alerts {severities}, then {follow_up(world, db)}"
+    tally(world, db, row)
+    row.ok = (
+        done.returncode == 75
+        and len(lines) == 1
+        and "Traceback" not in done.stderr
+        and severities == ["critical"]
+        and written == [(0,)]
+        and db.statuses() == ["success"]
+        and row.lost == 0
+    )
+    row.observed = row.observed.replace("then 0", "next run exit 0")
     return row
 
 
