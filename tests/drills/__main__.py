@@ -57,7 +57,8 @@ def every_drill() -> list[tuple[str, Drill]]:
 
 def render(rows: list[Row]) -> str:
     """The markdown table README quotes."""
-    head = ["scenario", "expected", "observed", "exit code", "rows lost", "rows duplicated", ""]
+    head = ["scenario", "expected", "observed", "exit code", "rows lost", "rows duplicated"]
+    head.append("verdict")
     body = [
         [
             r.scenario,
