@@ -9,6 +9,7 @@ PROVIDER ?=
 PYTEST_ARGS ?=
 MUTANTS ?=
 BENCH ?=
+DRILLS ?=
 # the top size of make bench-scale (1M is always measured beside it)
 SCALE_ROWS ?= 10000000
 # SCALE_KEEP=1: keep bench-scale's top-size database, or reuse the one a run before kept
@@ -58,8 +59,8 @@ check: lint typecheck test ## Everything CI runs
 bench: $(STAMP) ## Benchmarks (PostgreSQL, Redis at TEST_*_URL); ratios; BENCH=cache picks some
 	$(BIN)/python -m tests.benchmarks $(BENCH)
 
-drills: $(STAMP) ## Fault drills against real PostgreSQL and SQLite (long, not in make test): a table
-	nice $(BIN)/python -m tests.drills
+drills: $(STAMP) ## Fault drills against real PostgreSQL and SQLite (long, not in make test): a table; DRILLS=provider picks some
+	nice $(BIN)/python -m tests.drills $(DRILLS)
 
 bench-startup: $(STAMP) ## Read commands' start-up vs a bare Typer app's --help (SQLite only)
 	$(BIN)/python -m tests.benchmarks.startup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,9 @@ class AppContext:
     _redis_outage: RedisOutage | None = None
     # set by SIGTERM/SIGINT while a run watches it; every wait of the run observes it
     cancel: Cancel = field(default_factory=Cancel)
+    # worker threads ask for the cache (and the Redis outage it reports to) at once: each is
+    # built once per command under this lock, or every thread would build (and warn) its own
+    _shared: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def from_settings(
@@ -91,22 +95,24 @@ class AppContext:
     @property
     def redis_outage(self) -> RedisOutage:
         """Reports the first Redis failure of this command, for the cache and the limiters."""
-        if self._redis_outage is None:
-            from marketdata.cache.fallback import RedisOutage
+        with self._shared:
+            if self._redis_outage is None:
+                from marketdata.cache.fallback import RedisOutage
 
-            self._redis_outage = RedisOutage(self.metrics, self.alerts)
-        return self._redis_outage
+                self._redis_outage = RedisOutage(self.metrics, self.alerts)
+            return self._redis_outage
 
     @property
     def cache(self) -> FallbackCache:
         """The cache: Redis (REDIS_URL), falling back to the disk cache, opened on first use."""
-        if self._cache is None:
-            from marketdata.cache.fallback import build_cache
+        with self._shared:
+            if self._cache is None:
+                from marketdata.cache.fallback import build_cache
 
-            self._cache = build_cache(
-                self.settings, self.target.url, self.redis_outage, self.metrics
-            )
-        return self._cache
+                self._cache = build_cache(
+                    self.settings, self.target.url, self.redis_outage, self.metrics
+                )
+            return self._cache
 
     def database_exists(self) -> bool:
         """False only for an embedded SQLite file not created yet (dry runs must not make it)."""
@@ -151,10 +157,11 @@ class AppContext:
         from marketdata.cache.redis_backend import redis_client
         from marketdata.providers.redis_ratelimit import redis_limiter_factory
 
-        if self._redis is None:
-            # short timeouts, no retries: a slow Redis must not slow requests; the limiter
-            # degrades (once, with the cache: one RedisOutage per command)
-            self._redis = redis_client(self.settings.redis_url)
+        with self._shared:
+            if self._redis is None:
+                # short timeouts, no retries: a slow Redis must not slow requests; the limiter
+                # degrades (once, with the cache: one RedisOutage per command)
+                self._redis = redis_client(self.settings.redis_url)
         outage = self.redis_outage
         return redis_limiter_factory(
             self._redis,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +37,7 @@ class Reply:
     body: bytes | str | Any = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (slow answers, timeouts)
+    reset: bool = False  # answer nothing: the connection is reset (RST), as a dropped link
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, bytes):
@@ -74,6 +78,13 @@ class FakeServer:
                 reply = outer.handler(request)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.reset:
+                    # linger 0: close() sends RST instead of FIN, the client sees a reset
+                    linger = struct.pack("ii", 1, 0)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    self.connection.close()
+                    self.close_connection = True
+                    return
                 body, content_type = reply.encoded()
                 self.send_response(reply.status)
                 headers = {"Content-Type": content_type, **reply.headers}
@@ -91,7 +102,7 @@ class FakeServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -110,6 +121,14 @@ class FakeServer:
     def paths(self) -> list[str]:
         with self._lock:
             return [r.path for r in self.requests]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that resets its connection (timeouts, reset drills) is expected, not news."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @contextmanager

@@ -83,17 +83,22 @@ def test_threads_with_their_own_limiters_are_paced_in_real_time(client, prefix):
             with lock:
                 granted.append(time.perf_counter())
 
+    # before any token is taken: the bucket is made (full) no earlier than this
     started = time.perf_counter()
     threads = [threading.Thread(target=work, args=(lim,)) for lim in limiters]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=5)
-    elapsed = time.perf_counter() - started
+        thread.join(timeout=30)
     assert len(granted) == 10
-    # 2 at once, then 8 more at 20/s: about 0.4 s in all, whichever thread gets which
-    assert 0.35 <= elapsed < 1.5
-    assert sum(1 for t in granted if t - started < 0.03) == 2
+    # never faster than the limit, however the threads were scheduled: the k-th grant comes
+    # at least (k - burst) / rate after the start (a late thread only makes it later)
+    since = [t - started for t in sorted(granted)]
+    floors = [max(0, k - 2) / 20.0 for k in range(1, 11)]
+    assert all(s >= f - 0.01 for s, f in zip(since, floors, strict=True)), since
+    # and paced, not stalled: 8 tokens after the burst take 0.4 s; the bound leaves room for
+    # a loaded machine while still catching a wait of a whole second per token
+    assert since[-1] < 4.0
 
 
 @pytest.mark.redis

@@ -19,7 +19,10 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `condition` until true; fail after `timeout` seconds. The default is long: on a
+    loaded machine a new process can take 10 s and more to reach its fault point, and a
+    longer wait costs nothing when the condition comes true."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"

@@ -162,6 +162,8 @@ def test_any_interleaving_of_runs_interrupts_and_kills_ends_with_exactly_the_pro
                 )
             ]
             runs = conn.execute(sa.select(ingestion_runs.c.status)).scalars().all()
+            recorded = conn.execute(sa.select(sa.func.sum(ingestion_runs.c.rows_inserted)))
+            inserted = int(recorded.scalar() or 0)
     finally:
         engine.dispose()
     wanted = {(s, ts, close) for s in SYMBOLS for ts, _, _, _, close, _ in fake.candles[s][HOUR]}
@@ -169,3 +171,6 @@ def test_any_interleaving_of_runs_interrupts_and_kills_ends_with_exactly_the_pro
     assert set(stored) == wanted
     assert "running" not in runs  # killed runs were closed as abandoned
     assert runs.count("abandoned") == kills
+    # the ledger adds up: every candle stored was counted by exactly one run, including a
+    # pair that committed while its run was being stopped or killed (issue 10 item 3)
+    assert inserted == len(stored)

@@ -181,3 +181,27 @@ def test_a_pair_lock_whose_session_died_is_free_for_the_next_run(coinbase, pg_da
     assert [o.status for o in first.outcomes] == ["skipped"]
     assert [o.status for o in second.outcomes] == ["ok"]
     assert second.rows_inserted == 31
+
+
+def test_a_stuck_run_is_shown_running_in_status_and_not_closed_while_its_process_lives(
+    coinbase, cli_env, database_url
+):
+    fake, server = coinbase
+    fake.fail_next = [Reply(200, [], delay=30.0)]  # the run waits here; it is then frozen
+    proc = start(
+        ["ingest", "--symbols", "BTC-USD"],
+        cli_env(database_url=database_url, coinbase_base_url=server.url),
+    )
+    try:
+        wait_for(lambda: bool(server.requests))
+        proc.send_signal(signal.SIGSTOP)  # alive, holding its lease and its pair, stuck
+        seen = run_cli(["status"], cli_env(database_url=database_url))
+        listed = run_cli(["runs", "--json"], cli_env(database_url=database_url))
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.communicate(timeout=30)
+    shown = " ".join(seen.stderr.split())
+    assert "run 1 on " in shown and " has been running for " in shown, seen.stderr
+    assert "process is gone" not in shown  # it lives: nothing may close it as abandoned
+    assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [(1, "running")]

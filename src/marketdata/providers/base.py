@@ -224,15 +224,49 @@ class BaseProvider:
         return 0.0
 
 
+class CircuitBreaker:
+    """Failures in a row of one provider, shared by every worker thread of a run.
+
+    Each count is a read-modify-write, so it happens under a lock: without it two threads
+    failing at once can count one failure, and a success can be undone by a stale write.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._failed_in_a_row = 0
+        self._lock = threading.Lock()
+
+    @property
+    def failed_in_a_row(self) -> int:
+        """Failures since the last success."""
+        with self._lock:
+            return self._failed_in_a_row
+
+    def open_after(self) -> int | None:
+        """The failures in a row when the breaker is open (the provider is given up), else
+        None."""
+        with self._lock:
+            failed = self._failed_in_a_row
+        return failed if failed >= self.threshold else None
+
+    def failure(self) -> None:
+        """Count one request that failed after its retries."""
+        with self._lock:
+            self._failed_in_a_row += 1
+
+    def success(self) -> None:
+        """A request went through: the provider is up again."""
+        with self._lock:
+            self._failed_in_a_row = 0
+
+
 class HttpProvider(BaseProvider):
     """A provider reached over HTTP: rate-limited, retried, and given up when clearly down."""
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
         self._limiter = ctx.limiter_factory(self.name, self.rate_limit)
-        # the circuit breaker: failures in a row, counted by every worker thread of the run
-        self._failed_in_a_row = 0
-        self._breaker_lock = threading.Lock()
+        self.breaker = CircuitBreaker(BREAKER_THRESHOLD)
 
     @property
     def base_url(self) -> str:
@@ -245,9 +279,8 @@ class HttpProvider(BaseProvider):
         """GET with rate limiting and retries; returns a response that `classify` accepted."""
         import stamina
 
-        with self._breaker_lock:
-            failed = self._failed_in_a_row
-        if failed >= BREAKER_THRESHOLD:
+        failed = self.breaker.open_after()
+        if failed is not None:
             raise ProviderUnavailableError(
                 f"{self.name} is given up for the rest of this run after "
                 f"{failed} failures in a row",
@@ -274,11 +307,9 @@ class HttpProvider(BaseProvider):
                     waits.backoff = attempt.next_wait
                     response = self._send(path, params, symbol)
         except ProviderUnavailableError:
-            with self._breaker_lock:
-                self._failed_in_a_row += 1
+            self.breaker.failure()
             raise
-        with self._breaker_lock:
-            self._failed_in_a_row = 0
+        self.breaker.success()
         return response
 
     def _send(

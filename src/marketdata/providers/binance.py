@@ -68,10 +68,8 @@ class BinanceProvider(HttpProvider):
         super().__init__(ctx)
         # Binance counts weight per clock minute; tests replace this with a fixed time.
         self.clock: Callable[[], float] = time.time
-        # the weight state is read and written by every worker thread of the run
-        self._weight_lock = threading.Lock()
-        self._weight_used = 0
-        self._weight_minute = -1
+        # read through the provider, so that a test's clock (set after this) is the one used
+        self.weight = WeightBudget(lambda: self.clock())
 
     def map_symbol(self, symbol: str) -> str:
         """BTC-USDT -> BTCUSDT, only for quotes Binance really has (no USD market)."""
@@ -149,18 +147,16 @@ class BinanceProvider(HttpProvider):
         return Candles.from_rows(symbol, interval, self.name, rows)
 
     def _mind_weight(self) -> None:
-        """Wait for the next minute when this one's weight is nearly spent (429s lead to bans)."""
-        now = self.clock()
-        with self._weight_lock:
-            if int(now // 60) != self._weight_minute:
-                return
-            if self._weight_used + KLINES_WEIGHT <= WEIGHT_PAUSE_AT:
-                return
-        # every thread that finds the weight spent pauses (not only the first); one second
-        # past the boundary, for clock skew against Binance's minute; a stop ends the wait
-        self.ctx.wait(60.0 - now % 60 + 1.0)
-        with self._weight_lock:
-            self._weight_minute = -1  # a new minute: the next reply tells the weight again
+        """Reserve a request's weight; when this minute's is nearly spent (429s lead to bans),
+        wait for the next minute first."""
+        pause = self.weight.reserve(KLINES_WEIGHT)
+        if pause is None:
+            return
+        seconds, generation = pause
+        # every thread that finds the weight spent pauses (not only the first); a stop ends
+        # the wait
+        self.ctx.wait(seconds)
+        self.weight.after_pause(generation, KLINES_WEIGHT)
 
     def _note_weight(self, response: httpx.Response) -> None:
         raw = response.headers.get(WEIGHT_HEADER)
@@ -170,9 +166,7 @@ class BinanceProvider(HttpProvider):
             used = None
         if used is None:
             return
-        with self._weight_lock:
-            self._weight_used = used
-            self._weight_minute = int(self.clock() // 60)
+        self.weight.note(used)
         self.ctx.metrics.gauge(f"provider.{self.name}.used_weight_1m", used)
 
     def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:
@@ -218,6 +212,57 @@ class BinanceProvider(HttpProvider):
         response = self.get("/api/v3/ping")
         self._note_weight(response)
         return elapsed_ms(started)
+
+
+class WeightBudget:
+    """This IP's request weight in the current clock minute, shared by every worker thread.
+
+    A request reserves its weight before it is sent, under the lock, so that threads cannot
+    all pass the check at 5,398 and send together; each reply's X-MBX-USED-WEIGHT-1M (which
+    counts other programs on the IP too) raises the count, never lowers it within a minute (a
+    late reply's lower figure is stale).
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.used = 0
+        self.minute = -1  # the clock minute `used` counts; -1 before the first request
+        self.generation = 0  # bumped when a minute starts afresh: a pause's wake-up knows it
+        self._lock = threading.Lock()
+
+    def reserve(self, weight: int) -> tuple[float, int] | None:
+        """Count `weight` now, or (seconds to wait, generation) when it does not fit."""
+        now = self.clock()
+        with self._lock:
+            self._roll(int(now // 60))
+            if self.used + weight <= WEIGHT_PAUSE_AT:
+                self.used += weight
+                return None
+            # one second past the boundary, for clock skew against Binance's minute
+            return 60.0 - now % 60 + 1.0, self.generation
+
+    def after_pause(self, generation: int, weight: int) -> None:
+        """A pause ended: the minute starts afresh (unless another thread saw to it) and
+        `weight` is counted in it."""
+        with self._lock:
+            if self.generation == generation:
+                self._start(int(self.clock() // 60))
+            self.used += weight
+
+    def note(self, used: int) -> None:
+        """A reply's figure for this minute."""
+        minute = int(self.clock() // 60)
+        with self._lock:
+            self._roll(minute)
+            self.used = max(self.used, used)
+
+    def _roll(self, minute: int) -> None:
+        if minute != self.minute:
+            self._start(minute)
+
+    def _start(self, minute: int) -> None:
+        self.minute, self.used = minute, 0
+        self.generation += 1
 
 
 def _error_of(response: httpx.Response) -> tuple[int | None, str | None]:

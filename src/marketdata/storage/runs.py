@@ -163,6 +163,7 @@ def close_abandoned(
     from marketdata.storage.locks import lease_is_free
 
     c = ingestion_runs.c
+    o = ingestion_outcomes.c
     running = conn.execute(
         select(c.id, c.host, c.started_at).where(c.status == "running").order_by(c.id)
     ).all()
@@ -177,6 +178,10 @@ def close_abandoned(
             .values(
                 status=RunStatus.ABANDONED.value,
                 finished_at=now,
+                # its pairs that committed before it died are stored: the ledger counts them
+                rows_inserted=_outcome_sum(o.inserted, run_id),
+                rows_updated=_outcome_sum(o.updated, run_id),
+                rows_rejected=_outcome_sum(o.rejected, run_id),
                 error=f"the process on {host or 'an unknown host'} ended without recording "
                 "this run (killed or crashed); closed by a later run",
             )
@@ -201,6 +206,14 @@ def runs_with_jobs(conn: Connection) -> set[int]:
         )
     )
     return {int(row[0]) for row in rows}
+
+
+def _outcome_sum(column: Any, run_id: int) -> Any:
+    """SUM(column) over run `run_id`'s committed outcomes, 0 for none (a scalar subquery)."""
+    from sqlalchemy import func, select
+
+    total = func.coalesce(func.sum(column), 0)
+    return select(total).where(ingestion_outcomes.c.run_id == run_id).scalar_subquery()
 
 
 def skipped_since(conn: Connection, symbol: str, interval: str) -> datetime | None:
