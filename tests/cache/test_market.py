@@ -118,6 +118,33 @@ def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, b
     assert market_values(app) == written
 
 
+@pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
+def test_one_group_refresh_of_several_pairs_writes_what_cache_rebuild_writes(make_app, bars):
+    """The refresher writes the pairs queued meanwhile together (two reads, one round trip):
+    the same values as `cache rebuild` for each, derived or not, whatever its length."""
+    app = make_app(analytics_intervals="1d")
+    first, day = 1_696_118_400, 86_400  # 2023-10-01
+    ingest(app, since=first, until=first + (bars - 2) * day)
+    ingest(app, since=first + (bars - 2) * day, until=first + bars * day)
+    short = first + (bars - 30) * day  # a pair that is younger than the others
+    ingest(app, symbols=["SOL-USD"], since=short, until=first + bars * day)
+    hourly = {"symbols": SYMBOLS[:2], "intervals": [Interval.H1]}  # no stored indicators
+    ingest(app, **hourly, since=first + (bars - 3) * day, until=first + bars * day)
+    app.cache.delete_pattern("market:*")
+    pairs = [(s, Interval.D1) for s in [*SYMBOLS, "SOL-USD", "NEVER-STORED"]]
+    pairs += [(s, Interval.H1) for s in SYMBOLS[:2]]
+    with connect(app.engine(), app.target) as conn:
+        committed = [market.Committed(s, i, NOW) for s, i in pairs]
+        market.refresh_committed(app.cache, conn, app.settings, committed)
+    written = market_values(app)
+    assert len(written) == 4 * 3 + 2  # no keys for a pair never stored; 1h: `latest` only
+    maintenance.rebuild(app)
+    rebuilt = market_values(app)
+    assert set(rebuilt) - set(written) == {show_key(s, "1h") for s in SYMBOLS[:2]}
+    for key, value in written.items():  # 1h `latest` holds no indicators, rebuild's does
+        assert value == rebuilt[key] | ({"indicators": None} if ":1h:" in key else {})
+
+
 def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
     app = make_app()
     ingest(app)

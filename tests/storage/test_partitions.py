@@ -359,13 +359,23 @@ def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_fact
             write_with_derived(conn, batch("BTC-USD", Interval.M1, now, 1, 300.0), NOW, derive=True)
             transaction.rollback()
 
+    def refresh() -> None:  # the cache refresher's reads of a group of committed pairs
+        from marketdata.analytics.roi import anchors
+        from marketdata.storage.candles import anchor_closes_many, read_latest_many
+
+        pair = ("BTC-USD", Interval.M1)
+        with app.engine().connect() as conn:
+            newest = read_latest_many(conn, [pair], 101, now=now, with_indicators=True)[pair]
+            anchor_closes_many(conn, {pair: anchors(int(newest.ts[-1]))})
+
     reads = planned_reads(app, lambda: show(app, "BTC-USD", Interval.M1, 20))
+    reads += planned_reads(app, refresh)
     writes = planned_reads(app, tail)
 
     assert len(reads) >= 2 and len(writes) >= 2, (reads, writes)
     parts = [part for plan in reads + writes for part in lookups(plan)]
     since_inception = [p for p in parts if not re.search(r"\bts [<>]", p)]  # no bound on ts
-    assert len(since_inception) == 1, since_inception
+    assert len(since_inception) == 2, since_inception  # show's and the refresher's
     for part in parts:
         if part not in since_inception:
             assert len(touched(part)) <= 3, part

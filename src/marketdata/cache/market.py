@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from loguru import logger
@@ -26,7 +26,7 @@ from loguru import logger
 from marketdata.analytics.indicators import INDICATOR_NAMES
 from marketdata.cache.checks import PRICE_KEYS, latest_problem, show_problem, usable
 from marketdata.cache.keys import latest_key, pair_keys, roi_key, show_key
-from marketdata.domain import DAY, Candles, Interval, utc_from_epoch
+from marketdata.domain import DAY, Candles, Interval, epoch_of, utc_from_epoch
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -277,24 +277,33 @@ def refresh_pairs(
 ) -> int:
     """Read several pairs from the database in one query and write their keys in one round
     trip; the number of keys written. Pairs with nothing stored get their keys dropped."""
+    stamps = dict.fromkeys(pairs, _iso(now))
+    values, drop = _whole_values(conn, settings, stamps, cache.database)
+    cache.set_many(values, MARKET_TTL, drop=drop)
+    return len(values)
+
+
+def _whole_values(
+    conn: Connection, settings: Settings, stamps: dict[tuple[str, Interval], str], database: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The keys of pairs (each stored at its stamp) from their whole histories, read in one
+    query, and the keys to drop (of the pairs with nothing stored)."""
     from marketdata.derive import analytics_intervals
     from marketdata.storage.candles import read_pairs
 
-    stored = read_pairs(conn, pairs, with_indicators=True)
+    stored = read_pairs(conn, list(stamps), with_indicators=True)
     derived = analytics_intervals(settings)
     values: dict[str, Any] = {}
     drop: list[str] = []
-    stored_at = _iso(now)
-    for symbol, interval in pairs:
+    for (symbol, interval), stored_at in stamps.items():
         history = stored.get((symbol, interval))
         if history is None:
             drop += pair_keys(symbol, interval)
             continue
         values |= history_values(
-            history, derived=interval in derived, stored_at=stored_at, database=cache.database
+            history, derived=interval in derived, stored_at=stored_at, database=database
         )
-    cache.set_many(values, MARKET_TTL, drop=drop)
-    return len(values)
+    return values, drop
 
 
 def history_values(
@@ -347,6 +356,14 @@ def drain_refreshes(app: AppContext, *, abandon: bool = False) -> None:
     app.cache.drain(abandon=abandon)
 
 
+class Committed(NamedTuple):
+    """A pair whose transaction committed at `now` (when its values count as stored)."""
+
+    symbol: str
+    interval: Interval
+    now: datetime
+
+
 def after_commit(
     cache: FallbackCache,
     conn: Connection,
@@ -355,83 +372,130 @@ def after_commit(
     interval: Interval,
     now: datetime,
 ) -> None:
-    """Refresh a pair's keys once its transaction committed, reading them on `conn`.
+    """Refresh a pair's keys once its transaction committed, reading them on `conn`."""
+    refresh_committed(cache, conn, settings, [Committed(symbol, interval, now)])
+
+
+def refresh_committed(
+    cache: FallbackCache, conn: Connection, settings: Settings, pairs: Sequence[Committed]
+) -> None:
+    """Refresh the keys of pairs whose transactions committed, reading them on `conn`: a
+    few statements and one round trip for all of them, whatever their number.
 
     Intervals in ANALYTICS_INTERVALS get every key (their indicators are stored); others
     get `latest` (indicators null) and lose their `show` value, which the next `show`
-    computes and caches. A database error here is logged and the pair's keys are dropped
-    (the pair is already stored; no reader may trust values older than it).
+    computes and caches. A database error here is logged and the pairs' keys are dropped
+    (the pairs are already stored; no reader may trust values older than them).
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from marketdata.derive import analytics_intervals
     from marketdata.errors import MarketdataError
 
     try:
-        if cache.name == "none":
+        if cache.name == "none" or not pairs:
             return  # nothing to refresh: spare the reads
-        if interval not in analytics_intervals(settings):
-            _latest_only(cache, conn, symbol, interval, now)
-        elif not _from_tail(cache, conn, symbol, interval, now):
-            refresh_pairs(cache, conn, settings, [(symbol, interval)], now)
+        values, drop = _committed_values(cache.database, conn, settings, pairs)
+        cache.set_many(values, MARKET_TTL, drop=drop)
     except (MarketdataError, SQLAlchemyError) as exc:
         from marketdata.cache.fallback import describe
         from marketdata.redact import scrub
 
         why = exc.one_line() if isinstance(exc, MarketdataError) else scrub(describe(exc))
+        symbols = sorted({p.symbol for p in pairs})
         logger.warning(
-            "{} {}: cache not refreshed ({}); its keys were dropped, "
+            "{}: cache not refreshed ({}); {} keys were dropped, "
             "`marketdata cache rebuild --symbols {}` writes them again",
-            symbol,
-            interval,
+            ", ".join(f"{p.symbol} {p.interval}" for p in pairs),
             why,
-            symbol,
+            "its" if len(pairs) == 1 else "their",
+            ",".join(symbols),
         )
-        cache.set_many({}, drop=pair_keys(symbol, interval))
+        cache.set_many({}, drop=[k for p in pairs for k in pair_keys(p.symbol, p.interval)])
     finally:
         conn.rollback()  # end the read transaction the refresh began
 
 
-def _from_tail(
-    cache: FallbackCache, conn: Connection, symbol: str, interval: Interval, now: datetime
-) -> bool:
-    """Write a derived pair's keys from its newest CACHED_BARS rows and the few closes ROI
-    looks back to (a cost that does not grow with history). False when the stored rows were
-    never derived, so the caller reads the whole history instead."""
-    from marketdata.analytics.roi import anchors, roi_from
-    from marketdata.reports import ShowReport, never_derived
-    from marketdata.storage.candles import anchor_closes, read_candles
+def _committed_values(
+    database: str, conn: Connection, settings: Settings, pairs: Sequence[Committed]
+) -> tuple[dict[str, Any], list[str]]:
+    """The keys to write and to drop for committed pairs: derived pairs from their newest
+    CACHED_BARS rows and the few closes ROI looks back to (read for all of them in two
+    statements, a cost that does not grow with history), those never derived from their
+    whole histories, the others' `latest` only."""
+    from marketdata.derive import analytics_intervals
+
+    stamps = {(p.symbol, p.interval): _iso(p.now) for p in pairs}  # a pair's last commit
+    now = epoch_of(max(p.now for p in pairs))
+    derived = analytics_intervals(settings)
+    values, drop = _latest_values(
+        database, conn, {k: v for k, v in stamps.items() if k[1] not in derived}, now
+    )
+    tails = _tails(conn, [k for k in stamps if k[1] in derived], now)
+    values |= _tail_values(database, conn, {k: stamps[k] for k in tails}, tails)
+    whole = {k: v for k, v in stamps.items() if k[1] in derived and k not in tails}
+    if whole:
+        more, gone = _whole_values(conn, settings, whole, database)
+        values |= more
+        drop += gone
+    return values, drop
+
+
+def _tails(
+    conn: Connection, pairs: list[tuple[str, Interval]], now: int
+) -> dict[tuple[str, Interval], tuple[Candles, bool]]:
+    """The newest CACHED_BARS rows of derived pairs (one query) and whether they are the
+    whole history; pairs with nothing stored or rows never derived are left out."""
+    from marketdata.reports import never_derived
+    from marketdata.storage.candles import read_latest_many
 
     # one row more than is kept tells whether the rows kept are the whole history
-    rows = read_candles(conn, symbol, interval, last=CACHED_BARS + 1, with_indicators=True)
-    complete = len(rows) <= CACHED_BARS
-    tail = rows if complete else rows.take(slice(1, None))
-    if len(tail) == 0 or never_derived(tail, len(tail)):
-        return False
-    then = anchor_closes(conn, symbol, interval, anchors(int(tail.ts[-1])))
-    report = ShowReport(
-        symbol, interval, tail, roi_from(float(tail.close[-1]), then), computed=False
-    )
-    values = pair_values(report, complete=complete, stored_at=_iso(now), database=cache.database)
-    cache.set_many(values, MARKET_TTL)
-    return True
+    rows = read_latest_many(conn, pairs, CACHED_BARS + 1, now=now, with_indicators=True)
+    tails: dict[tuple[str, Interval], tuple[Candles, bool]] = {}
+    for pair, found in rows.items():
+        complete = len(found) <= CACHED_BARS
+        tail = found if complete else found.take(slice(1, None))
+        if len(tail) and not never_derived(tail, len(tail)):
+            tails[pair] = (tail, complete)
+    return tails
 
 
-def _latest_only(
-    cache: FallbackCache, conn: Connection, symbol: str, interval: Interval, now: datetime
-) -> None:
-    from marketdata.storage.candles import read_candles
+def _tail_values(
+    database: str,
+    conn: Connection,
+    stamps: dict[tuple[str, Interval], str],
+    tails: dict[tuple[str, Interval], tuple[Candles, bool]],
+) -> dict[str, Any]:
+    """The keys of derived pairs from their tails and ROI anchors (read in one query)."""
+    from marketdata.analytics.roi import anchors, roi_from
+    from marketdata.reports import ShowReport
+    from marketdata.storage.candles import anchor_closes_many
 
-    newest = read_candles(conn, symbol, interval, last=1)
-    if len(newest) == 0:
-        return
-    row: dict[str, Any] = {"ts": int(newest.ts[0])}
-    row |= {k: float(getattr(newest, k)[0]) for k in PRICE_KEYS}
-    value = latest_value(
-        symbol, interval.value, row, _iso(now), cache.database, with_indicators=False
-    )
-    cache.set_many(
-        {latest_key(symbol, interval.value): value},
-        MARKET_TTL,
-        drop=[show_key(symbol, interval.value)],
-    )
+    marks = {pair: anchors(int(tail.ts[-1])) for pair, (tail, _) in tails.items()}
+    then = anchor_closes_many(conn, marks)
+    values: dict[str, Any] = {}
+    for (symbol, interval), (tail, complete) in tails.items():
+        roi = roi_from(float(tail.close[-1]), then[(symbol, interval)])
+        report = ShowReport(symbol, interval, tail, roi, computed=False)
+        stored_at = stamps[(symbol, interval)]
+        values |= pair_values(report, complete=complete, stored_at=stored_at, database=database)
+    return values
+
+
+def _latest_values(
+    database: str, conn: Connection, stamps: dict[tuple[str, Interval], str], now: int
+) -> tuple[dict[str, Any], list[str]]:
+    """`latest` of pairs outside ANALYTICS_INTERVALS (one query), and their `show` keys to
+    drop; pairs with nothing stored are left alone."""
+    from marketdata.storage.candles import read_latest_many
+
+    values: dict[str, Any] = {}
+    drop: list[str] = []
+    for (symbol, interval), newest in read_latest_many(conn, list(stamps), 1, now=now).items():
+        row: dict[str, Any] = {"ts": int(newest.ts[0])}
+        row |= {k: float(getattr(newest, k)[0]) for k in PRICE_KEYS}
+        stored_at = stamps[(symbol, interval)]
+        values[latest_key(symbol, interval.value)] = latest_value(
+            symbol, interval.value, row, stored_at, database, with_indicators=False
+        )
+        drop.append(show_key(symbol, interval.value))
+    return values, drop

@@ -14,13 +14,13 @@ import queue
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from marketdata.cache.keys import pair_keys
+from marketdata.cache.market import Committed
 from marketdata.domain import Interval
 
 if TYPE_CHECKING:
@@ -31,13 +31,6 @@ if TYPE_CHECKING:
 
 DRAIN_SECONDS = 30.0
 """How long the run's end waits for the pairs still queued (session timeouts bound a read)."""
-
-
-@dataclass(frozen=True)
-class _Pair:
-    symbol: str
-    interval: Interval
-    now: datetime
 
 
 class Refresher:
@@ -58,7 +51,7 @@ class Refresher:
         self._connect = connect
         self._settings = settings
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Pair | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Committed | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
 
@@ -73,7 +66,7 @@ class Refresher:
                     target=with_log_context(self._work), name="cache-refresh", daemon=True
                 )
                 self._thread.start()
-            self._queue.put(_Pair(symbol, interval, now))
+            self._queue.put(Committed(symbol, interval, now))
 
     def drain(self, *, abandon: bool = False) -> None:
         """Wait until every queued pair is written; with `abandon` (a stopped run) drop the
@@ -109,10 +102,10 @@ class Refresher:
             if end:
                 return
 
-    def _write(self, pairs: list[_Pair]) -> None:
-        from marketdata.cache.market import after_commit
+    def _write(self, pairs: list[Committed]) -> None:
+        from marketdata.cache.market import refresh_committed
         from marketdata.errors import MarketdataError
-        from marketdata.observability.logging import bind_pair, unbind_pair
+        from marketdata.observability.logging import unbind_pair
 
         unbind_pair()  # records name the run, not the pair task that started this thread
         if self._abandon.is_set():
@@ -120,14 +113,10 @@ class Refresher:
             return
         try:
             with self._connect() as conn:
-                for pair in pairs:
-                    bind_pair(pair.symbol, pair.interval.value)  # its records name it
-                    if self._abandon.is_set():
-                        self._drop([pair])
-                        continue
-                    after_commit(
-                        self._cache, conn, self._settings, pair.symbol, pair.interval, pair.now
-                    )
+                if self._abandon.is_set():  # stopped while the connection was opening
+                    self._drop(pairs)
+                    return
+                refresh_committed(self._cache, conn, self._settings, pairs)
         except MarketdataError as exc:  # no connection: the keys must not outlive the rows
             logger.warning(
                 "cache not refreshed for {} pairs ({}); their keys were dropped",
@@ -136,5 +125,5 @@ class Refresher:
             )
             self._drop(pairs)
 
-    def _drop(self, pairs: list[_Pair]) -> None:
+    def _drop(self, pairs: list[Committed]) -> None:
         self._cache.set_many({}, drop=[k for p in pairs for k in pair_keys(p.symbol, p.interval)])

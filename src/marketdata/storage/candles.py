@@ -3,6 +3,7 @@ batched upserts on SQLite. Only rows that changed are ever rewritten."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -195,6 +196,75 @@ def read_latest(
     return read_candles(conn, symbol, interval, last=last, with_indicators=with_indicators)
 
 
+def read_latest_many(
+    conn: Connection,
+    pairs: Sequence[tuple[str, Interval]],
+    last: int,
+    *,
+    now: int,
+    with_indicators: bool = False,
+) -> dict[tuple[str, Interval], Candles]:
+    """`read_latest` of several pairs, by (symbol, interval), in one statement per
+    `_PAIRS_PER_STATEMENT` pairs (pairs with nothing stored are absent).
+
+    Each pair's read is its own `ORDER BY ts DESC LIMIT last` member of a UNION ALL, so it
+    walks the primary key backwards and stops (the cost does not grow with history); on
+    PostgreSQL each is bounded by `recent_floor(now)` (planned over the newest partitions
+    only), and the pairs with fewer rows since then are read again, together, without it.
+    """
+    postgresql = conn.dialect.name == "postgresql"
+    floors = {pair: recent_floor(pair[1], now, last) if postgresql else None for pair in pairs}
+    found = _newest_rows(conn, floors, last, with_indicators)
+    short = [p for p in pairs if floors[p] is not None and len(found.get(p, ())) < last]
+    if short:
+        found.update(_newest_rows(conn, dict.fromkeys(short), last, with_indicators))
+    return found
+
+
+_PAIRS_PER_STATEMENT = 100
+"""Pairs read by one UNION ALL (SQLite allows 500 members by default)."""
+
+
+def _newest_rows(
+    conn: Connection,
+    floors: Mapping[tuple[str, Interval], int | None],
+    last: int,
+    with_indicators: bool,
+) -> dict[tuple[str, Interval], Candles]:
+    from sqlalchemy import select, union_all
+
+    c = candles_table.c
+    derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
+    pairs = list(floors)
+    found: dict[tuple[str, Interval], Candles] = {}
+    for at in range(0, len(pairs), _PAIRS_PER_STATEMENT):
+        members: list[Any] = []
+        for symbol, interval in pairs[at : at + _PAIRS_PER_STATEMENT]:
+            query = select(*_pair_columns(conn), *derived).where(
+                c.symbol == symbol, c.interval == interval.value
+            )
+            floor = floors[(symbol, interval)]
+            if floor is not None:
+                query = query.where(c.ts >= utc_from_epoch(floor))
+            members.append(select(query.order_by(c.ts.desc()).limit(last).subquery()))
+        statement: Any = members[0] if len(members) == 1 else union_all(*members)
+        rows = sorted(conn.execute(statement).all(), key=_pair_order)
+        by_name = {(s, i.value): i for s, i in pairs[at : at + _PAIRS_PER_STATEMENT]}
+        found |= _split_pairs(rows, by_name, len(derived))
+    return found
+
+
+def _pair_order(row: Any) -> tuple[str, str, int]:
+    return (row[0], row[1], row[2])
+
+
+def _pair_columns(conn: Connection) -> list[Any]:
+    """symbol, interval, epoch seconds, prices, provider: the columns `_split_pairs` reads."""
+    c = candles_table.c
+    ts = _epoch_seconds(conn, c.ts).label("epoch")
+    return [c.symbol, c.interval, ts, c.open, c.high, c.low, c.close, c.volume, c.provider]
+
+
 def candle_before(conn: Connection, symbol: str, interval: Interval, before: int) -> Candles:
     """The newest stored candle of a pair before `before` (empty when there is none).
 
@@ -226,18 +296,7 @@ def read_pairs(
     derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
     by_name = {(symbol, interval.value): interval for symbol, interval in pairs}
     query = (
-        select(
-            c.symbol,
-            c.interval,
-            _epoch_seconds(conn, c.ts),
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.provider,
-            *derived,
-        )
+        select(*_pair_columns(conn), *derived)
         .where(
             or_(
                 *(
@@ -248,14 +307,21 @@ def read_pairs(
         )
         .order_by(c.symbol, c.interval, c.ts)
     )
-    rows = conn.execute(query).all()
+    return _split_pairs(conn.execute(query).all(), by_name, len(derived))
+
+
+def _split_pairs(
+    rows: Sequence[Any], by_name: Mapping[tuple[str, str], Interval], derived: int
+) -> dict[tuple[str, Interval], Candles]:
+    """Rows of `_pair_columns` (then `derived` indicator columns), ordered by symbol,
+    interval and ts, as one Candles per pair."""
     if not rows:
         return {}
     columns = list(zip(*rows, strict=True))
     names = list(zip(columns[0], columns[1], strict=True))
     ts = np.array(columns[2], dtype=np.int64)
     prices = [np.array(columns[i], dtype=np.float64) for i in range(3, 8)]
-    extra = [np.array(columns[9 + i], dtype=np.float64) for i in range(len(derived))]
+    extra = [np.array(columns[9 + i], dtype=np.float64) for i in range(derived)]
     starts = [0, *(i for i in range(1, len(names)) if names[i] != names[i - 1]), len(names)]
     found: dict[tuple[str, Interval], Candles] = {}
     for a, b in pairwise(starts):
@@ -266,7 +332,7 @@ def read_pairs(
         batch = Candles(
             symbol, interval, str(columns[8][b - 1]), ts[part], open_, high, low, close, volume
         )
-        if with_indicators:
+        if derived:
             batch = batch.with_indicators(
                 {public: extra[i][part] for i, public in enumerate(INDICATOR_COLUMNS)}
             )
@@ -333,57 +399,81 @@ def previous_closes(
 def anchor_closes(
     conn: Connection, symbol: str, interval: Interval, marks: Mapping[str, Anchor]
 ) -> dict[str, float | None]:
-    """The close at each anchor (see analytics.roi.anchors), usually in one round trip.
+    """The close at each anchor (see analytics.roi.anchors), usually in one round trip."""
+    return anchor_closes_many(conn, {(symbol, interval): marks})[(symbol, interval)]
+
+
+def anchor_closes_many(
+    conn: Connection, marks: Mapping[tuple[str, Interval], Mapping[str, Anchor]]
+) -> dict[tuple[str, Interval], dict[str, float | None]]:
+    """`anchor_closes` of several pairs, by (symbol, interval), usually in one round trip.
 
     Each anchor is one scalar subquery that walks the primary key backwards from its bound
     and stops at the first row, so the cost does not grow with the history. It first looks
     only inside the time partition holding its bound (then PostgreSQL plans one partition,
     not all of them: planning grew ~0.2 ms a partition per subquery); the few anchors with no
-    row there are looked up again without that floor.
+    row there are looked up again, together, without that floor.
     """
     from marketdata.storage.partitions import period_of
 
-    floors = {
-        key: None if mark.bound is None else period_of(interval, mark.bound - 1).start
-        for key, mark in marks.items()
-    }
-    found = _anchor_lookup(conn, symbol, interval, marks, floors)
-    missing = {key: marks[key] for key, value in found.items() if value is None and floors[key]}
-    if missing:
-        found.update(_anchor_lookup(conn, symbol, interval, missing, dict.fromkeys(missing)))
+    wanted = [
+        _Lookup(
+            pair,
+            key,
+            mark,
+            None if mark.bound is None else period_of(pair[1], mark.bound - 1).start,
+        )
+        for pair, pair_marks in marks.items()
+        for key, mark in pair_marks.items()
+    ]
+    found: dict[tuple[str, Interval], dict[str, float | None]] = {pair: {} for pair in marks}
+    again: list[_Lookup] = []
+    for lookup, value in zip(wanted, _anchor_lookup(conn, wanted), strict=True):
+        found[lookup.pair][lookup.key] = value
+        if value is None and lookup.floor is not None:
+            again.append(dataclasses.replace(lookup, floor=None))
+    for lookup, value in zip(again, _anchor_lookup(conn, again), strict=True):
+        found[lookup.pair][lookup.key] = value
     return found
 
 
-def _anchor_lookup(
-    conn: Connection,
-    symbol: str,
-    interval: Interval,
-    marks: Mapping[str, Anchor],
-    floors: Mapping[str, int | None],
-) -> dict[str, float | None]:
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """One anchor of one pair, looked for at or after `floor` when it is set."""
+
+    pair: tuple[str, Interval]
+    key: str
+    mark: Anchor
+    floor: int | None
+
+
+_LOOKUPS_PER_STATEMENT = 800
+"""Scalar subqueries in one SELECT (SQLite allows 2,000 result columns by default)."""
+
+
+def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | None]:
     from sqlalchemy import select
 
     c = candles_table.c
-    pair = (c.symbol == symbol, c.interval == interval.value)
     lookups: list[Any] = []
-    for key, mark in marks.items():
-        query = select(c.close).where(*pair)
+    for lookup in wanted:
+        symbol, interval = lookup.pair
+        query = select(c.close).where(c.symbol == symbol, c.interval == interval.value)
+        mark = lookup.mark
         if mark.bound is None:
             query = query.order_by(c.ts)
         else:
             moment = utc_from_epoch(mark.bound)
             query = query.where(c.ts <= moment if mark.inclusive else c.ts < moment)
-            floor = floors[key]
-            if floor is not None:
-                query = query.where(c.ts >= utc_from_epoch(floor))
+            if lookup.floor is not None:
+                query = query.where(c.ts >= utc_from_epoch(lookup.floor))
             query = query.order_by(c.ts.desc())
         lookups.append(query.limit(1).scalar_subquery().label(f"close_{len(lookups)}"))
-    if not lookups:
-        return {}
-    row = conn.execute(select(*lookups)).one()
-    return {
-        key: None if value is None else float(value) for key, value in zip(marks, row, strict=True)
-    }
+    values: list[float | None] = []
+    for at in range(0, len(lookups), _LOOKUPS_PER_STATEMENT):
+        row = conn.execute(select(*lookups[at : at + _LOOKUPS_PER_STATEMENT])).one()
+        values += [None if value is None else float(value) for value in row]
+    return values
 
 
 def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats:
