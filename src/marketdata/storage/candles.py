@@ -231,27 +231,55 @@ def _newest_rows(
     last: int,
     with_indicators: bool,
 ) -> dict[tuple[str, Interval], Candles]:
-    from sqlalchemy import select, union_all
+    # SQL text, one member per pair: SQLAlchemy compiling a construct of a new size (most
+    # groups are) cost more than the reads themselves
+    from sqlalchemy import text
 
-    c = candles_table.c
-    derived = [c[name] for name in INDICATOR_COLUMNS.values()] if with_indicators else []
+    columns = ", ".join(
+        [*_PAIR_COLUMNS[:2], f"{_epoch_sql(conn)} AS epoch", *_PAIR_COLUMNS[2:]]
+        + (list(INDICATOR_COLUMNS.values()) if with_indicators else [])
+    )
     pairs = list(floors)
     found: dict[tuple[str, Interval], Candles] = {}
     for at in range(0, len(pairs), _PAIRS_PER_STATEMENT):
-        members: list[Any] = []
-        for symbol, interval in pairs[at : at + _PAIRS_PER_STATEMENT]:
-            query = select(*_pair_columns(conn), *derived).where(
-                c.symbol == symbol, c.interval == interval.value
-            )
+        part = pairs[at : at + _PAIRS_PER_STATEMENT]
+        members: list[str] = []
+        params: dict[str, Any] = {"last": last}
+        for i, (symbol, interval) in enumerate(part):
+            where = f"symbol = :s{i} AND interval = :v{i}"
+            params |= {f"s{i}": symbol, f"v{i}": interval.value}
             floor = floors[(symbol, interval)]
             if floor is not None:
-                query = query.where(c.ts >= utc_from_epoch(floor))
-            members.append(select(query.order_by(c.ts.desc()).limit(last).subquery()))
-        statement: Any = members[0] if len(members) == 1 else union_all(*members)
-        rows = sorted(conn.execute(statement).all(), key=_pair_order)
-        by_name = {(s, i.value): i for s, i in pairs[at : at + _PAIRS_PER_STATEMENT]}
-        found |= _split_pairs(rows, by_name, len(derived))
+                where += f" AND ts >= :f{i}"
+                params[f"f{i}"] = utc_from_epoch(floor)
+            members.append(
+                f"SELECT * FROM (SELECT {columns} FROM candles WHERE {where} "
+                f"ORDER BY ts DESC LIMIT :last) AS m{i}"
+            )
+        statement = _typed(text(" UNION ALL ".join(members)), params)
+        rows = sorted(conn.execute(statement, params).all(), key=_pair_order)
+        by_name = {(s, i.value): i for s, i in part}
+        found |= _split_pairs(rows, by_name, len(INDICATOR_COLUMNS) if with_indicators else 0)
     return found
+
+
+_PAIR_COLUMNS = ("symbol", "interval", "open", "high", "low", "close", "volume", "provider")
+
+
+def _epoch_sql(conn: Connection) -> str:
+    """`_epoch_seconds` of the ts column, as SQL text."""
+    if conn.dialect.name == "postgresql":
+        return "CAST(extract(epoch FROM ts) AS BIGINT)"
+    return "CAST(strftime('%s', ts) AS BIGINT)"
+
+
+def _typed(statement: Any, params: Mapping[str, Any]) -> Any:
+    """A text statement whose datetime parameters bind as the ts column does (SQLite stores
+    them as text of its own format)."""
+    from sqlalchemy import bindparam
+
+    moments = [name for name, value in params.items() if isinstance(value, datetime)]
+    return statement.bindparams(*(bindparam(n, type_=candles_table.c.ts.type) for n in moments))
 
 
 def _pair_order(row: Any) -> tuple[str, str, int]:
@@ -452,27 +480,32 @@ _LOOKUPS_PER_STATEMENT = 800
 
 
 def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | None]:
-    from sqlalchemy import select
+    # SQL text, as in _newest_rows: compiling a construct of a new size cost more than the reads
+    from sqlalchemy import text
 
-    c = candles_table.c
-    lookups: list[Any] = []
-    for lookup in wanted:
-        symbol, interval = lookup.pair
-        query = select(c.close).where(c.symbol == symbol, c.interval == interval.value)
-        mark = lookup.mark
-        if mark.bound is None:
-            query = query.order_by(c.ts)
-        else:
-            moment = utc_from_epoch(mark.bound)
-            query = query.where(c.ts <= moment if mark.inclusive else c.ts < moment)
-            if lookup.floor is not None:
-                query = query.where(c.ts >= utc_from_epoch(lookup.floor))
-            query = query.order_by(c.ts.desc())
-        lookups.append(query.limit(1).scalar_subquery().label(f"close_{len(lookups)}"))
     values: list[float | None] = []
-    for at in range(0, len(lookups), _LOOKUPS_PER_STATEMENT):
-        row = conn.execute(select(*lookups[at : at + _LOOKUPS_PER_STATEMENT])).one()
-        values += [None if value is None else float(value) for value in row]
+    for at in range(0, len(wanted), _LOOKUPS_PER_STATEMENT):
+        lookups: list[str] = []
+        params: dict[str, Any] = {}
+        for i, lookup in enumerate(wanted[at : at + _LOOKUPS_PER_STATEMENT]):
+            symbol, interval = lookup.pair
+            where = f"symbol = :s{i} AND interval = :v{i}"
+            params |= {f"s{i}": symbol, f"v{i}": interval.value}
+            mark, order = lookup.mark, "ts"
+            if mark.bound is not None:
+                where += f" AND ts {'<=' if mark.inclusive else '<'} :b{i}"
+                params[f"b{i}"] = utc_from_epoch(mark.bound)
+                if lookup.floor is not None:
+                    where += f" AND ts >= :f{i}"
+                    params[f"f{i}"] = utc_from_epoch(lookup.floor)
+                order = "ts DESC"
+            lookups.append(
+                f"(SELECT close FROM candles WHERE {where} ORDER BY {order} LIMIT 1) AS close_{i}"
+            )
+        if lookups:
+            statement = _typed(text("SELECT " + ", ".join(lookups)), params)
+            row = conn.execute(statement, params).one()
+            values += [None if value is None else float(value) for value in row]
     return values
 
 
