@@ -134,6 +134,7 @@ def test_show_of_a_pair_that_stopped_long_ago_reads_back_past_the_recent_partiti
     assert same(report.roi, roi(whole.ts, whole.close))
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_show_reads_the_rows_it_shows_not_the_history(app, database_url):
     rows_read = []
     engine = app.engine()
@@ -142,8 +143,6 @@ def test_show_reads_the_rows_it_shows_not_the_history(app, database_url):
         if statement.lstrip().upper().startswith("SELECT") and cursor.rowcount > 0:
             rows_read.append((cursor.rowcount, statement[:150]))
 
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite's cursor does not count the rows a SELECT returns")
     event.listen(engine, "after_cursor_execute", count)
     try:
         show(app, "BTC-USD", Interval.D1, 5)
@@ -222,9 +221,8 @@ def nan_free(records: list[dict]) -> list[dict]:
     return [{k: None if v != v else v for k, v in r.items()} for r in records]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_aggregates_read_the_periods_they_show_not_the_history(app, database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite's cursor does not count the rows a SELECT returns")
     rows_read = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
@@ -273,9 +271,8 @@ def test_pages_are_joined_once_and_equal_page_by_page_joining():
     assert len(Candles.joined("BTC-USD", Interval.M1, "x", [])) == 0
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_backfill_of_many_gaps_reads_the_history_after_them_once(app, database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite's cursor does not count the rows a SELECT returns")
     whole = history(app, "BTC-USD")
     holes = [20, 60, 100, 140, 180, 220, 260, 300]
     drop(app, "BTC-USD", Interval.D1, [whole.ts[i] for i in holes])
@@ -306,9 +303,8 @@ def test_a_backfill_of_many_gaps_reads_the_history_after_them_once(app, database
     assert_matches_full_recompute(stored)
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_roi_lookups_and_the_latest_rows_use_the_primary_key(app, database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("EXPLAIN output is PostgreSQL's")
     anchor = datetime(2024, 3, 1, tzinfo=UTC)
     with connect(app.engine(), app.target) as conn:
         conn.execute(text("SET enable_seqscan = off"))  # a small table: ask what it could use

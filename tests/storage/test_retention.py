@@ -157,9 +157,8 @@ def test_maintain_creates_the_current_and_next_periods(app):
         assert not done.partitioned and done.created == done.vacuumed == ()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_maintain_vacuums_the_partition_a_prune_deleted_rows_from(app):
-    if app.target.dialect != "postgresql":
-        pytest.skip("VACUUM of partitions is PostgreSQL's")
     with app.engine().begin() as conn:  # enough rows that the boundary DELETE matters
         dense = np.arange(NOV_1, NOV_1 + 4000 * 60, 60, dtype=np.int64)
         write_candles(conn, candles_at("SOL-USD", Interval.M1, dense), NOW)
