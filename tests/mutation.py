@@ -48,13 +48,15 @@ def main(names: list[str]) -> int:
         _migrate(f"sqlite:///{sqlite}")
         env = {
             **os.environ,
+            # the type check (`typecheck` below) runs this interpreter's mypy
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "MARKETDATA_TEST_PG_TEMPLATE": template,
             "MARKETDATA_TEST_SQLITE_TEMPLATE": str(sqlite),
             "HYPOTHESIS_PROFILE": "mutation",
         }
         children = os.environ.get("MUTATION_CHILDREN", "2")
         run = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", children, *names],
+            [sys.executable, "-m", "tests.mutation", "--run", "--max-children", children, *names],
             env=env,
         )
         if run.returncode not in (0, 1):  # 1: some mutants survived
@@ -80,45 +82,126 @@ def quickest_first(items: list[Any]) -> None:
     items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
 
 
+def run_mutmut(args: list[str]) -> None:
+    """`mutmut run`, less its second unmutated pass when this run has just made its first.
+
+    mutmut records which tests reach which function in a pass over every selected test
+    without mutants (it stops when one fails), then runs those tests again, unmutated, to
+    check they pass. On the whole scope each pass takes minutes; the second proves nothing
+    the first did not when the first covered every test in this same process. After a run
+    that only recorded new tests, the second pass is kept.
+    """
+    import mutmut.__main__ as mutmut_main
+    from mutmut.workers.isolation import ForkRunner
+
+    full_pass: list[bool] = []
+    record = mutmut_main.run_stats_collection
+    clean = ForkRunner.run_clean_tests
+
+    def recorded(runner: Any, tests: Any = None) -> None:
+        record(runner, tests)
+        full_pass.append(not tests)
+
+    def clean_unless_recorded(runner: Any, tests: Any) -> int:
+        return 0 if any(full_pass) else clean(runner, tests)
+
+    mutmut_main.run_stats_collection = recorded
+    ForkRunner.run_clean_tests = clean_unless_recorded  # type: ignore[method-assign, assignment]
+    # the tests package is imported afresh from mutants/, where mutmut runs them
+    for name in [name for name in sys.modules if name == "tests" or name.startswith("tests.")]:
+        del sys.modules[name]
+    mutmut_main.cli(["run", *args])
+
+
+def typecheck() -> int:
+    """mutmut's type-check step (`type_check_command`): mypy's errors that a mutation made.
+
+    `make typecheck` (mypy strict, in CI) rejects a mutant that does not type-check, so such a
+    mutant could never land; mutmut marks it "caught by type check" instead of running tests.
+    mypy also reports errors that mutmut's rewriting makes whatever the mutant (attributes set
+    in an `__init__` that became a module-level copy, a trampoline returning Any): an error in
+    a function's unmutated copy marks every mutant of that function as not caught, and errors
+    outside the copies are dropped. Prints mypy's JSON lines for the errors that remain.
+    """
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "-O", "json", "--no-warn-unused-ignores"],
+        capture_output=True,
+        text=True,
+    )
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for line in run.stdout.splitlines():
+        error = json.loads(line) if line.strip() else {}
+        if error.get("severity") == "error":
+            by_file.setdefault(error["file"], []).append(error)
+    kept = [error for file, found in by_file.items() for error in _made_by_mutants(file, found)]
+    print("\n".join(json.dumps(error) for error in kept))
+    return 0
+
+
+def _made_by_mutants(file: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Those of `file`'s mypy errors that lie in a mutant of a function whose unmutated
+    copy (`..._mutmut_orig`) has none."""
+    import libcst as cst
+    from mutmut.mutation.file_mutation import MutatedMethodsCollector
+
+    visitor = MutatedMethodsCollector(Path(file).absolute())
+    cst.MetadataWrapper(cst.parse_module(Path(file).read_text())).visit(visitor)
+    spans = [
+        (m.line_number_start, m.line_number_end, m.function_name) for m in visitor.found_mutants
+    ]
+    owned = [
+        (error, name)
+        for error in errors
+        for start, end, name in spans
+        if start <= error["line"] <= end
+    ]
+    unsound = {name.rpartition("__mutmut_")[0] for _, name in owned if name.endswith("_orig")}
+    return [error for error, name in owned if name.rpartition("__mutmut_")[0] not in unsound]
+
+
 def report() -> int:
-    """Print the score and the surviving mutants; 1 when the score is below TARGET."""
-    subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], check=True)
-    stats = json.loads(Path("mutants/mutmut-cicd-stats.json").read_text())
-    killed = stats["killed"] + stats["timeout"]
-    viable = stats["total"] - stats["skipped"]
-    if killed + stats["survived"] == 0:
-        print("mutation score: no mutant was tested (see mutmut's output above)")
-        return 1
+    """Print the score, per file, and the surviving mutants; 1 when below TARGET.
+
+    Killed: a test failed or timed out, or mypy strict rejected the mutant (CI would).
+    Every other generated mutant (survived, no test reaching it, suspicious, not run yet)
+    counts against the score.
+    """
+    from mutmut.stats import status_by_exit_code
+
+    total: Counter[str] = Counter()
+    print("file: killed by tests / run by tests, by mypy, survived, no test, not run yet")
+    for meta in sorted(Path("mutants/src").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
+        counts = Counter(status_by_exit_code[code] for code in codes)
+        total += counts
+        print(f"  {meta.relative_to('mutants/src').with_suffix('')}: {_line(counts)}")
+    print(f"  all: {_line(total)}")
+    viable = sum(total.values()) - total["skipped"]
+    killed = total["killed"] + total["timeout"] + total["caught by type check"]
     score = killed / viable if viable else 0.0
-    tested = killed + stats["survived"] + stats["no_tests"] + stats["suspicious"]
     print(
         f"mutation score: {killed} of {viable} viable mutants killed ({score:.1%}); "
-        f"survived {stats['survived']}, no test {stats['no_tests']}, "
-        f"suspicious {stats['suspicious']}, timeout {stats['timeout']}; "
-        f"{viable - tested} not tested yet ({killed / max(tested, 1):.1%} of those tested)"
+        f"timeouts {total['timeout']}, suspicious {total['suspicious']}"
     )
-    print_modules()
     subprocess.run([sys.executable, "-m", "mutmut", "results"])
     return 0 if score >= TARGET else 1
 
 
-def print_modules() -> None:
-    """One line per mutated file: killed (timeouts included) of tested, and what is left."""
-    from mutmut.stats import status_by_exit_code
-
-    print("file: killed/tested (score of tested), survived, no test, not tested")
-    for meta in sorted(Path("mutants/src").rglob("*.py.meta")):
-        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
-        counts = Counter(status_by_exit_code[code] for code in codes)
-        killed = counts["killed"] + counts["timeout"]
-        tested = sum(counts.values()) - counts["not checked"] - counts["skipped"]
-        share = f"{killed / tested:.1%}" if tested else "-"
-        print(
-            f"  {meta.relative_to('mutants/src').with_suffix('')}: {killed}/{tested} ({share}), "
-            f"survived {counts['survived']}, no test {counts['no tests']}, "
-            f"not tested {counts['not checked']}"
-        )
+def _line(counts: Counter[str]) -> str:
+    """A file's figures: killed of run by tests (share), mypy, survived, no test, not run."""
+    killed = counts["killed"] + counts["timeout"]
+    run = killed + counts["survived"] + counts["suspicious"]
+    share = f"{killed / run:.1%}" if run else "-"
+    return (
+        f"{killed}/{run} ({share}), mypy {counts['caught by type check']}, "
+        f"survived {counts['survived']}, no test {counts['no tests']}, "
+        f"not run {counts['not checked']}"
+    )
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--run"]:
+        run_mutmut(sys.argv[2:])
+    if "--typecheck" in sys.argv:
+        sys.exit(typecheck())
     sys.exit(report() if "--report" in sys.argv else main(sys.argv[1:]))
