@@ -277,3 +277,12 @@ def test_a_bar_after_the_last_known_session_or_between_sessions_does_not_trade()
     trading = hours[sessions.overlaps(hours, HOUR)]
     expected = [d * DAY + h * HOUR for d in (0, 1) for h in (10, 11, 13, 14, 15)]
     assert trading.tolist() == expected  # nothing in the break, nothing after day 1's close
+
+
+def test_sessions_far_ahead_and_long_ago_are_known():
+    """A bar decades away from today's usual range (2040, 1985) still gets its exchange's
+    sessions: the years its bars span are built, not only the usual ones."""
+    nyse = calendar("XNYS")
+    for monday in ("2040-01-09", "1985-01-07"):  # neither a holiday
+        week = nyse.bars(utc(monday), utc(monday) + 7 * DAY, Interval.D1)
+        assert week.tolist() == [utc(monday) + d * DAY for d in range(5)]

@@ -83,6 +83,22 @@ def test_second_run_refetches_only_from_the_last_stored_candle(make_app, coinbas
     assert (result.outcomes[0].fetched, result.rows_inserted, result.rows_updated) == (1, 0, 0)
 
 
+def test_a_rerun_with_nothing_new_records_each_pair_unchanged_with_its_provider(make_app):
+    """The second run fetches each pair's last stored candle again, finds it stored with the
+    same values and records the pair as ok and unchanged: one outcome per pair, naming the
+    provider that answered, and nothing written."""
+    app = make_app()
+    ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    with connect(app.engine(), app.target) as conn:
+        recorded = outcomes_of(conn, recent_runs(conn)[0].id)
+    fields = ("symbol", "status", "provider", "fetched", "unchanged", "inserted", "updated")
+    expected = [(s, "ok", "coinbase", 1, 1, 0, 0) for s in ("BTC-USD", "ETH-USD")]
+    assert [tuple(o[f] for f in fields) for o in recorded] == expected
+    assert sorted(tuple(getattr(o, f) for f in fields) for o in result.outcomes) == expected
+    assert (result.rows_inserted, result.rows_updated) == (0, 0)
+
+
 def test_replay_overwrites_a_corrected_candle_without_duplicates(make_app, fake):
     app = make_app()
     ingest(app)
@@ -184,9 +200,27 @@ def test_dry_run_plans_ranges_and_requests_and_writes_nothing(make_app, coinbase
     pair = plan.pairs[0]
     assert pair.windows[0].start == TODAY - 400 * DAY
     assert pair.requests == 2  # 401 daily bars at 300 per request
+    assert pair.seconds == 0.0  # within Coinbase's burst of 15
+    assert pair.stored_last is None and pair.skip is None
     assert coinbase.requests == []
     with connect(app.engine(), app.target) as conn:
         assert recent_runs(conn) == []
+
+
+def test_a_dry_run_announces_the_requests_beyond_the_burst_at_the_sustained_rate(make_app):
+    """Coinbase allows a burst of 15 requests, then 10 a second: the time a dry run announces
+    for a pair is what its requests past the burst take."""
+    app = make_app(ingestion_lookback_days=10)
+    ingest(app)  # daily BTC-USD stored up to today
+    plan = build_plan(
+        app,
+        IngestRequest(symbols=["BTC-USD"], intervals=[Interval.M1, Interval.D1]),
+        with_costs=True,
+    )
+    minute, daily = plan.pairs
+    assert minute.requests == 49  # 10 days and today's 12 hours of minutes, 300 a request
+    assert minute.seconds == pytest.approx((49 - 15) / 10)
+    assert (daily.stored_last, daily.requests, daily.seconds) == (TODAY, 1, 0.0)
 
 
 def test_bad_requests_are_refused_before_anything_runs(make_app):

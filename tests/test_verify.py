@@ -198,8 +198,9 @@ def test_history_older_than_the_window_counts_as_nothing_stored(app, kraken):
 
 def test_an_interval_the_provider_does_not_serve_fails_before_any_request(app, kraken):
     store(app, ROWS)
-    with pytest.raises(UnsupportedIntervalError, match="kraken does not serve 6h candles"):
+    with pytest.raises(UnsupportedIntervalError, match="kraken does not serve 6h candles") as e:
         check(app, interval=Interval.H6)
+    assert e.value.hint == "it serves 1m, 5m, 15m, 1h, 1d"  # shortest first
     assert kraken.requests == []
 
 

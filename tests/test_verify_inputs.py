@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from marketdata.domain import Interval
-from marketdata.errors import NoDataError
-from marketdata.verify import default_symbols
+from marketdata.errors import InputError, NoDataError
+from marketdata.verify import MAX_LOOKBACK_DAYS, default_symbols, verify_window
 from tests.test_verify import app, check, kraken, kraken_fake  # noqa: F401 - fixtures
 
 
@@ -49,3 +49,16 @@ def test_only_the_window_s_candles_of_the_interval_name_the_providers(app_factor
     window = Window(TODAY - 3 * DAY, TODAY + DAY)  # starts on the coinbase candle
     with connect(fresh.engine(), fresh.target) as conn:
         assert stored_providers(conn, "BTC-USD", Interval.D1, window) == ("coinbase",)
+
+
+@pytest.mark.parametrize("days", [1, MAX_LOOKBACK_DAYS])
+def test_the_lookback_s_limits_are_accepted(days):
+    now = 1_712_750_400  # 2024-04-10T12:00Z
+    window = verify_window(Interval.D1, now, days)
+    assert (window.start, window.end) == (1_712_707_200 - days * 86_400, 1_712_793_600)
+
+
+@pytest.mark.parametrize("days", [0, MAX_LOOKBACK_DAYS + 1])
+def test_a_lookback_beyond_its_limits_is_refused(days):
+    with pytest.raises(InputError, match="--lookback-days must be between 1 and 36500"):
+        verify_window(Interval.D1, 1_712_750_400, days)

@@ -270,3 +270,53 @@ def test_no_symbols_is_an_error() -> None:
 
     with pytest.raises(ValueError, match="no symbols"):
         compare(empty, window=10, periods_per_year={})
+
+
+@pytest.mark.parametrize(
+    ("closes", "roi"),
+    [
+        ([2.0, 0.0, 3.0, 5.0, 4.0, 6.0], 2.0),  # a zero inside the window
+        ([0.0, 0.0, 2.0, 3.0, 4.0, 5.0], None),  # two in a row, one of them the ROI's anchor
+        ([1.0, 2.0, 3.0, 4.0, 5.0, 0.0], -1.0),  # the last close
+    ],
+)
+def test_a_zero_close_leaves_that_symbol_undefined_and_the_others_as_they_were(
+    closes: list[float], roi: float | None
+) -> None:
+    """A zero close has no log return: the symbol's volatility, beta, ratio and correlations
+    are None (its ROI too if the zero is the anchor), the other symbols' figures are those
+    of a comparison without it, and no numpy warning reaches the user (warnings fail here)."""
+    ts = START + np.arange(6, dtype=np.int64) * DAY
+    others = {
+        "A": (ts, np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        "C": (ts, np.array([1.0, 3.0, 2.0, 5.0, 4.0, 7.0])),
+    }
+    ppy = {"A": 365, "B": 365, "C": 365}
+    without = compare(others, window=5, periods_per_year=ppy)
+
+    result = compare({**others, "B": (ts, np.array(closes))}, window=5, periods_per_year=ppy)
+
+    assert result.roi["B"] == roi
+    for figures in (result.volatility, result.beta, result.volatility_ratio):
+        assert figures["B"] is None
+    assert result.correlation["B"] == {"A": None, "C": None, "B": None}
+    for symbol in "AC":
+        assert result.roi[symbol] == without.roi[symbol]
+        assert result.volatility[symbol] == without.volatility[symbol]
+        assert result.beta[symbol] == without.beta[symbol]
+        assert result.correlation[symbol] == {**without.correlation[symbol], "B": None}
+
+
+@pytest.mark.parametrize("factor", [2.0, -2.0])
+def test_a_correlation_stays_within_one_where_rounding_would_overshoot(factor: float) -> None:
+    """One symbol's log returns a multiple of the other's: the correlation is exactly +1 or
+    -1, where covariance / (std * std) alone comes out an ulp beyond it for these returns."""
+    returns = np.random.default_rng(0).normal(0.0, 0.02, 6).tolist()
+    series = {
+        "A": series_from_log_returns(returns),
+        "B": series_from_log_returns([factor * r for r in returns], level=50.0),
+    }
+
+    result = compare(series, window=6, periods_per_year={"A": 365, "B": 365})
+
+    assert result.correlation["A"]["B"] == result.correlation["B"]["A"] == math.copysign(1, factor)

@@ -12,6 +12,9 @@ from marketdata.storage.candles import (
     last_ts,
     last_ts_many,
     read_candles,
+    stored_holes,
+    stored_timestamps,
+    stored_values,
     write_candles,
 )
 from marketdata.storage.engine import connect
@@ -118,3 +121,80 @@ def test_the_last_stored_candle_of_many_pairs_comes_from_one_lookup(app_factory)
         "SOL-USD": None,
     }
     assert other == {"BTC-USD": None}
+
+
+def hourly(symbol: str, start: int, closes: list[float]) -> Candles:
+    """One hourly candle per close from `start`, each row's prices distinct from the others'."""
+    n = len(closes)
+    close = np.array(closes)
+    return Candles.from_columns(
+        symbol,
+        Interval.H1,
+        "coinbase",
+        start + np.arange(n, dtype=np.int64) * 3600,
+        close - 0.25,
+        close + 1.0,
+        close - 0.5,
+        close,
+        close * 10,
+    )
+
+
+def test_stored_values_are_those_of_the_batches_pairs_interval_and_time_span(app_factory):
+    """What the pipeline compares a small fetched batch with to record it unchanged: the
+    stored rows of that pair and interval, from its first to its last time inclusive, and
+    no other rows (not another interval's row inside that span)."""
+    app = app_factory()
+    for minute in (0, 59, 61, 62):  # BTC-USD 1m; minute 60 is not stored
+        write(app, batch(1, start=START + minute * 60))
+    write(app, hourly("BTC-USD", START, [10.0, 11.0, 12.0, 13.0, 14.0]))
+    write(app, hourly("ETH-USD", START, [20.0, 21.0, 22.0]))
+    asked_1m = batch(3, start=START + 59 * 60)  # minutes 59 to 61
+    asked_1h = hourly("BTC-USD", START + 3600, [0.0, 0.0])  # hours 1 and 2
+    # batches without rows are skipped whatever their interval's place in the set
+    nothing = [
+        Candles.empty("BTC-USD", iv, "coinbase")
+        for iv in (Interval.M5, Interval.M15, Interval.H6, Interval.D1)
+    ]
+    with connect(app.engine(), app.target) as conn:
+        found = stored_values(conn, [*nothing, asked_1m, asked_1h])
+        alone = stored_values(conn, nothing)
+    minute = {("BTC-USD", "1m", START + m * 60): (1.0, 2.0, 0.5, 1.5, 0.0) for m in (59, 61)}
+    hour = {
+        ("BTC-USD", "1h", START + i * 3600): (c - 0.25, c + 1.0, c - 0.5, c, c * 10)
+        for i, c in ((1, 11.0), (2, 12.0))
+    }
+    assert found == minute | hour
+    assert alone == {}
+
+
+def test_stored_timestamps_are_one_pairs_ascending(app_factory):
+    app = app_factory()
+    write(app, batch(3, start=START + 600))  # written before the earlier rows
+    write(app, batch(3))
+    write(app, batch(3, close=2.5))  # corrected: PostgreSQL stores new row versions last
+    write(app, batch(2, symbol="ETH-USD"))
+    write(app, hourly("BTC-USD", START, [1.0, 2.0]))
+    with connect(app.engine(), app.target) as conn:
+        stamps = stored_timestamps(conn, "BTC-USD", Interval.M1)
+    expected = [START, START + 60, START + 120, START + 600, START + 660, START + 720]
+    assert stamps.dtype == np.int64 and stamps.tolist() == expected
+
+
+def test_stored_holes_are_one_pairs_gaps_of_more_than_a_bar_in_time_order(app_factory):
+    """The gaps the backfill looks for: (before, after) of consecutive stored candles more
+    than one bar apart, oldest first; another symbol's or interval's rows fill no hole."""
+    app = app_factory()
+    for minutes in ([10], [0, 1, 2], [5, 6]):  # the latest written first
+        for m in minutes:
+            write(app, batch(1, start=START + m * 60))
+    write(app, batch(1, start=START + 3 * 60, symbol="ETH-USD"))
+    write(app, hourly("BTC-USD", START + 7 * 60, [1.0]))  # off the hour grid, inside a hole
+    write(app, batch(1, start=START + 6 * 60, close=2.5))  # corrected: a new row version
+    with connect(app.engine(), app.target) as conn:
+        before, after = stored_holes(conn, "BTC-USD", Interval.M1)
+        none = stored_holes(conn, "ETH-USD", Interval.M1)
+    assert before.tolist() == [START + 120, START + 360]
+    assert after.tolist() == [START + 300, START + 600]
+    assert before.dtype == after.dtype == np.int64
+    assert [len(side) for side in none] == [0, 0]

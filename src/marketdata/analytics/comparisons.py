@@ -151,11 +151,13 @@ def _log_returns(closes: FloatArray) -> FloatArray:
 
 def _covariance(returns: FloatArray) -> FloatArray:
     """Sample covariance matrix (ddof=1) of the columns of returns."""
-    deviations = returns - returns.mean(axis=0)
-    # A column of identical returns has zero variance, but its mean can be an ulp off the
-    # values; zeroing it makes the variance and every covariance with it exactly 0.
-    deviations[:, np.ptp(returns, axis=0) == 0] = 0.0
-    covariance: FloatArray = deviations.T @ deviations / (len(returns) - 1)
+    # a zero close makes infinite returns: their column is NaN, without a warning
+    with np.errstate(invalid="ignore"):
+        deviations = returns - returns.mean(axis=0)
+        # A column of identical returns has zero variance, but its mean can be an ulp off
+        # the values; zeroing it makes the variance and every covariance with it exactly 0.
+        deviations[:, np.ptp(returns, axis=0) == 0] = 0.0
+        covariance: FloatArray = deviations.T @ deviations / (len(returns) - 1)
     return covariance
 
 
