@@ -180,8 +180,27 @@ def test_no_candles_make_no_periods() -> None:
     bars = aggregate(np.empty(0, dtype=np.int64), empty, empty, empty, empty, empty, "week")
 
     assert len(bars) == 0
+    assert all(len(column) == 0 for column in bars.columns().values())
     assert bars.period_start.dtype == np.int64
     assert bars.bars.dtype == np.int64
+    assert {bars.columns()[name].dtype for name in PRICE_COLUMNS} == {np.dtype(np.float64)}
+
+
+def test_plain_integer_lists_aggregate_into_int64_starts_and_float64_prices() -> None:
+    """Columns given as Python lists of whole numbers come back with the documented dtypes
+    (a month's VWAP of whole prices is no whole number either)."""
+    day = 86_400
+    start = epoch(2024, 1, 1)
+    ts = [start, start + day, start + 40 * day]  # two in January, one in February
+    bars = aggregate(ts, [1, 2, 3], [4, 5, 6], [1, 1, 1], [2, 3, 4], [1, 2, 3], "month")
+
+    assert bars.period_start.dtype == bars.bars.dtype == np.int64
+    assert {bars.columns()[name].dtype for name in PRICE_COLUMNS} == {np.dtype(np.float64)}
+    assert bars.close.tolist() == [3.0, 4.0]
+    assert bars.vwap[0] == pytest.approx((7 / 3 * 1 + 3 * 2) / 3)
+
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "return")
 
 
 def test_columns_use_public_names_and_int64_for_starts_and_counts() -> None:
