@@ -436,3 +436,24 @@ def test_a_day_without_volumes_is_named_and_a_page_names_its_pair(serve_fake, pr
         f"coingecko sent a bad row for BTC-USD: prices without total_volumes that day in "
         f"'{utc_from_epoch(day).date().isoformat()}'"
     )
+
+
+def reach_refusal(status: int) -> httpx.Response:
+    body = {"error": {"status": {"error_code": 10012, "error_message": "too far back"}}}
+    return httpx.Response(status, json=body)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "OutOfReachError"),  # the first client error reads CoinGecko's code
+        (499, "OutOfReachError"),
+        (429, "ProviderUnavailableError"),  # a rate limit is waited, whatever the body says
+        (500, "ProviderUnavailableError"),  # a server error is no refusal
+    ],
+)
+def test_coingeckos_error_code_is_read_from_client_errors_other_than_429(
+    provider_for, status, kind
+):
+    error = provider_for("http://127.0.0.1:9").classify(reach_refusal(status), "BTC-USD")
+    assert (type(error).__name__, error.provider, error.symbol) == (kind, "coingecko", "BTC-USD")

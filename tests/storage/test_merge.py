@@ -238,3 +238,43 @@ def test_rebuilding_a_pair_with_no_rows_or_one_row(app_factory):
     with connect(app.engine(), app.target) as conn, conn.begin():
         assert rebuild(conn, "NONE-USD", Interval.D1) == (0, 0)
         assert rebuild(conn, "AAPL", Interval.D1) == (1, 1)  # one close: only its drawdown, 0
+
+
+def test_updating_one_pairs_indicators_leaves_other_pairs_at_the_same_times_alone(app_factory):
+    """A recompute of BTC-USD 1m rewrites its own rows only: ETH-USD 1m and BTC-USD 5m
+    candles stored at the same times keep their derived values."""
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    for symbol, interval in (("ETH-USD", Interval.M1), ("BTC-USD", Interval.M5)):
+        other = Candles.from_columns(
+            symbol, interval, "coinbase", first.ts, *(getattr(first, n) for n in PRICES)
+        )
+        write(app, other.with_indicators(first.indicators))
+    columns = {k: v + 1.0 for k, v in first.indicators.items()}
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        update_indicators(conn, "BTC-USD", Interval.M1, first.ts, columns)
+        others = [
+            read_candles(conn, s, iv, with_indicators=True)
+            for s, iv in (("ETH-USD", Interval.M1), ("BTC-USD", Interval.M5))
+        ]
+    for other in others:
+        for name, values in first.indicators.items():
+            np.testing.assert_array_equal(other.indicators[name], values, err_msg=name)
+    np.testing.assert_array_equal(stored(app).indicators["sma_20"], columns["sma_20"])
+
+
+@pytest.mark.parametrize("old", [1.0, 0.0])
+def test_a_derived_value_moved_past_the_recompute_tolerance_is_rewritten(app_factory, old):
+    """1e-9 relative, and nothing absolute: a move of a millionth, or from exactly 0 to
+    1e-12, is a new value (a looser comparison would keep the stale one)."""
+    app = app_factory()
+    first = batch(derived=True)
+    first.indicators["drawdown"][CHANGED_ROW] = old
+    write(app, first)
+    columns = {k: v.copy() for k, v in first.indicators.items()}
+    moved = old * (1 + 1e-6) if old else 1e-12
+    columns["drawdown"][CHANGED_ROW] = moved
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        assert update_indicators(conn, "BTC-USD", Interval.M1, first.ts, columns) == 1
+    assert value_of(stored(app), "drawdown") == moved
