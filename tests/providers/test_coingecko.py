@@ -264,6 +264,14 @@ def test_a_window_older_than_365_days_is_out_of_reach_before_any_request(
     assert "2023-06-03" in (caught.value.hint or "")
 
 
+def test_an_empty_window_beyond_the_reach_is_no_refusal(serve_fake, fake, provider_for):
+    """Nothing asked is nothing out of reach: an empty window fetches nothing, raises nothing."""
+    old = NOW - 12 * HOUR - 400 * DAY
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(old, old))
+    assert len(candles) == 0 and len(server.requests) == 0
+
+
 def test_the_servers_own_365_day_refusal_is_out_of_reach_too(serve_fake, fake, provider_for):
     fake.now = NOW + 200 * DAY  # the server's clock is ahead of ours
     with (
