@@ -191,6 +191,13 @@ def test_exactly_two_common_returns_are_enough() -> None:
     assert result.returns_used == 2
 
 
+def test_a_window_of_two_returns_is_the_smallest_asked_for() -> None:
+    series = {"A": series_from_log_returns(BENCH_RETURNS)}
+    result = compare(series, window=2, periods_per_year={"A": 365})
+    assert (result.window, result.returns_used) == (2, 2)
+    assert result.roi["A"] == pytest.approx(math.exp(sum(BENCH_RETURNS[-2:])) - 1)
+
+
 def test_a_flat_benchmark_has_no_beta_volatility_ratio_or_correlation() -> None:
     series = {
         "USDT-USD": series_from_log_returns([0.0] * 6, level=1.0),
