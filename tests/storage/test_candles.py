@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from marketdata.domain import Candles, Interval
 from marketdata.storage.candles import (
@@ -12,6 +13,7 @@ from marketdata.storage.candles import (
     last_ts,
     last_ts_many,
     read_candles,
+    read_latest_many,
     stored_holes,
     stored_timestamps,
     stored_values,
@@ -198,3 +200,44 @@ def test_stored_holes_are_one_pairs_gaps_of_more_than_a_bar_in_time_order(app_fa
     assert after.tolist() == [START + 300, START + 600]
     assert before.dtype == after.dtype == np.int64
     assert [len(side) for side in none] == [0, 0]
+
+
+@pytest.mark.parametrize("with_indicators", [False, True])
+def test_the_newest_candles_of_many_pairs_equal_each_pairs_own_read(app_factory, with_indicators):
+    """The cache refresher's read of many pairs at once: for each stored pair the same rows
+    as reading that pair alone (a stale pair, whose newest rows are months old, included);
+    pairs with nothing stored are absent."""
+    app = app_factory()
+    write(app, batch(5))
+    write(app, batch(3, start=START - 100 * 86_400, symbol="ETH-USD"))  # stale
+    write(app, hourly("BTC-USD", START - 7200, [10.0, 11.0]))
+    pairs = [("BTC-USD", Interval.M1), ("ETH-USD", Interval.M1), ("BTC-USD", Interval.H1)]
+    with connect(app.engine(), app.target) as conn:
+        found = read_latest_many(
+            conn,
+            [*pairs, ("SOL-USD", Interval.M1)],
+            3,
+            now=START + 5 * 60,
+            with_indicators=with_indicators,
+        )
+        alone = {
+            (s, iv): read_candles(conn, s, iv, last=3, with_indicators=with_indicators)
+            for s, iv in pairs
+        }
+    assert set(found) == set(pairs)
+    for pair, candles in alone.items():
+        assert list(found[pair].rows()) == list(candles.rows()), pair
+        assert found[pair].provider == candles.provider
+        assert (found[pair].indicators is None) is (not with_indicators)
+
+
+def test_the_newest_candles_of_more_pairs_than_one_statement_holds_are_all_read(app_factory):
+    app = app_factory()
+    symbols = [f"S{i:03d}-USD" for i in range(101)]  # one statement reads 100 pairs
+    for i, symbol in enumerate(symbols):
+        write(app, batch(1, start=START + i * 60, symbol=symbol))
+    with connect(app.engine(), app.target) as conn:
+        found = read_latest_many(conn, [(s, Interval.M1) for s in symbols], 2, now=START)
+    assert sorted(s for s, _ in found) == symbols
+    assert all(candles.indicators is None for candles in found.values())  # not asked for
+    assert all(found[s, Interval.M1].ts.tolist() == [START + i * 60] for i, s in enumerate(symbols))
