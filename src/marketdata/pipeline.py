@@ -925,7 +925,8 @@ def _store(
     if outcome.inserted + outcome.updated:  # committed: its cached values, off this thread
         from marketdata.cache.market import refresh_later
 
-        refresh_later(app, pair.symbol, pair.interval, now, writer.whole)
+        newest = max((int(b.ts.max()) for b in batches if len(b)), default=None)
+        refresh_later(app, pair.symbol, pair.interval, now, writer.whole, newest)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ REBUILD_TARGET = 2.0
 INGEST_TARGET = 1.05
 INGEST_SYMBOLS = 200
 INGEST_DAYS = 365
-INGEST_ROUNDS = 3
+INGEST_ROUNDS = 5
 DAY = 86_400
 FIRST_DAY = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -290,7 +290,8 @@ def _ingest(server: Server, report: Report, redis_url: str) -> None:
             passed=ratio <= INGEST_TARGET,
         )
     )
-    # the incremental run: every pair's keys read back by the background refresher
+    # the incremental run: every pair's keys read back by the background refresher (the
+    # write path too: the same target)
     base_later, cached_later = median(later_without), median(later_redis)
     report.add(
         Figure(
@@ -306,7 +307,8 @@ def _ingest(server: Server, report: Report, redis_url: str) -> None:
             cached_later,
             INGEST_SYMBOLS,
             f"{cached_later / base_later:.3f}x no cache",
-            target="informational",
+            target=f"<= {INGEST_TARGET:g}x",
+            passed=cached_later / base_later <= INGEST_TARGET,
         )
     )
     # a dead Redis falls back to the disk cache: its cost is the disk cache's plus the

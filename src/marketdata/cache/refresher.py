@@ -16,14 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from marketdata.cache.keys import pair_keys
 from marketdata.cache.market import Committed
-from marketdata.domain import Interval
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -31,13 +29,14 @@ if TYPE_CHECKING:
     from marketdata.cache.fallback import FallbackCache
     from marketdata.config import Settings
 
-GATHER_SECONDS = 0.2
+GATHER_SECONDS = 0.5
 """How long the refresher waits for more committed pairs to refresh with the first: a group
-costs about what one pair does (2 statements, 1 round trip), so writing pairs one by one as
-they commit (an incremental run commits one every ~20 ms) costs the run's threads the
-CPU of ~200 refreshes, gathering them that of ~20 (the run's end does not wait for it)."""
+costs a few statements and a round trip whatever its size, so writing pairs one by one as
+they commit (an incremental run commits one every ~20 ms) costs the run's threads the CPU
+of ~200 refreshes, gathering them that of ~10. The run's end does not wait for the window:
+it ends the gathering, and waits only for the last group's reads and writes."""
 GATHER_PAIRS = 200
-"""At most this many pairs a group (two statements of `read_latest_many` at most)."""
+"""At most this many pairs a group."""
 DRAIN_SECONDS = 30.0
 """How long the run's end waits for the pairs still queued (session timeouts bound a read)."""
 
@@ -64,7 +63,7 @@ class Refresher:
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
 
-    def submit(self, symbol: str, interval: Interval, now: datetime) -> None:
+    def submit(self, pair: Committed) -> None:
         """Queue a pair whose transaction committed (starting the thread on first use)."""
         from marketdata.observability.logging import with_log_context
 
@@ -75,7 +74,7 @@ class Refresher:
                     target=with_log_context(self._work), name="cache-refresh", daemon=True
                 )
                 self._thread.start()
-            self._queue.put(Committed(symbol, interval, now))
+            self._queue.put(pair)
 
     def drain(self, *, abandon: bool = False) -> None:
         """Wait until every queued pair is written; with `abandon` (a stopped run) drop the
@@ -118,13 +117,16 @@ class Refresher:
         return pairs, False
 
     def _write(self, pairs: list[Committed]) -> None:
-        from marketdata.cache.market import refresh_committed
+        from marketdata.cache.market import refresh_committed, write_in_hand
         from marketdata.errors import MarketdataError
         from marketdata.observability.logging import unbind_pair
 
         unbind_pair()  # records name the run, not the pair task that started this thread
         if self._abandon.is_set():
             self._drop(pairs)
+            return
+        pairs = write_in_hand(self._cache, pairs)  # whole histories: no read, no connection
+        if not pairs:
             return
         try:
             with self._connect() as conn:

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from marketdata.storage.schema import INDICATOR_COLUMNS
 from marketdata.storage.schema import candles as candles_table
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from numpy.typing import NDArray
     from sqlalchemy import Connection
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 # How far before the span of N bars a bounded read of the newest rows starts: a market that
 # trades only in sessions has its last N bars spread over more time (nights, weekends).
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 _SESSION_SLACK = 4 * DAY
 # Derived values computed incrementally or in full agree to ~1e-12; closer than this is equal.
 DERIVED_RTOL = 1e-9
@@ -207,10 +210,11 @@ def read_latest_many(
     """`read_latest` of several pairs, by (symbol, interval), in one statement per
     `_PAIRS_PER_STATEMENT` pairs (pairs with nothing stored are absent).
 
-    Each pair's read is its own `ORDER BY ts DESC LIMIT last` member of a UNION ALL, so it
-    walks the primary key backwards and stops (the cost does not grow with history); on
-    PostgreSQL each is bounded by `recent_floor(now)` (planned over the newest partitions
-    only), and the pairs with fewer rows since then are read again, together, without it.
+    Each pair's read is its own `ORDER BY ts DESC LIMIT last` (a member of a UNION ALL; on
+    PostgreSQL a LATERAL read planned once for all), so it walks the primary key backwards
+    and stops (the cost does not grow with history); on PostgreSQL each is bounded by
+    `recent_floor(now)` (planned over the newest partitions only), and the pairs with fewer
+    rows since then are read again, together, without it.
     """
     postgresql = conn.dialect.name == "postgresql"
     floors = {pair: recent_floor(pair[1], now, last) if postgresql else None for pair in pairs}
@@ -239,6 +243,8 @@ def _newest_rows(
         [*_PAIR_COLUMNS[:2], f"{_epoch_sql(conn)} AS epoch", *_PAIR_COLUMNS[2:]]
         + (list(INDICATOR_COLUMNS.values()) if with_indicators else [])
     )
+    if conn.dialect.name == "postgresql":
+        return _newest_rows_lateral(conn, floors, last, columns, with_indicators)
     pairs = list(floors)
     found: dict[tuple[str, Interval], Candles] = {}
     for at in range(0, len(pairs), _PAIRS_PER_STATEMENT):
@@ -261,6 +267,52 @@ def _newest_rows(
         by_name = {(s, i.value): i for s, i in part}
         found |= _split_pairs(rows, by_name, len(INDICATOR_COLUMNS) if with_indicators else 0)
     return found
+
+
+def _newest_rows_lateral(
+    conn: Connection,
+    floors: Mapping[tuple[str, Interval], int | None],
+    last: int,
+    columns: str,
+    with_indicators: bool,
+) -> dict[tuple[str, Interval], Candles]:
+    """`_newest_rows` on PostgreSQL: one statement per (interval, floor), each pair's read
+    a LATERAL member of a VALUES list of symbols. PostgreSQL plans the read once for all the
+    pairs (a UNION ALL member each was planned each, most of a group's time), over the
+    partitions of the interval from the floor on, all of them bound by constants."""
+    from sqlalchemy import text
+
+    groups: dict[tuple[Interval, int | None], list[str]] = {}
+    for (symbol, interval), floor in floors.items():
+        groups.setdefault((interval, floor), []).append(symbol)
+    found: dict[tuple[str, Interval], Candles] = {}
+    for (interval, floor), symbols in _chunked(groups):
+        params: dict[str, Any] = {"last": last, "interval": interval.value}
+        params |= {f"s{i}": symbol for i, symbol in enumerate(symbols)}
+        where = "symbol = v.s AND interval = :interval"
+        if floor is not None:
+            where += " AND ts >= :floor"
+            params["floor"] = utc_from_epoch(floor)
+        listed = ", ".join(f"(:s{i})" for i in range(len(symbols)))
+        statement = text(
+            f"SELECT m.* FROM (VALUES {listed}) AS v(s) CROSS JOIN LATERAL "
+            f"(SELECT {columns} FROM candles WHERE {where} ORDER BY ts DESC LIMIT :last) AS m"
+        )
+        rows = sorted(conn.execute(statement, params).all(), key=_pair_order)
+        by_name = {(s, interval.value): interval for s in symbols}
+        found |= _split_pairs(rows, by_name, len(INDICATOR_COLUMNS) if with_indicators else 0)
+    return found
+
+
+_LATERAL_ROWS = 1000
+"""VALUES rows of one LATERAL statement (PostgreSQL binds at most 65,535 parameters)."""
+
+
+def _chunked(groups: Mapping[_K, list[_V]]) -> Iterator[tuple[_K, list[_V]]]:
+    """Each group's members, _LATERAL_ROWS at a time."""
+    for key, members in groups.items():
+        for at in range(0, len(members), _LATERAL_ROWS):
+            yield key, members[at : at + _LATERAL_ROWS]
 
 
 _PAIR_COLUMNS = ("symbol", "interval", "open", "high", "low", "close", "volume", "provider")
@@ -456,11 +508,12 @@ def anchor_closes_many(
     ]
     found: dict[tuple[str, Interval], dict[str, float | None]] = {pair: {} for pair in marks}
     again: list[_Lookup] = []
-    for lookup, value in zip(wanted, _anchor_lookup(conn, wanted), strict=True):
+    look = _anchor_lookup_lateral if conn.dialect.name == "postgresql" else _anchor_lookup
+    for lookup, value in zip(wanted, look(conn, wanted), strict=True):
         found[lookup.pair][lookup.key] = value
         if value is None and lookup.floor is not None:
             again.append(dataclasses.replace(lookup, floor=None))
-    for lookup, value in zip(again, _anchor_lookup(conn, again), strict=True):
+    for lookup, value in zip(again, look(conn, again), strict=True):
         found[lookup.pair][lookup.key] = value
     return found
 
@@ -506,6 +559,47 @@ def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | 
             statement = _typed(text("SELECT " + ", ".join(lookups)), params)
             row = conn.execute(statement, params).one()
             values += [None if value is None else float(value) for value in row]
+    return values
+
+
+def _anchor_lookup_lateral(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | None]:
+    """`_anchor_lookup` on PostgreSQL: one statement per (interval, floor) whose lookup is
+    planned once for all its anchors (a VALUES list of symbols and bounds), where a scalar
+    subquery each was planned each. The floor's partition (and the next one: an inclusive
+    bound can be its end) bound the plan by constants, as the subqueries' bounds did."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from marketdata.storage.partitions import period_of
+
+    groups: dict[tuple[Interval, int | None, bool], list[int]] = {}
+    for index, lookup in enumerate(wanted):
+        first = lookup.mark.bound is None  # since inception
+        groups.setdefault((lookup.pair[1], lookup.floor, first), []).append(index)
+    values: list[float | None] = [None] * len(wanted)
+    for (interval, floor, first), indexes in _chunked(groups):
+        params: dict[str, Any] = {"interval": interval.value}
+        where, order = "symbol = v.s AND interval = :interval", "ts"
+        if not first:
+            where, order = where + " AND ts < v.b", "ts DESC"
+            if floor is not None:
+                where += " AND ts >= :floor AND ts <= :ceiling"
+                params["floor"] = utc_from_epoch(floor)
+                params["ceiling"] = utc_from_epoch(period_of(interval, floor).end)
+        for i, index in enumerate(indexes):
+            mark = wanted[index].mark
+            bound = None if mark.bound is None else utc_from_epoch(mark.bound)
+            if bound is not None and mark.inclusive:  # at or before: before the next instant
+                bound += timedelta(microseconds=1)
+            params |= {f"s{i}": wanted[index].pair[0], f"b{i}": bound}
+        listed = ", ".join(f"({i}, :s{i}, CAST(:b{i} AS timestamptz))" for i in range(len(indexes)))
+        statement = text(
+            f"SELECT (SELECT close FROM candles WHERE {where} ORDER BY {order} LIMIT 1) "
+            f"FROM (VALUES {listed}) AS v(i, s, b) ORDER BY v.i"
+        )
+        for index, row in zip(indexes, conn.execute(statement, params).all(), strict=True):
+            values[index] = None if row[0] is None else float(row[0])
     return values
 
 
