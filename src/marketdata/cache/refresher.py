@@ -6,8 +6,10 @@ trip; done inline after each commit it made an ingest with Redis 1.4-1.6x as slo
 without a cache. Here the pair's thread hands the pair over and goes on to the next; the
 refresher takes every pair queued meanwhile as one group and reads what the database holds
 when it gets to them (so the values are the ones `cache rebuild` would write, and never
-precede the commit): two statements and one round trip for the whole group
-(`market.refresh_committed`), where it was 2-3 statements and a round trip per pair."""
+precede the commit): a few statements and one round trip for the whole group
+(`market.refresh_committed`), where it was 2-3 statements and a round trip per pair. Pairs
+whose whole history the commit wrote come with those rows, and are written without a read
+(`market.write_in_hand`)."""
 
 from __future__ import annotations
 
