@@ -202,13 +202,18 @@ def filled(request, app_factory, tmp_path):
             with diskcache.Cache(str(tmp_path / "cache")) as disk:
                 disk.set(prefix + key, raw)
 
+    built = []
+
     def build():
         app = app_factory(**overrides)
         app.clock = lambda: NOW
+        built.append(app)
         return app
 
     run_ingest(build(), IngestRequest(symbols=SYMBOLS, providers=["synthetic"], lookback_days=60))
     yield build, put
+    for app in built:  # closing flushes the hit and miss counters: before the cleaning
+        app.close()
     cleaner = app_factory(**overrides)
     cleaner.cache.delete_pattern("*")
     cleaner.close()
