@@ -439,18 +439,18 @@ def anchor_closes_many(
     Each anchor is one scalar subquery that walks the primary key backwards from its bound
     and stops at the first row, so the cost does not grow with the history. It first looks
     only inside the time partition holding its bound (then PostgreSQL plans one partition,
-    not all of them: planning grew ~0.2 ms a partition per subquery); the few anchors with no
-    row there are looked up again, together, without that floor.
+    not all of them: planning grew ~0.2 ms a partition per subquery); the first candle of
+    all (no bound) is looked for inside the interval's oldest partition first, so it too
+    is planned over one partition, not the whole history. The few anchors with no row in
+    their partition are looked up again, together, without that window.
     """
     from marketdata.storage.partitions import period_of
 
+    oldest = _oldest_periods(conn, marks) if _any_unbounded(marks) else {}
     wanted = [
-        _Lookup(
-            pair,
-            key,
-            mark,
-            None if mark.bound is None else period_of(pair[1], mark.bound - 1).start,
-        )
+        _Lookup(pair, key, mark, period_of(pair[1], mark.bound - 1).start)
+        if mark.bound is not None
+        else _Lookup(pair, key, mark, None, oldest.get(pair[1]))
         for pair, pair_marks in marks.items()
         for key, mark in pair_marks.items()
     ]
@@ -458,8 +458,8 @@ def anchor_closes_many(
     again: list[_Lookup] = []
     for lookup, value in zip(wanted, _anchor_lookup(conn, wanted), strict=True):
         found[lookup.pair][lookup.key] = value
-        if value is None and lookup.floor is not None:
-            again.append(dataclasses.replace(lookup, floor=None))
+        if value is None and (lookup.floor is not None or lookup.ceiling is not None):
+            again.append(dataclasses.replace(lookup, floor=None, ceiling=None))
     for lookup, value in zip(again, _anchor_lookup(conn, again), strict=True):
         found[lookup.pair][lookup.key] = value
     return found
@@ -467,12 +467,33 @@ def anchor_closes_many(
 
 @dataclass(frozen=True, slots=True)
 class _Lookup:
-    """One anchor of one pair, looked for at or after `floor` when it is set."""
+    """One anchor of one pair, looked for at or after `floor` and before `ceiling` (epoch
+    seconds) when they are set."""
 
     pair: tuple[str, Interval]
     key: str
     mark: Anchor
     floor: int | None
+    ceiling: int | None = None
+
+
+def _any_unbounded(marks: Mapping[tuple[str, Interval], Mapping[str, Anchor]]) -> bool:
+    """Whether some anchor asks for the first candle of all (no bound)."""
+    return any(mark.bound is None for pair_marks in marks.values() for mark in pair_marks.values())
+
+
+def _oldest_periods(
+    conn: Connection, marks: Mapping[tuple[str, Interval], Mapping[str, Anchor]]
+) -> dict[Interval, int]:
+    """The end (epoch seconds) of the oldest time partition of each interval in `marks`
+    (PostgreSQL; empty on SQLite): where a pair's first candle usually is, since retention
+    drops history from the oldest partition up. One catalog query."""
+    from marketdata.storage.partitions import oldest
+
+    if conn.dialect.name != "postgresql":
+        return {}
+    found = oldest(conn, {interval for _, interval in marks})
+    return {interval: period.end for interval, period in found.items()}
 
 
 _LOOKUPS_PER_STATEMENT = 800
@@ -499,6 +520,9 @@ def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | 
                     where += f" AND ts >= :f{i}"
                     params[f"f{i}"] = utc_from_epoch(lookup.floor)
                 order = "ts DESC"
+            elif lookup.ceiling is not None:
+                where += f" AND ts < :c{i}"
+                params[f"c{i}"] = utc_from_epoch(lookup.ceiling)
             lookups.append(
                 f"(SELECT close FROM candles WHERE {where} ORDER BY {order} LIMIT 1) AS close_{i}"
             )
