@@ -149,6 +149,27 @@ def test_writes_across_a_month_boundary_land_in_each_months_partition(app_factor
     assert stored.close.tolist()[-5:] == [50.0, 51.0, 52.0, 53.0, 54.0]
 
 
+def test_new_rows_across_a_month_boundary_are_copied_into_each_months_partition(app_factory):
+    # a first write across the boundary names each month's table: the parent routes nothing
+    # (a COPY into the parent would hold its row lock until the commit)
+    app = app_factory()
+    with app.engine().begin() as conn:
+        stats = write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1 - 180, 6), NOW)
+        locked = set(
+            conn.execute(
+                sa.text(
+                    "SELECT relation::regclass::text FROM pg_locks WHERE pid = pg_backend_pid() "
+                    "AND mode = 'RowExclusiveLock' AND relation IS NOT NULL"
+                )
+            ).scalars()
+        )
+    assert stats.inserted == 6
+    assert {"candles_1m_p2026_11", "candles_1m_p2026_12"} <= locked, locked
+    assert not locked & {"candles", "candles_1m"}, locked
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_11": 3, "candles_1m_p2026_12": 3}
+
+
 def test_a_merge_across_a_month_boundary_fills_holes_in_both_months(app_factory):
     # holes on both sides of the boundary and one changed close, in one merge through the
     # parent table

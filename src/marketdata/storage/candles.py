@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from marketdata.analytics.roi import Anchor
+    from marketdata.storage.partitions import Period
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 # How far before the span of N bars a bounded read of the newest rows starts: a market that
@@ -556,18 +557,40 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
 def _pg_write(conn: Connection, batch: Candles, split: int, now: datetime) -> tuple[int, int]:
     """COPY the rows from `split` on, merge the ones before; (inserted, updated).
 
-    A batch inside one time partition is written straight into it: the statements then
-    plan one plain table and route nothing.
+    The new rows are copied into each time partition they fall in, directly: routing every
+    row through the parent cost a quarter more server CPU than the unpartitioned table's
+    COPY (2.30 s against 1.86 s for 1,000,000 rows), naming the partitions half as much
+    more (2.06 s). The merge of a batch
+    inside one partition addresses it as well; one across several goes through the parent, in
+    one set of statements (per partition, under load, their extra round trips cost more than
+    the routing saves).
     """
     from marketdata.storage import partitions, pg_copy
 
     # the ingest made the partitions ahead; this guards a batch reaching further
-    table = partitions.ensure_placed(conn, batch.interval, int(batch.ts[0]), int(batch.ts[-1]))
-    inserted, updated = pg_copy.copy_insert(conn, batch.take(slice(split, None)), now, table), 0
+    spanned = partitions.ensure_placed(conn, batch.interval, int(batch.ts[0]), int(batch.ts[-1]))
+    inserted, updated = 0, 0
+    for table, part in _by_period(batch.take(slice(split, None)), spanned):
+        inserted += pg_copy.copy_insert(conn, part, now, table)
     if split:
+        table = spanned[0].name if len(spanned) == 1 else "candles"
         ins, updated = pg_copy.merge_overlap(conn, batch.take(slice(0, split)), now, table)
         inserted += ins
     return inserted, updated
+
+
+def _by_period(batch: Candles, spanned: Sequence[Period]) -> list[tuple[str, Candles]]:
+    """The rows of `batch` (ascending) cut at the ends of the `spanned` periods, each with
+    its partition's name; all of it for candles where there are no periods."""
+    if not spanned:
+        return [("candles", batch)]
+    cuts = np.searchsorted(batch.ts, [p.end for p in spanned[:-1]]).tolist()
+    bounds = [0, *cuts, len(batch)]
+    return [
+        (period.name, batch.take(slice(a, b)))
+        for period, (a, b) in zip(spanned, pairwise(bounds), strict=True)
+        if b > a
+    ]
 
 
 def _records(batch: Candles, now: datetime) -> list[dict[str, Any]]:

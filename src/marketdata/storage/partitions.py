@@ -226,16 +226,14 @@ def _ensure(conn: Connection, wanted: Iterable[Period]) -> tuple[bool, list[Peri
     return True, created
 
 
-def ensure_placed(conn: Connection, interval: Interval, first: int, last: int) -> str:
+def ensure_placed(conn: Connection, interval: Interval, first: int, last: int) -> list[Period]:
     """Before a write of candles starting from `first` to `last` (epoch seconds): create the
-    partitions they need if missing, as `ensure` does, and name the table the write can
-    address: the one partition that holds them all, else candles (also where candles is
-    not partitioned). A batch in one partition is then written without routing or planning
-    over the parent; one across several stays one set of statements (per partition, under
-    load, their extra round trips cost more than the routing saves)."""
+    partitions they need if missing, as `ensure` does, and return the periods they span,
+    ascending (empty where candles is not partitioned). A write can then address each
+    period's partition itself: no routing through the parent, nothing planned over it."""
     wanted = for_range(interval, first, last + 1)
     partitioned = _ensure(conn, wanted)[0]
-    return wanted[0].name if partitioned and len(wanted) == 1 else TABLE
+    return wanted if partitioned else []
 
 
 def _create(conn: Connection, period: Period) -> bool:
