@@ -66,6 +66,7 @@ NOOP_DAYS = int(os.environ.get("BENCH_NOOP_DAYS", "2"))
 NOOP_MS_PER_PAIR = 2.0
 STALL_SECONDS = 5.0
 PROGRESS_SECONDS = 15.0
+STUCK_SECONDS = 120.0  # no pair done for that long: the fleet is stuck, the scenario fails
 SYMBOLS = [f"W{i:05d}-USD" for i in range(max(MARKETS, NOOP_MARKETS))]
 
 
@@ -254,10 +255,13 @@ def enqueue_and_wait(url: str, env: dict[str, str], pairs: int, on_progress: Any
     run = run_cli(url, ["ingest", "--enqueue", "-i", "1h", "--json"], env).json()
     run_id = int(run["run_id"])
     deadline = time.monotonic() + 3600
-    said = time.monotonic()
+    said = moved = time.monotonic()
+    last = 0
     while True:
         if time.monotonic() > deadline:
             raise BenchError(f"run {run_id} still running after an hour")
+        if time.monotonic() - moved > STUCK_SECONDS:
+            raise BenchError(f"run {run_id}: no pair done in {STUCK_SECONDS:.0f} s ({last} done)")
         try:
             with connect(url) as conn:
                 status = scalar(conn, f"SELECT status FROM ingestion_runs WHERE id = {run_id}")
@@ -270,6 +274,8 @@ def enqueue_and_wait(url: str, env: dict[str, str], pairs: int, on_progress: Any
             continue
         if status != "running":
             break
+        if done != last:
+            last, moved = done, time.monotonic()
         if time.monotonic() - said >= PROGRESS_SECONDS:
             said = time.monotonic()
             took = time.perf_counter() - started
@@ -339,9 +345,10 @@ class Scenarios:
         """Run one scenario; an error becomes a line of the table."""
         try:
             scenario()
-        except (BenchError, psycopg.Error, OSError) as exc:
-            log(f"{label}: error: {exc}")
-            self.report.add(Figure(f"{label}: error", None, None, str(exc).splitlines()[0][:60]))
+        except Exception as exc:  # noqa: BLE001 - any failure: the next scenario still runs
+            text = f"{type(exc).__name__}: {exc}"
+            log(f"{label}: error: {text}")
+            self.report.add(Figure(f"{label}: error", None, None, text.splitlines()[0][:60]))
 
     def database(self, label: str, markets: int) -> str:
         url = self.server.create(label)
@@ -420,6 +427,8 @@ class Scenarios:
 
     def killed(self) -> None:
         count = KILL_WORKERS
+        if count < 2:
+            raise BenchError("BENCH_KILL_WORKERS must be 2 or more: one is killed, one finishes")
         log(f"{count} workers, one SIGKILLed at 40% of the fill")
         url = self.database("killed", MARKETS)
         fleet = Fleet(url, self.latent)
