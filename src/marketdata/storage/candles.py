@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from marketdata.analytics.roi import Anchor
+    from marketdata.storage.partitions import Period
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 # How far before the span of N bars a bounded read of the newest rows starts: a market that
@@ -451,18 +452,18 @@ def anchor_closes_many(
     Each anchor is one scalar subquery that walks the primary key backwards from its bound
     and stops at the first row, so the cost does not grow with the history. It first looks
     only inside the time partition holding its bound (then PostgreSQL plans one partition,
-    not all of them: planning grew ~0.2 ms a partition per subquery); the few anchors with no
-    row there are looked up again, together, without that floor.
+    not all of them: planning grew ~0.2 ms a partition per subquery); the first candle of
+    all (no bound) is looked for inside the interval's oldest partition first, so it too
+    is planned over one partition, not the whole history. The few anchors with no row in
+    their partition are looked up again, together, without that window.
     """
     from marketdata.storage.partitions import period_of
 
+    oldest = _oldest_periods(conn, marks) if _any_unbounded(marks) else {}
     wanted = [
-        _Lookup(
-            pair,
-            key,
-            mark,
-            None if mark.bound is None else period_of(pair[1], mark.bound - 1).start,
-        )
+        _Lookup(pair, key, mark, period_of(pair[1], mark.bound - 1).start)
+        if mark.bound is not None
+        else _Lookup(pair, key, mark, None, oldest.get(pair[1]))
         for pair, pair_marks in marks.items()
         for key, mark in pair_marks.items()
     ]
@@ -470,8 +471,8 @@ def anchor_closes_many(
     again: list[_Lookup] = []
     for lookup, value in zip(wanted, _anchor_lookup(conn, wanted), strict=True):
         found[lookup.pair][lookup.key] = value
-        if value is None and lookup.floor is not None:
-            again.append(dataclasses.replace(lookup, floor=None))
+        if value is None and (lookup.floor is not None or lookup.ceiling is not None):
+            again.append(dataclasses.replace(lookup, floor=None, ceiling=None))
     for lookup, value in zip(again, _anchor_lookup(conn, again), strict=True):
         found[lookup.pair][lookup.key] = value
     return found
@@ -479,12 +480,33 @@ def anchor_closes_many(
 
 @dataclass(frozen=True, slots=True)
 class _Lookup:
-    """One anchor of one pair, looked for at or after `floor` when it is set."""
+    """One anchor of one pair, looked for at or after `floor` and before `ceiling` (epoch
+    seconds) when they are set."""
 
     pair: tuple[str, Interval]
     key: str
     mark: Anchor
     floor: int | None
+    ceiling: int | None = None
+
+
+def _any_unbounded(marks: Mapping[tuple[str, Interval], Mapping[str, Anchor]]) -> bool:
+    """Whether some anchor asks for the first candle of all (no bound)."""
+    return any(mark.bound is None for pair_marks in marks.values() for mark in pair_marks.values())
+
+
+def _oldest_periods(
+    conn: Connection, marks: Mapping[tuple[str, Interval], Mapping[str, Anchor]]
+) -> dict[Interval, int]:
+    """The end (epoch seconds) of the oldest time partition of each interval in `marks`
+    (PostgreSQL; empty on SQLite): where a pair's first candle usually is, since retention
+    drops history from the oldest partition up. One catalog query."""
+    from marketdata.storage.partitions import oldest
+
+    if conn.dialect.name != "postgresql":
+        return {}
+    found = oldest(conn, {interval for _, interval in marks})
+    return {interval: period.end for interval, period in found.items()}
 
 
 _LOOKUPS_PER_STATEMENT = 800
@@ -511,6 +533,9 @@ def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | 
                     where += f" AND ts >= :f{i}"
                     params[f"f{i}"] = utc_from_epoch(lookup.floor)
                 order = "ts DESC"
+            elif lookup.ceiling is not None:
+                where += f" AND ts < :c{i}"
+                params[f"c{i}"] = utc_from_epoch(lookup.ceiling)
             lookups.append(
                 f"(SELECT close FROM candles WHERE {where} ORDER BY {order} LIMIT 1) AS close_{i}"
             )
@@ -544,18 +569,40 @@ def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats
 def _pg_write(conn: Connection, batch: Candles, split: int, now: datetime) -> tuple[int, int]:
     """COPY the rows from `split` on, merge the ones before; (inserted, updated).
 
-    A batch inside one time partition is written straight into it: the statements then
-    plan one plain table and route nothing.
+    The new rows are copied into each time partition they fall in, directly: routing every
+    row through the parent cost a quarter more server CPU than the unpartitioned table's
+    COPY (2.30 s against 1.86 s for 1,000,000 rows), naming the partitions half as much
+    more (2.06 s). The merge of a batch
+    inside one partition addresses it as well; one across several goes through the parent, in
+    one set of statements (per partition, under load, their extra round trips cost more than
+    the routing saves).
     """
     from marketdata.storage import partitions, pg_copy
 
     # the ingest made the partitions ahead; this guards a batch reaching further
-    table = partitions.ensure_placed(conn, batch.interval, int(batch.ts[0]), int(batch.ts[-1]))
-    inserted, updated = pg_copy.copy_insert(conn, batch.take(slice(split, None)), now, table), 0
+    spanned = partitions.ensure_placed(conn, batch.interval, int(batch.ts[0]), int(batch.ts[-1]))
+    inserted, updated = 0, 0
+    for table, part in _by_period(batch.take(slice(split, None)), spanned):
+        inserted += pg_copy.copy_insert(conn, part, now, table)
     if split:
+        table = spanned[0].name if len(spanned) == 1 else "candles"
         ins, updated = pg_copy.merge_overlap(conn, batch.take(slice(0, split)), now, table)
         inserted += ins
     return inserted, updated
+
+
+def _by_period(batch: Candles, spanned: Sequence[Period]) -> list[tuple[str, Candles]]:
+    """The rows of `batch` (ascending) cut at the ends of the `spanned` periods, each with
+    its partition's name; all of it for candles where there are no periods."""
+    if not spanned:
+        return [("candles", batch)]
+    cuts = np.searchsorted(batch.ts, [p.end for p in spanned[:-1]]).tolist()
+    bounds = [0, *cuts, len(batch)]
+    return [
+        (period.name, batch.take(slice(a, b)))
+        for period, (a, b) in zip(spanned, pairwise(bounds), strict=True)
+        if b > a
+    ]
 
 
 def _records(batch: Candles, now: datetime) -> list[dict[str, Any]]:
