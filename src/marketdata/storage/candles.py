@@ -16,7 +16,7 @@ from marketdata.storage.schema import INDICATOR_COLUMNS
 from marketdata.storage.schema import candles as candles_table
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from numpy.typing import NDArray
     from sqlalchemy import Connection
@@ -81,28 +81,40 @@ def last_ts_many(conn: Connection, symbols: list[str], interval: Interval) -> di
 
 
 def stored_values(
-    conn: Connection, batches: list[Candles]
-) -> dict[tuple[str, str, int], tuple[float, float, float, float, float]]:
+    conn: Connection, batches: list[Candles], derived: Collection[Interval] = ()
+) -> dict[tuple[str, str, int], tuple[float, float, float, float, float] | None]:
     """The stored (open, high, low, close, volume) at the times of small batches, keyed by
-    (symbol, interval, ts): one query per interval over the time span they cover."""
-    from sqlalchemy import select
+    (symbol, interval, ts): one query per interval over the time span they cover. For the
+    `derived` intervals (ANALYTICS_INTERVALS) a row stored without its indicators maps to
+    None: it is not stored as a write would store it."""
+    from sqlalchemy import literal, select
 
     c = candles_table.c
-    found: dict[tuple[str, str, int], tuple[float, float, float, float, float]] = {}
+    found: dict[tuple[str, str, int], tuple[float, float, float, float, float] | None] = {}
     for interval in {b.interval for b in batches}:
         mine = [b for b in batches if b.interval == interval and len(b)]
         if not mine:
             continue
+        # drawdown is defined on every row once indicators are computed: null means none were
+        underived = c.drawdown.is_(None) if interval in derived else literal(False)
         query = select(
-            c.symbol, _epoch_seconds(conn, c.ts), c.open, c.high, c.low, c.close, c.volume
+            c.symbol,
+            _epoch_seconds(conn, c.ts),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            underived,
         ).where(
             c.interval == interval.value,
             c.symbol.in_(sorted({b.symbol for b in mine})),
             c.ts >= utc_from_epoch(min(int(b.ts[0]) for b in mine)),
             c.ts <= utc_from_epoch(max(int(b.ts[-1]) for b in mine)),
         )
-        for symbol, ts, *values in conn.execute(query):
-            found[symbol, interval.value, int(ts)] = tuple(float(v) for v in values)  # type: ignore[assignment]
+        for symbol, ts, *values, missing in conn.execute(query):
+            key = (symbol, interval.value, int(ts))
+            found[key] = None if missing else tuple(float(v) for v in values)  # type: ignore[assignment]
     return found
 
 
