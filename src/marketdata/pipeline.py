@@ -615,22 +615,15 @@ def _process_group(app: AppContext, group: _Group, report: Callable[[PairOutcome
                     _write_pair(app, group.run_id, pair, batches, outcome, group.write_lock, log)
             report(outcome)
         if unchanged and not group.stopping():
-            left = _record_unchanged(app, group.run_id, unchanged)
+            left = {
+                id(outcome) for _, outcome, _ in _record_unchanged(app, group.run_id, unchanged)
+            }
             for pair, outcome, batch in unchanged:
                 if id(outcome) in left:  # it differs from what is stored after all
                     log = logger.bind(
                         symbol=pair.symbol, interval=pair.interval.value, run_id=group.run_id
                     )
-                    _write_pair(
-                        app,
-                        group.run_id,
-                        pair,
-                        [batch],
-                        outcome,
-                        group.write_lock,
-                        log,
-                        rebuild=left[id(outcome)],
-                    )
+                    _write_pair(app, group.run_id, pair, [batch], outcome, group.write_lock, log)
                 report(outcome)
 
 
@@ -658,10 +651,9 @@ def _process_pair(
         batches = _fetch_or_fail(app, chain, run_id, pair, outcome, log)
         if batches is None:
             return outcome
-        left = _recorded_unchanged(app, run_id, pair, outcome, batches, lease)
-        if left is None:
+        if _recorded_unchanged(app, run_id, pair, outcome, batches, lease):
             return outcome  # two statements on the lock session, no write
-        _write_pair(app, run_id, pair, batches, outcome, write_lock, log, rebuild=left)
+        _write_pair(app, run_id, pair, batches, outcome, write_lock, log)
     return outcome
 
 
@@ -694,12 +686,9 @@ def _write_pair(
     outcome: PairOutcome,
     write_lock: threading.Lock | None,
     log: Any,
-    *,
-    rebuild: bool = False,
 ) -> None:
     """Write the pair's candles with its outcome in one transaction, again in a new one after
-    a transient database fault (STORE_ATTEMPTS); a pair that cannot be written is failed.
-    With `rebuild`, the pair's stored indicators are recomputed too (it has rows without)."""
+    a transient database fault (STORE_ATTEMPTS); a pair that cannot be written is failed."""
     from marketdata.storage.engine import connect
 
     committed = False  # once true, the pair's candles and its ok outcome are stored
@@ -707,7 +696,7 @@ def _write_pair(
     def attempt() -> None:
         nonlocal committed
         with connect(app.engine(), app.target) as conn:
-            _store(app, run_id, pair, batches, conn, outcome, write_lock, rebuild=rebuild)
+            _store(app, run_id, pair, batches, conn, outcome, write_lock)
             committed = True
 
     def again() -> bool:
@@ -775,25 +764,23 @@ def _recorded_unchanged(
     outcome: PairOutcome,
     batches: list[Candles],
     lease: RunLease,
-) -> bool | None:
-    """One pair's `_record_unchanged`: None when it was recorded so (nothing to write), else
-    whether its write must rebuild its indicators."""
+) -> bool:
+    """One pair's `_record_unchanged`: True when it was recorded so (nothing to write)."""
     if not _maybe_unchanged(pair, batches, app.clock()):
         return False
-    left = _record_unchanged(app, run_id, [(pair, outcome, batches[0])], lease)
-    return left.get(id(outcome))
+    return not _record_unchanged(app, run_id, [(pair, outcome, batches[0])], lease)
 
 
 def _record_unchanged(
     app: AppContext, run_id: int, pairs: list[_Fetched], session: RunLease | None = None
-) -> dict[int, bool]:
+) -> list[_Fetched]:
     """Record as ok and unchanged, in one transaction, the pairs whose fetched candles are all
     stored with the same values (writing them would change nothing: the write compares the
     same values, and derived data follows from stored closes that did not change). The
     pairs' locks are held, so no other writer of ours changes them meanwhile. Returns the
-    pairs not recorded (they differ, or the database failed), by id of their outcome, each
-    left for its own write; True for those whose stored rows lack the indicators
-    ANALYTICS_INTERVALS now asks for (that write rebuilds them).
+    pairs not recorded (they differ, or the database failed): each is left for its own write.
+    A row stored without the indicators ANALYTICS_INTERVALS now asks for differs: its write
+    gives the pair's history its indicators (derive.PairWriter).
     With `session` (PostgreSQL), the read and the insert run on that lock session in
     autocommit, without a pooled connection: the locks make them as good as one transaction.
     """
@@ -802,14 +789,10 @@ def _record_unchanged(
     from marketdata.storage.engine import connect, translate_errors
     from marketdata.storage.runs import record_outcomes
 
-    underived: set[int] = set()
-
     def record(conn: Connection) -> list[_Fetched]:
         stored = stored_values(
             conn, [batch for _, _, batch in pairs], analytics_intervals(app.settings)
         )
-        underived.clear()
-        underived.update(id(o) for _, o, b in pairs if _lacks_indicators(b, stored))
         same = [f for f in pairs if _all_stored(f[2], stored)]
         for _, outcome, batch in same:
             outcome.provider = outcome.provider or batch.provider
@@ -836,10 +819,9 @@ def _record_unchanged(
         )
         same = []
     recorded = {id(outcome) for _, outcome, _ in same}
-    rest = {id(f[1]): id(f[1]) in underived for f in pairs if id(f[1]) not in recorded}
-    for _, outcome, _ in pairs:
-        if id(outcome) in rest:
-            _forget_counts(outcome)
+    rest = [f for f in pairs if id(f[1]) not in recorded]
+    for _, outcome, _ in rest:
+        _forget_counts(outcome)
     return rest
 
 
@@ -849,12 +831,6 @@ _Stored = dict[tuple[str, str, int], tuple[float, float, float, float, float] | 
 def _all_stored(batch: Candles, stored: _Stored) -> bool:
     key = (batch.symbol, batch.interval.value)
     return all(stored.get((*key, ts)) == tuple(values) for ts, *values in batch.rows())
-
-
-def _lacks_indicators(batch: Candles, stored: _Stored) -> bool:
-    # stored_values maps a row stored without the indicators it should have to None
-    key = (batch.symbol, batch.interval.value)
-    return any((*key, int(ts)) in stored and stored[(*key, int(ts))] is None for ts in batch.ts)
 
 
 def _retrying(
@@ -928,14 +904,9 @@ def _store(
     conn: Connection,
     outcome: PairOutcome,
     write_lock: threading.Lock | None,
-    *,
-    rebuild: bool = False,
 ) -> None:
-    """Validate and write the pair's candles, rejects and outcome in one transaction; with
-    `rebuild` (rows stored before their interval was in ANALYTICS_INTERVALS), recompute
-    the pair's stored indicators after them, as `analytics rebuild` does."""
+    """Validate and write the pair's candles, rejects and outcome in one transaction."""
     from marketdata.derive import PairWriter, analytics_intervals
-    from marketdata.derive import rebuild as rebuild_indicators
     from marketdata.storage.rejects import record_rejects
     from marketdata.storage.runs import record_outcome
     from marketdata.validation import validate
@@ -959,8 +930,6 @@ def _store(
                 outcome.updated += stats.updated
                 outcome.unchanged += stats.unchanged
             writer.finish()  # derived data after the batches, recomputed once
-            if rebuild and derive:
-                rebuild_indicators(conn, pair.symbol, pair.interval)
             record_outcome(conn, run_id, outcome)
             cancel.check()  # a stop before the commit leaves the transaction to roll back
         app.metrics.timing("ingestion.write_ms", (time.perf_counter() - started) * 1e3)

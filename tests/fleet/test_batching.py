@@ -193,6 +193,26 @@ def test_a_tick_fills_the_indicators_of_an_interval_newly_in_analytics_intervals
         assert {rebuild(conn, s, Interval.H1)[1] for s in symbols} == {0}
 
 
+def test_a_tick_with_new_bars_fills_the_older_rows_of_a_newly_analysed_interval(app_factory):
+    from datetime import timedelta
+
+    from marketdata.derive import rebuild
+
+    symbols = SYMBOLS[:4]
+    before = app_factory(ingestion_lookback_days=2, analytics_intervals="1d")
+    before.clock = lambda: NOW
+    assert run_ingest(before, _request(symbols)).status is RunStatus.SUCCESS
+    assert _underived(before, symbols) > 4 * 40
+    app = app_factory(ingestion_lookback_days=2)  # 1h analysed now, and two new bars each
+    app.clock = lambda: NOW + timedelta(hours=2)
+    result = run_ingest(app, _request(symbols))
+    assert result.status is RunStatus.SUCCESS
+    assert sum(o.inserted for o in result.outcomes) >= 4 * 2
+    assert _underived(app, symbols) == 0
+    with app.engine().begin() as conn:  # what it stored is what a rebuild computes
+        assert {rebuild(conn, s, Interval.H1)[1] for s in symbols} == {0}
+
+
 def test_a_fetched_row_equal_to_a_stored_invalid_one_is_rejected_as_a_write_would(
     app_factory, tmp_path, monkeypatch
 ):

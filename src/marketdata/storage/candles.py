@@ -450,9 +450,20 @@ def _epoch_seconds(conn: Connection, column: Any) -> Any:
     return cast(func.strftime("%s", column), BigInteger)
 
 
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """What a batch's indicators follow from: the stored closes before it (oldest first),
+    the peak close before it, and whether the newest of those rows has no indicators
+    (stored while its interval was not in ANALYTICS_INTERVALS: its history needs them)."""
+
+    closes: NDArray[np.float64]
+    peak: float | None
+    underived: bool = False
+
+
 def previous_closes(
     conn: Connection, symbol: str, interval: Interval, before: int, count: int
-) -> tuple[NDArray[np.float64], float | None]:
+) -> Previous:
     """The last `count` closes before `before`, oldest first, and the peak close before it.
 
     The peak comes from the newest row's stored drawdown (peak = close / (1 + drawdown)), so
@@ -476,17 +487,17 @@ def previous_closes(
     if len(rows) < count:
         rows = conn.execute(query).all()
     if not rows:
-        return np.empty(0, dtype=np.float64), None
+        return Previous(np.empty(0, dtype=np.float64), None)
     closes = np.array([r[0] for r in reversed(rows)], dtype=np.float64)
     close, drawdown = rows[0]
     if drawdown is not None and np.isfinite(drawdown) and drawdown > -1.0:
-        return closes, float(close) / (1.0 + float(drawdown))
+        return Previous(closes, float(close) / (1.0 + float(drawdown)))
     peak = conn.execute(
         select(func.max(c.close)).where(
             c.symbol == symbol, c.interval == interval.value, c.ts < utc_from_epoch(before)
         )
     ).scalar()
-    return closes, None if peak is None else float(peak)
+    return Previous(closes, None if peak is None else float(peak), underived=drawdown is None)
 
 
 def anchor_closes(
