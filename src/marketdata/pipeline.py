@@ -937,7 +937,7 @@ def _store(
         from marketdata.cache.market import refresh_later
 
         newest = max((int(b.ts.max()) for b in batches if len(b)), default=None)
-        refresh_later(app, pair.symbol, pair.interval, now, writer.whole, newest)
+        refresh_later(app, pair.symbol, pair.interval, now, writer.whole, newest, writer.appended)
 
 
 @contextmanager

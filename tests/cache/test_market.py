@@ -118,6 +118,31 @@ def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, b
     assert market_values(app) == written
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_an_incremental_run_extends_the_pairs_cached_value_by_the_rows_it_wrote(make_app, trusted):
+    """No read of the pair's newest rows: its previous value (this database's, ending at the
+    row before the new ones) followed by them. A mark planted in a kept row of that value
+    survives the run, which only an extension can do; a value of another database is not
+    extended, and what the run writes then equals `cache rebuild`'s."""
+    app = make_app()
+    first, day = 1_696_118_400, 86_400  # 2023-10-01
+    ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
+    key = show_key("BTC-USD", "1d")
+    planted = app.cache.get(key)
+    planted["columns"]["close"][50] = 12_345.0
+    if not trusted:
+        planted["database"] = "another"
+    app.cache.set(key, planted, market.MARKET_TTL)
+    ingest(app, symbols=["BTC-USD"], since=first + 148 * day, until=first + 150 * day)
+    extended = app.cache.get(key)
+    assert extended["newest"] == first + 149 * day and len(extended["columns"]["ts"]) == 100
+    assert (extended["columns"]["close"][48] == 12_345.0) is trusted  # two rows on
+    if not trusted:
+        written = market_values(app)
+        maintenance.rebuild(app)
+        assert market_values(app) == written
+
+
 @pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
 def test_one_group_refresh_of_several_pairs_writes_what_cache_rebuild_writes(make_app, bars):
     """The refresher writes the pairs queued meanwhile together (two reads, one round trip):

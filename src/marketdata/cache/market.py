@@ -15,6 +15,7 @@ database's, of the shape this version writes (see `checks`), and ends at the `la
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from marketdata.cache.fallback import FallbackCache
     from marketdata.config import Settings
     from marketdata.context import AppContext
+    from marketdata.derive import Appended
     from marketdata.errors import MarketdataError
     from marketdata.reports import ShowReport
 
@@ -328,6 +330,7 @@ def refresh_later(
     now: datetime,
     whole: Candles | None = None,
     newest: int | None = None,
+    appended: Appended | None = None,
 ) -> None:
     """Write a pair's keys once its transaction committed (the pipeline's hook): hands the
     pair to the run's background refresher, off the pair's thread; the run waits for it at
@@ -335,8 +338,11 @@ def refresh_later(
 
     When the pipeline just wrote the pair's whole history (`whole`, with its indicators:
     a first ingest, a backfill of a new pair) the keys are built from those rows, without
-    reading anything back. Otherwise the refresher reads the pair's newest rows; `newest`,
-    the newest candle the transaction wrote, bounds that read to the partitions near it.
+    reading anything back. When it wrote rows after all the stored ones (`appended`, an
+    incremental run's) the keys are the pair's previous cached value extended by them, if
+    that value is this database's and ends at the stored row before them. Otherwise the
+    refresher reads the pair's newest rows; `newest`, the newest candle the transaction
+    wrote, bounds that read to the partitions near it.
     """
     from marketdata.cache.refresher import Refresher
     from marketdata.derive import analytics_intervals
@@ -346,12 +352,12 @@ def refresh_later(
     if cache.name == "none":
         return  # nothing to refresh: spare the reads
     if interval not in analytics_intervals(app.settings):
-        whole = None  # no indicators stored: its `show` value is not the ingest's to write
+        whole = appended = None  # no indicators stored: its `show` value is not ours to write
 
     def build() -> Refresher:
         return Refresher(cache, lambda: connect(app.engine(), app.target), app.settings)
 
-    cache.refresher(build).submit(Committed(symbol, interval, now, newest, whole))
+    cache.refresher(build).submit(Committed(symbol, interval, now, newest, whole, appended))
 
 
 def write_in_hand(cache: FallbackCache, pairs: Sequence[Committed]) -> list[Committed]:
@@ -385,6 +391,7 @@ class Committed(NamedTuple):
     now: datetime
     newest: int | None = None
     whole: Candles | None = None  # its whole history, when the commit wrote all of it
+    appended: Appended | None = None  # rows it wrote after all the stored ones
 
 
 def after_commit(
@@ -417,7 +424,8 @@ def refresh_committed(
     try:
         if cache.name == "none" or not pairs:
             return  # nothing to refresh: spare the reads
-        values, drop = _committed_values(cache.database, conn, settings, pairs)
+        extended = _extended_tails(cache, pairs)
+        values, drop = _committed_values(cache.database, conn, settings, pairs, extended)
         cache.set_many(values, MARKET_TTL, drop=drop)
     except (MarketdataError, SQLAlchemyError) as exc:
         from marketdata.cache.fallback import describe
@@ -439,12 +447,17 @@ def refresh_committed(
 
 
 def _committed_values(
-    database: str, conn: Connection, settings: Settings, pairs: Sequence[Committed]
+    database: str,
+    conn: Connection,
+    settings: Settings,
+    pairs: Sequence[Committed],
+    extended: dict[tuple[str, Interval], _Tail],
 ) -> tuple[dict[str, Any], list[str]]:
     """The keys to write and to drop for committed pairs: derived pairs from their newest
-    CACHED_BARS rows and the few closes ROI looks back to beyond them (read for all of them
-    in two statements, a cost that does not grow with history), those never derived from
-    their whole histories, the others' `latest` only."""
+    CACHED_BARS rows (`extended` holds those known without a read) and the few closes ROI
+    looks back to beyond them (read for all of them in two statements, a cost that does not
+    grow with history), those never derived from their whole histories, the others'
+    `latest` only."""
     from marketdata.derive import analytics_intervals
 
     stamps = {(p.symbol, p.interval): _iso(p.now) for p in pairs}  # a pair's last commit
@@ -453,7 +466,8 @@ def _committed_values(
     values, drop = _latest_values(
         database, conn, {k: v for k, v in stamps.items() if k[1] not in derived}, near
     )
-    tails = _tails(conn, {k: near[k] for k in stamps if k[1] in derived})
+    tails = _tails(conn, {k: near[k] for k in stamps if k[1] in derived and k not in extended})
+    tails |= extended
     values |= _tail_values(database, conn, {k: stamps[k] for k in tails}, tails)
     whole = {k: v for k, v in stamps.items() if k[1] in derived and k not in tails}
     if whole:
@@ -491,6 +505,67 @@ def _read_newest(
     for moment, group in bounds.values():
         found |= read_latest_many(conn, group, last, now=moment, with_indicators=indicators)
     return found
+
+
+def _extended_tails(
+    cache: FallbackCache, pairs: Sequence[Committed]
+) -> dict[tuple[str, Interval], _Tail]:
+    """The newest rows of the pairs that committed rows after all their stored ones, from
+    their cached `show` values (one round trip) extended by those rows, without a read.
+
+    A value is extended only when it is this database's, of this version's shape, and ends
+    at the stored row the commit wrote after (the trust `show` gives it), and only for a
+    pair that committed once in the group (a second commit followed the first's rows)."""
+    once = Counter((p.symbol, p.interval) for p in pairs)
+    wanted = {
+        (p.symbol, p.interval): p.appended
+        for p in pairs
+        if p.appended is not None and once[(p.symbol, p.interval)] == 1
+    }
+    if not wanted:
+        return {}
+    keys = {pair: show_key(pair[0], pair[1].value) for pair in wanted}
+    found = cache.get_many(list(keys.values()))
+    tails: dict[tuple[str, Interval], _Tail] = {}
+    for pair, appended in wanted.items():
+        value = found.get(keys[pair])
+        if value is None or value.get("database") != cache.database:
+            continue
+        if show_problem(pair[0], pair[1].value)(value) is not None:
+            continue
+        if int(value["newest"]) != appended.after:
+            continue
+        tail = _extend(value, appended.rows)
+        if tail is not None:
+            tails[pair] = tail
+    return tails
+
+
+def _extend(value: dict[str, Any], rows: Candles) -> _Tail | None:
+    """A cached `show` value followed by newer rows, as the tail a read would give (one row
+    more than kept unless complete); None when the value holds too few rows for that."""
+    held = report_of(value, None)
+    assert held is not None
+    before = held.candles
+    old, new = before.indicators, rows.indicators
+    assert old is not None and new is not None
+    total = len(before) + len(rows)
+    complete = bool(value["complete"]) and total <= CACHED_BARS
+    if not complete and total < CACHED_BARS + 1:
+        return None  # not the whole history, and not enough of it: read it instead
+    keep = slice(-(CACHED_BARS + 1), None)
+
+    def joined(a: Any, b: Any) -> Any:
+        return np.concatenate([a, b])[keep]
+
+    extended = Candles(
+        rows.symbol,
+        rows.interval,
+        rows.provider,
+        joined(before.ts, rows.ts),
+        *(joined(getattr(before, k), getattr(rows, k)) for k in PRICE_KEYS),
+    ).with_indicators({k: joined(old[k], new[k]) for k in INDICATOR_NAMES})
+    return _Tail(extended, complete)
 
 
 class _Tail(NamedTuple):

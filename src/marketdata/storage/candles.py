@@ -459,6 +459,7 @@ class Previous:
     closes: NDArray[np.float64]
     peak: float | None
     underived: bool = False
+    newest: int | None = None  # the time of the newest of those rows (epoch seconds)
 
 
 def previous_closes(
@@ -475,7 +476,7 @@ def previous_closes(
 
     c = candles_table.c
     query = (
-        select(c.close, c.drawdown)
+        select(c.close, c.drawdown, _epoch_seconds(conn, c.ts))
         .where(c.symbol == symbol, c.interval == interval.value, c.ts < utc_from_epoch(before))
         .order_by(c.ts.desc())
         .limit(count)
@@ -489,15 +490,16 @@ def previous_closes(
     if not rows:
         return Previous(np.empty(0, dtype=np.float64), None)
     closes = np.array([r[0] for r in reversed(rows)], dtype=np.float64)
-    close, drawdown = rows[0]
+    close, drawdown, newest = rows[0]
     if drawdown is not None and np.isfinite(drawdown) and drawdown > -1.0:
-        return Previous(closes, float(close) / (1.0 + float(drawdown)))
+        return Previous(closes, float(close) / (1.0 + float(drawdown)), newest=int(newest))
     peak = conn.execute(
         select(func.max(c.close)).where(
             c.symbol == symbol, c.interval == interval.value, c.ts < utc_from_epoch(before)
         )
     ).scalar()
-    return Previous(closes, None if peak is None else float(peak), underived=drawdown is None)
+    peak = None if peak is None else float(peak)
+    return Previous(closes, peak, underived=drawdown is None, newest=int(newest))
 
 
 def anchor_closes(
