@@ -209,3 +209,27 @@ def test_the_kept_rows_keep_their_order_and_values_around_a_rejected_one():
     assert [tuple(r) for r in good.rows()] == GOOD
     assert [r.ts for r in rejected] == [BAD_TS]
     assert np.array_equal(good.volume, np.array([r[5] for r in GOOD]))
+
+
+LIMITS = [
+    (TODAY - 3 * DAY, 100.0, 100.0, 100.0, 100.0, 0.0),
+    (TODAY - 2 * DAY, 100.0, 105.0, 100.0, 105.0, 1.0),
+    (TODAY, 1e-8, 1e-8, 1e-8, 1e-8, 1e12),
+]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[row] for row, _ in ONE_RULE_BROKEN.values()]
+    + [[GOOD[0], row] for row, _ in ONE_RULE_BROKEN.values()]
+    + [GOOD, LIMITS, [GOOD[0], GOOD[0]], []],
+    ids=[f"{name}, alone" for name in ONE_RULE_BROKEN]
+    + [f"{name}, after a good row" for name in ONE_RULE_BROKEN]
+    + ["good rows", "rows on the limits", "a repeated timestamp", "no rows"],
+)
+def test_all_valid_says_what_validate_does(rows):
+    # the tick's check of a re-fetched candle, row by row, must keep validate's rules
+    from marketdata.validation import all_valid
+
+    batch = batch_of(*rows)
+    assert all_valid(batch, TODAY) is (not validate(batch, TODAY)[1])

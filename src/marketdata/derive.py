@@ -7,6 +7,7 @@ recomputes everything. The results agree whichever path computed them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from marketdata.analytics.indicators import (
 )
 from marketdata.domain import Candles, Interval, is_crypto
 from marketdata.storage.candles import (
+    Previous,
     WriteStats,
     count_in_range,
     previous_closes,
@@ -47,18 +49,18 @@ def with_derived(conn: Connection, batch: Candles) -> Candles:
     return _derived(conn, batch)[0]
 
 
-def _derived(conn: Connection, batch: Candles) -> tuple[Candles, int]:
-    """`with_derived`, and how many stored closes it found before the batch."""
+def _derived(conn: Connection, batch: Candles) -> tuple[Candles, Previous | None]:
+    """`with_derived`, and what it found stored before the batch (None for an empty one)."""
     if len(batch) == 0:
-        return batch, 0
-    previous, peak = previous_closes(conn, batch.symbol, batch.interval, int(batch.ts[0]), LOOKBACK)
+        return batch, None
+    previous = previous_closes(conn, batch.symbol, batch.interval, int(batch.ts[0]), LOOKBACK)
     derived = compute_tail(
-        previous,
+        previous.closes,
         batch.close,
         periods_per_year=bars_per_year(batch.symbol, batch.interval),
-        prior_peak=peak,
+        prior_peak=previous.peak,
     )
-    return batch.with_indicators(derived.columns()), len(previous)
+    return batch.with_indicators(derived.columns()), previous
 
 
 def refresh_after(conn: Connection, symbol: str, interval: Interval, after: int) -> int:
@@ -102,6 +104,16 @@ def write_with_derived(
     return stats
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Rows a transaction wrote (with their indicators) after the pair's stored rows, the
+    newest of which was at `after`, changing none of them: the pair's stored history is
+    now what it was up to `after`, then `rows`."""
+
+    rows: Candles
+    after: int
+
+
 class PairWriter:
     """Writes the batches of one pair (gaps, then the recent window) inside the caller's
     transaction, and recomputes the stored rows after them once, when all are written.
@@ -112,6 +124,8 @@ class PairWriter:
     After `finish`, `whole` holds the written rows with their indicators when they are known
     to be the pair's whole stored history (one batch changed rows, none stored before, among
     or after its own); the cache is then written from them without reading them back.
+    `appended` holds them when stored rows lie only before them (an incremental run's): the
+    cache can then extend its previous value of the pair by them.
     """
 
     def __init__(self, conn: Connection, now: datetime, *, derive: bool) -> None:
@@ -122,22 +136,31 @@ class PairWriter:
         self._refresh_from: int | None = None  # for one batch: the row after which to refresh
         self._pair: tuple[str, Interval] | None = None
         self._alone: Candles | None = None  # the one changed batch, with nothing before it
+        self._rebuild = False  # rows before a batch have no indicators: recompute them all
+        self._after: Appended | None = None  # the one changed batch, after stored rows
         self.whole: Candles | None = None
+        self.appended: Appended | None = None
 
     def write(self, batch: Candles) -> WriteStats:
         """Write one validated batch with its indicators; what it did."""
         if not self._derive or len(batch) == 0:
             return write_candles(self._conn, batch, self._now)
         conn = self._conn
-        derived, before = _derived(conn, batch)
+        derived, previous = _derived(conn, batch)
         stats = write_candles(conn, derived, self._now)
         if stats.inserted + stats.updated == 0:
             return stats
         first, last = int(batch.ts[0]), int(batch.ts[-1])
         # stored rows between the batch's own: they follow changed closes, recompute them too
         interleaved = count_in_range(conn, batch.symbol, batch.interval, first, last) > len(batch)
+        before = 0 if previous is None else len(previous.closes)
         alone = before == 0 and not interleaved and not self._changed
+        # history stored before the interval was analysed gets its indicators now, once
+        self._rebuild = self._rebuild or (previous is not None and previous.underived)
         self._alone = derived if alone else None
+        newest = None if previous is None else previous.newest
+        first_change = not interleaved and not self._changed
+        self._after = Appended(derived, newest) if first_change and newest is not None else None
         self._changed.append((first, last))
         self._refresh_from = first - 1 if interleaved else last
         self._pair = (batch.symbol, batch.interval)
@@ -148,9 +171,11 @@ class PairWriter:
 
         After one batch that is the rows after it (or after its first row, if stored rows
         lie between its own); after several, every row from the earliest batch on, since
-        each batch was derived before the others were all in place.
+        each batch was derived before the others were all in place. When the rows before a
+        batch have no indicators (stored while the interval was not analysed), all of the
+        pair's are recomputed, as `analytics rebuild` does.
         """
-        self.whole = None
+        self.whole = self.appended = None
         if not self._changed:
             return 0
         assert self._pair is not None
@@ -161,8 +186,12 @@ class PairWriter:
         else:
             after = min(first for first, _ in self._changed) - 1
         alone, self._alone = (self._alone if len(self._changed) == 1 else None), None
+        appended, self._after = (self._after if len(self._changed) == 1 else None), None
         self._changed.clear()
+        if self._rebuild:
+            self._rebuild = False
+            return rebuild(self._conn, symbol, interval)[1]
         later, updated = _refresh_after(self._conn, symbol, interval, after)
-        if alone is not None and later == 0:
-            self.whole = alone
+        if later == 0:
+            self.whole, self.appended = alone, appended
         return updated

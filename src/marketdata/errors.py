@@ -144,6 +144,9 @@ class ProviderUnavailableError(ProviderError):
     ) -> None:
         super().__init__(message, provider=provider, symbol=symbol, hint=hint)
         self.retry_after = retry_after
+        # the wait before the retry it causes, once decided: providers wait on the run's
+        # cancellable clock, not in stamina, so stamina's own record of the wait is 0
+        self.retry_wait: float | None = None
 
 
 class SymbolNotListedError(ProviderError):

@@ -39,6 +39,8 @@ from marketdata.observability import reporting
 from marketdata.observability.logging import RunLogContext, bind_pair, with_log_context
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy import Connection
 
     from marketdata.context import AppContext
@@ -606,7 +608,7 @@ def _process_group(app: AppContext, group: _Group, report: Callable[[PairOutcome
                 _record_skip(app, group.run_id, outcome, log)
             else:
                 batches = _fetch_or_fail(app, group.chain, group.run_id, pair, outcome, log)
-                if batches is not None and _maybe_unchanged(pair, batches):
+                if batches is not None and _maybe_unchanged(pair, batches, app.clock()):
                     unchanged.append((pair, outcome, batches[0]))
                     continue
                 if batches is not None:
@@ -647,10 +649,11 @@ def _process_pair(
             _record_skip(app, run_id, outcome, log)
             return outcome
         batches = _fetch_or_fail(app, chain, run_id, pair, outcome, log)
-        if batches is not None and _recorded_unchanged(app, run_id, pair, outcome, batches, lease):
+        if batches is None:
+            return outcome
+        if _recorded_unchanged(app, run_id, pair, outcome, batches, lease):
             return outcome  # two statements on the lock session, no write
-        if batches is not None:
-            _write_pair(app, run_id, pair, batches, outcome, write_lock, log)
+        _write_pair(app, run_id, pair, batches, outcome, write_lock, log)
     return outcome
 
 
@@ -739,17 +742,19 @@ def _wait_to_retry(
 UNCHANGED_MAX_ROWS = 16
 
 
-def _maybe_unchanged(pair: PairPlan, batches: list[Candles]) -> bool:
+def _maybe_unchanged(pair: PairPlan, batches: list[Candles], now: datetime) -> bool:
     """Whether the pair may have fetched nothing new: a few rows in strictly ascending time,
-    all at or before its last stored candle. The comparison with the stored rows decides;
-    a row equal to a stored one passed validation when it was stored, so it is not
-    validated again (a tick of 10,000 pairs would spend seconds on it)."""
+    all at or before its last stored candle, all valid. The comparison with the stored rows
+    decides. The rows are validated again even when equal to stored ones: a stored row may
+    predate a check (or have been stored by hand), and the write path would reject it."""
+    from marketdata.validation import all_valid
+
     if pair.stored_last is None or len(batches) != 1:
         return False
     ts = batches[0].ts
     if not 0 < len(ts) <= UNCHANGED_MAX_ROWS or int(ts[-1]) > pair.stored_last:
         return False
-    return bool(np.all(ts[1:] > ts[:-1]))
+    return bool(np.all(ts[1:] > ts[:-1])) and all_valid(batches[0], epoch_of(now))
 
 
 def _recorded_unchanged(
@@ -761,7 +766,7 @@ def _recorded_unchanged(
     lease: RunLease,
 ) -> bool:
     """One pair's `_record_unchanged`: True when it was recorded so (nothing to write)."""
-    if not _maybe_unchanged(pair, batches):
+    if not _maybe_unchanged(pair, batches, app.clock()):
         return False
     return not _record_unchanged(app, run_id, [(pair, outcome, batches[0])], lease)
 
@@ -774,15 +779,20 @@ def _record_unchanged(
     same values, and derived data follows from stored closes that did not change). The
     pairs' locks are held, so no other writer of ours changes them meanwhile. Returns the
     pairs not recorded (they differ, or the database failed): each is left for its own write.
+    A row stored without the indicators ANALYTICS_INTERVALS now asks for differs: its write
+    gives the pair's history its indicators (derive.PairWriter).
     With `session` (PostgreSQL), the read and the insert run on that lock session in
     autocommit, without a pooled connection: the locks make them as good as one transaction.
     """
+    from marketdata.derive import analytics_intervals
     from marketdata.storage.candles import stored_values
     from marketdata.storage.engine import connect, translate_errors
     from marketdata.storage.runs import record_outcomes
 
     def record(conn: Connection) -> list[_Fetched]:
-        stored = stored_values(conn, [batch for _, _, batch in pairs])
+        stored = stored_values(
+            conn, [batch for _, _, batch in pairs], analytics_intervals(app.settings)
+        )
         same = [f for f in pairs if _all_stored(f[2], stored)]
         for _, outcome, batch in same:
             outcome.provider = outcome.provider or batch.provider
@@ -815,9 +825,10 @@ def _record_unchanged(
     return rest
 
 
-def _all_stored(
-    batch: Candles, stored: dict[tuple[str, str, int], tuple[float, float, float, float, float]]
-) -> bool:
+_Stored = dict[tuple[str, str, int], tuple[float, float, float, float, float] | None]
+
+
+def _all_stored(batch: Candles, stored: _Stored) -> bool:
     key = (batch.symbol, batch.interval.value)
     return all(stored.get((*key, ts)) == tuple(values) for ts, *values in batch.rows())
 
@@ -925,7 +936,8 @@ def _store(
     if outcome.inserted + outcome.updated:  # committed: its cached values, off this thread
         from marketdata.cache.market import refresh_later
 
-        refresh_later(app, pair.symbol, pair.interval, now, writer.whole)
+        newest = max((int(b.ts.max()) for b in batches if len(b)), default=None)
+        refresh_later(app, pair.symbol, pair.interval, now, writer.whole, newest, writer.appended)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,25 @@ def validate(batch: Candles, now: int) -> tuple[Candles, list[Rejected]]:
         for i in np.flatnonzero(bad)
     ]
     return batch.take(~bad), rejected
+
+
+def all_valid(batch: Candles, now: int) -> bool:
+    """Whether `validate` keeps every row of the batch: the same rules, row by row. For a
+    handful of rows (the candle a tick fetches again) this costs a few microseconds where
+    `validate`'s array work costs ~90: a tick of 10,000 pairs asks it 10,000 times."""
+    inf = math.inf
+    step = batch.interval.seconds
+    seen: set[int] = set()
+    for ts, open_, high, low, close, volume in batch.rows():
+        # chained comparisons are False for NaN, as the array rules are
+        if not (0 < open_ < inf and 0 < high < inf and 0 < low < inf and 0 < close < inf):
+            return False
+        if not 0 <= volume < inf or low > open_ or low > close or high < open_ or high < close:
+            return False
+        if ts % step or ts > now or ts in seen:
+            return False
+        seen.add(ts)
+    return True
 
 
 def _duplicates(ts: NDArray[np.int64]) -> NDArray[np.bool_]:

@@ -104,11 +104,12 @@ def test_redis_stopped_in_the_middle_of_a_run_falls_back_to_disk_once(
         result, seconds = ingest(app, StopAfterFirstPair(server))
     line = assert_degraded_once(app, warnings, result, seconds, without_redis)
     assert "Connection" in line or "Error" in line
-    # the pairs after the outage were cached on disk; the first one went to Redis
+    # the pairs after the outage were cached on disk (the first one too when the run's
+    # refresher wrote its keys after the outage began)
     disk = app.cache.backend
     assert disk.name == "disk"
     on_disk = [s for s in SYMBOLS if disk.get(latest_key(s, "1d")) is not None]
-    assert on_disk == SYMBOLS[1:]
+    assert set(SYMBOLS[1:]) <= set(on_disk)
 
 
 def test_a_wrong_redis_password_falls_back_to_disk_once_without_showing_it(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from marketdata.cache import maintenance, market
-from marketdata.cache.keys import latest_key, roi_key, show_key
+from marketdata.cache.keys import latest_key, pair_keys, roi_key, show_key
 from marketdata.domain import Interval, RunStatus
 from marketdata.errors import DatabaseUnavailableError
 from marketdata.pipeline import IngestRequest, Mode, run_ingest
@@ -118,6 +118,31 @@ def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, b
     assert market_values(app) == written
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_an_incremental_run_extends_the_pairs_cached_value_by_the_rows_it_wrote(make_app, trusted):
+    """No read of the pair's newest rows: its previous value (this database's, ending at the
+    row before the new ones) followed by them. A mark planted in a kept row of that value
+    survives the run, which only an extension can do; a value of another database is not
+    extended, and what the run writes then equals `cache rebuild`'s."""
+    app = make_app()
+    first, day = 1_696_118_400, 86_400  # 2023-10-01
+    ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
+    key = show_key("BTC-USD", "1d")
+    planted = app.cache.get(key)
+    planted["columns"]["close"][50] = 12_345.0
+    if not trusted:
+        planted["database"] = "another"
+    app.cache.set(key, planted, market.MARKET_TTL)
+    ingest(app, symbols=["BTC-USD"], since=first + 148 * day, until=first + 150 * day)
+    extended = app.cache.get(key)
+    assert extended["newest"] == first + 149 * day and len(extended["columns"]["ts"]) == 100
+    assert (extended["columns"]["close"][48] == 12_345.0) is trusted  # two rows on
+    if not trusted:
+        written = market_values(app)
+        maintenance.rebuild(app)
+        assert market_values(app) == written
+
+
 @pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
 def test_one_group_refresh_of_several_pairs_writes_what_cache_rebuild_writes(make_app, bars):
     """The refresher writes the pairs queued meanwhile together (two reads, one round trip):
@@ -145,6 +170,40 @@ def test_one_group_refresh_of_several_pairs_writes_what_cache_rebuild_writes(mak
         assert value == rebuilt[key] | ({"indicators": None} if ":1h:" in key else {})
 
 
+YEAR_2023 = 1_672_531_200  # 2023-01-01: a partition's start and, for ytd, a year's
+
+
+@pytest.mark.parametrize("bound", ["written", "deep", "unknown"])
+def test_a_group_refresh_reads_what_cache_rebuild_writes_whatever_its_bound(make_app, bound):
+    """The refresher bounds its reads near the newest candle each pair's transaction wrote
+    (`written`), further back when the transaction corrected old rows of a pair stored far
+    beyond them (`deep`), or on the commit's clock when not known (`unknown`: a clock years
+    after the candles, where the bounded read finds nothing); and it takes the ROI anchors
+    its newest rows reach from those rows, looking up the others. Anchors on a partition's
+    first instant (inclusive, at or before), a ytd before any row, a pair whose whole
+    history it holds: the same values as `cache rebuild` in every case."""
+    app = make_app(analytics_intervals="1d")
+    app.clock = lambda: datetime(2024, 7, 10, tzinfo=UTC)  # after the candles
+    day, end = 86_400, YEAR_2023 + 546 * 86_400  # 2024-06-30: 180d before 06-29 is 01-01
+    ingest(app, symbols=["BTC-USD"], since=YEAR_2023, until=end)  # 180d, 365d, inception beyond
+    ingest(app, symbols=["ETH-USD"], since=YEAR_2023 + 365 * day, until=end)  # none before ytd
+    ingest(app, symbols=["SOL-USD"], since=end - 60 * day, until=end)  # whole history in hand
+    newest = end - day
+    stamps = {"written": newest, "deep": YEAR_2023 + 30 * day, "unknown": None}
+    clock = app.clock() if bound != "unknown" else datetime(2031, 1, 1, tzinfo=UTC)
+    app.cache.delete_pattern("market:*")
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "NEVER-STORED"]
+    with connect(app.engine(), app.target) as conn:
+        committed = [market.Committed(s, Interval.D1, clock, stamps[bound]) for s in symbols]
+        market.refresh_committed(app.cache, conn, app.settings, committed)
+    written = market_values(app)
+    assert len(written) == 3 * 3
+    maintenance.rebuild(app)
+    assert market_values(app) == written
+    roi = written[roi_key("ETH-USD")]["roi"]
+    assert roi["ytd"] is None and roi["365d"] is None and roi["180d"] is not None
+
+
 def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
     app = make_app()
     ingest(app)
@@ -165,6 +224,11 @@ def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
     assert after.source == "cache"
     same_report(after, from_database(app, "BTC-USD", last=20))
     assert after.candles.close[-1] == pytest.approx(before.candles.close[-1] / 2)
+    written = market_values(app)  # the history rewritten: what `cache rebuild` writes
+    assert set(written) == {*pair_keys("BTC-USD", Interval.D1), roi_key("BTC-USD")}
+    maintenance.rebuild(app)
+    rebuilt = market_values(app)
+    assert {k: rebuilt[k] for k in written} == written
 
 
 def test_show_from_a_warm_cache_opens_no_database_connection(make_app):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from marketdata.cache.keys import latest_key, show_key
+from marketdata.cache.market import Committed
 from marketdata.cache.refresher import Refresher
 from marketdata.domain import Interval
 from marketdata.pipeline import IngestRequest, run_ingest
@@ -28,12 +29,17 @@ def make_app(request, app_factory, tmp_path):
     if request.param == "redis":
         overrides["redis_url"] = request.getfixturevalue("redis_url")
 
+    built = []
+
     def build(**more):
         app = app_factory(**{**overrides, **more})
         app.clock = lambda: NOW
+        built.append(app)
         return app
 
     yield build
+    for app in built:  # closing flushes the hit and miss counters: before the cleaning
+        app.close()
     cleaner = app_factory(**overrides)
     cleaner.cache.delete_pattern("*")
     cleaner.close()
@@ -51,7 +57,7 @@ def test_a_refresher_that_cannot_reach_the_database_drops_the_pairs_keys(make_ap
     ingested(app)
     down = make_app(database_url=f"postgresql://u@127.0.0.1:{spare_port()}/gone")
     refresher = Refresher(app.cache, lambda: connect(down.engine(), down.target), app.settings)
-    refresher.submit("BTC-USD", Interval.D1, NOW)
+    refresher.submit(Committed("BTC-USD", Interval.D1, NOW))
     refresher.drain()
     assert [app.cache.get(key) for key in KEYS] == [None, None]
     assert len([w for w in caplog_warnings if "cache not refreshed for 1 pairs" in w]) == 1
@@ -70,7 +76,7 @@ def test_a_stopped_run_drops_the_keys_of_pairs_not_refreshed_yet(make_app):
             yield conn
 
     refresher = Refresher(app.cache, held_connection, app.settings)
-    refresher.submit("BTC-USD", Interval.D1, NOW)
+    refresher.submit(Committed("BTC-USD", Interval.D1, NOW))
     assert entered.wait(10)
     stopping = threading.Thread(target=refresher.drain, kwargs={"abandon": True})
     stopping.start()
@@ -87,7 +93,7 @@ def test_a_refresh_writes_what_the_database_holds(make_app):
     ingested(app)
     app.cache.set_many({}, drop=KEYS)
     refresher = Refresher(app.cache, lambda: connect(app.engine(), app.target), app.settings)
-    refresher.submit("BTC-USD", Interval.D1, NOW)
+    refresher.submit(Committed("BTC-USD", Interval.D1, NOW))
     refresher.drain()
     with connect(app.engine(), app.target) as conn:
         from marketdata.storage.candles import read_candles

@@ -91,6 +91,27 @@ def test_the_default_disk_cache_directory_is_the_databases_own():
     assert cache_dir("sqlite:///a.sqlite3") != cache_dir("sqlite:///b.sqlite3")
 
 
+def test_the_old_shared_default_disk_cache_is_removed_and_nothing_else(tmp_path, monkeypatch):
+    """Versions before the per-database directories kept the disk cache in the app's cache
+    directory itself: nothing reads it any more, so opening the default cache removes it."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("CACHE_DIRECTORY", str(root))
+    old = diskcache.Cache(str(root))
+    old.set("market:BTC-USD:1d:show", "x" * 100_000)  # large: a file in a directory of its own
+    old.close()
+    assert any(child.is_dir() for child in root.iterdir())
+    (root / "notes.txt").write_text("not the cache's")
+    settings = load_settings({"database_url": f"sqlite:///{tmp_path / 'a.sqlite3'}"}, environ={})
+    for _ in range(2):  # the second command finds nothing to remove
+        app = AppContext(settings)
+        try:
+            own = app.cache.backend.location
+        finally:
+            app.close()
+        assert sorted(child.name for child in root.iterdir()) == ["db-" + own[-16:], "notes.txt"]
+    assert own.startswith(str(root / "db-"))
+
+
 def test_a_database_id_ignores_the_password_but_not_where_the_data_lives():
     from marketdata.cache.fallback import database_id
 
@@ -181,13 +202,18 @@ def filled(request, app_factory, tmp_path):
             with diskcache.Cache(str(tmp_path / "cache")) as disk:
                 disk.set(prefix + key, raw)
 
+    built = []
+
     def build():
         app = app_factory(**overrides)
         app.clock = lambda: NOW
+        built.append(app)
         return app
 
     run_ingest(build(), IngestRequest(symbols=SYMBOLS, providers=["synthetic"], lookback_days=60))
     yield build, put
+    for app in built:  # closing flushes the hit and miss counters: before the cleaning
+        app.close()
     cleaner = app_factory(**overrides)
     cleaner.cache.delete_pattern("*")
     cleaner.close()

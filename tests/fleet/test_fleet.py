@@ -250,3 +250,22 @@ def test_a_tick_run_whose_jobs_are_gone_is_closed_as_abandoned(fleet):
         conn.execute(sa.text("DELETE FROM procrastinate_jobs"))
     fleet.json("ingest", "-s", "SOL-USD", "-i", "1h")
     assert _run_status(fleet, tick["run_id"]) == "abandoned"
+
+
+def test_a_job_with_nothing_new_fills_the_indicators_of_an_interval_newly_analysed(fleet):
+    fill = fleet.run("ingest", "-s", "BTC-USD", "-i", "1h", ANALYTICS_INTERVALS="1d")
+    assert fill.returncode == 0, fill.stderr
+    missing = (
+        "SELECT count(*) FROM candles "
+        "WHERE symbol = 'BTC-USD' AND interval = '1h' AND drawdown IS NULL"
+    )
+    assert fleet.query(missing)[0][0] > 200  # stored without indicators
+    # a window in the past, all stored: the job fetches nothing new, whenever the test runs
+    hour = int(time.time()) // 3600 * 3600
+    window = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hour - h * 3600)) for h in (6, 3)]
+    selection = ["-s", "BTC-USD", "-i", "1h", "--since", window[0], "--until", window[1]]
+    tick = fleet.json("ingest", "--enqueue", *selection)
+    fleet.start_worker("--no-ticks")  # ANALYTICS_INTERVALS is now the default, 1h,1d
+    fleet.wait_for("the job to succeed", lambda: fleet.job_statuses() == {"succeeded": 1})
+    assert _outcomes(fleet, tick["run_id"]) == {("BTC-USD", "1h"): "ok"}
+    assert fleet.query(missing)[0][0] == 0

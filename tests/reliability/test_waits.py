@@ -4,6 +4,7 @@ ends the wait at once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -139,3 +140,24 @@ def test_a_stop_ends_binances_weight_pause_at_once(provider_context):
             provider.fetch("BTC-USDT", Interval.D1, WINDOW)
         assert time.monotonic() - started < 5
         assert len(server.requests) == 1
+
+
+def test_the_retry_log_line_states_the_wait_actually_taken(coinbase, provider_context):
+    from loguru import logger
+
+    from marketdata.observability.logging import configure_logging
+
+    fake, server = coinbase
+    fake.fail_next = [Reply(429, {"message": "slow down"}, headers={"Retry-After": "7"})]
+    provider, slept = provider_with_sleeper(provider_context, server.url)
+    lines: list[str] = []
+    configure_logging("INFO", "json", write=lines.append)
+    try:
+        provider.fetch("BTC-USD", Interval.D1, WINDOW)
+    finally:
+        logger.remove()
+    records = [json.loads(line) for line in lines]
+    [retry] = [r for r in records if "retry_num" in r]
+    assert slept == [7.0]
+    assert retry["retry_wait_s"] == 7.0
+    assert retry["message"].endswith("in 7.00s")

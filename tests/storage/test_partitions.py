@@ -149,6 +149,27 @@ def test_writes_across_a_month_boundary_land_in_each_months_partition(app_factor
     assert stored.close.tolist()[-5:] == [50.0, 51.0, 52.0, 53.0, 54.0]
 
 
+def test_new_rows_across_a_month_boundary_are_copied_into_each_months_partition(app_factory):
+    # a first write across the boundary names each month's table: the parent routes nothing
+    # (a COPY into the parent would hold its row lock until the commit)
+    app = app_factory()
+    with app.engine().begin() as conn:
+        stats = write_candles(conn, batch("ETH-USD", Interval.M1, DEC_1 - 180, 6), NOW)
+        locked = set(
+            conn.execute(
+                sa.text(
+                    "SELECT relation::regclass::text FROM pg_locks WHERE pid = pg_backend_pid() "
+                    "AND mode = 'RowExclusiveLock' AND relation IS NOT NULL"
+                )
+            ).scalars()
+        )
+    assert stats.inserted == 6
+    assert {"candles_1m_p2026_11", "candles_1m_p2026_12"} <= locked, locked
+    assert not locked & {"candles", "candles_1m"}, locked
+    with app.engine().connect() as conn:
+        assert placement(conn) == {"candles_1m_p2026_11": 3, "candles_1m_p2026_12": 3}
+
+
 def test_a_merge_across_a_month_boundary_fills_holes_in_both_months(app_factory):
     # holes on both sides of the boundary and one changed close, in one merge through the
     # parent table
@@ -333,9 +354,8 @@ def lookups(plan: str) -> list[str]:
 def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_factory):
     # two years of monthly 1m partitions, each with a few bars, and the hours before NOW:
     # every read of `show` and of the write of one new candle (its warm-up closes, the
-    # newest stored row) must be planned over the partitions it reads, not all 25; only
-    # the ROI since inception walks up from the oldest (one column, and it stops at the
-    # first row)
+    # newest stored row, the ROI anchors) must be planned over the partitions it reads, not
+    # all 25; the ROI since inception over the oldest partition only
     from marketdata.derive import write_with_derived
     from marketdata.reports import show
 
@@ -374,12 +394,50 @@ def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_fact
 
     assert len(reads) >= 2 and len(writes) >= 2, (reads, writes)
     parts = [part for plan in reads + writes for part in lookups(plan)]
-    since_inception = [p for p in parts if not re.search(r"\bts [<>]", p)]  # no bound on ts
+    since_inception = [p for p in parts if "candles_1m_p2025_01" in p]
     assert len(since_inception) == 2, since_inception  # show's and the refresher's
+    for part in since_inception:
+        assert touched(part) == {"candles_1m_p2025_01"}, part
+        assert "Index Scan using" in part and "Backward" not in part, part
     for part in parts:
-        if part not in since_inception:
-            assert len(touched(part)) <= 3, part
-    assert "candles_1m_p2025_01" not in "".join(p for p in parts if p not in since_inception)
+        assert len(touched(part)) <= 3, part
+
+
+def test_roi_since_inception_is_the_first_candle_after_prunes_and_for_younger_pairs(
+    app_factory,
+):
+    # the first candle is looked for in the oldest partition first: a pair that starts
+    # later is found by the second look, and a prune (rows deleted inside the oldest
+    # partition, then that partition dropped) moves the answer with it
+    from marketdata.analytics.roi import Anchor
+    from marketdata.storage.candles import anchor_closes_many
+    from marketdata.storage.retention import prune
+
+    app = app_factory()
+    first = {"inception": Anchor(None)}
+    btc, eth, btc_1d = ("BTC-USD", Interval.M1), ("ETH-USD", Interval.M1), ("BTC-USD", Interval.D1)
+    jan, feb, mar = (epoch_of(datetime(2025, m, 1, tzinfo=UTC)) for m in (1, 2, 3))
+    with app.engine().begin() as conn:
+        # other tests' 1m partitions (far in the past) would be the oldest: start bare
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {partitions.interval_table(Interval.M1)}"))
+        for month, start in enumerate((jan, feb, mar)):
+            write_candles(conn, batch("BTC-USD", Interval.M1, start, 5, 100.0 * (month + 1)), NOW)
+        write_candles(conn, batch("ETH-USD", Interval.M1, mar + 120, 5, 7.0), NOW)
+        write_candles(conn, batch("BTC-USD", Interval.D1, DEC_1 - 3 * 86_400, 3, 50.0), NOW)
+
+    def inception() -> dict[tuple[str, Interval], float | None]:
+        with app.engine().connect() as conn:
+            found = anchor_closes_many(conn, {btc: first, eth: first, btc_1d: first})
+        return {pair: closes["inception"] for pair, closes in found.items()}
+
+    assert inception() == {btc: 100.0, eth: 7.0, btc_1d: 50.0}
+    with app.engine().begin() as conn:
+        prune(conn, Interval.M1, jan + 120)  # the first two bars of January
+    assert inception() == {btc: 102.0, eth: 7.0, btc_1d: 50.0}
+    with app.engine().begin() as conn:
+        assert prune(conn, Interval.M1, feb).rows == 3  # January's partition dropped
+        assert partitions.existing(conn, Interval.M1)[0].name == "candles_1m_p2025_02"
+    assert inception() == {btc: 200.0, eth: 7.0, btc_1d: 50.0}
 
 
 @pytest.mark.parametrize("period", ["month", "week"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -13,6 +15,30 @@ from marketdata.cache.base import DELETE_BATCH, decode, decode_stored, encode, g
 
 # diskcache waits this long for SQLite's lock (several processes share one directory)
 SQLITE_TIMEOUT = 1.0
+_LEGACY_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
+_VALUE_DIR = re.compile(r"[0-9a-f]{2}")  # diskcache's directories of large values
+
+
+def drop_legacy(root: Path) -> bool:
+    """Remove the disk cache that versions before the per-database directories kept in
+    `root` itself (the app's cache directory): nothing reads it any more, and its values
+    may be any database's. Only diskcache's own files go (the `db-*` directories and
+    anything else stay); True when there was one. Never raises: it costs a warning at most."""
+    from loguru import logger
+
+    if not (root / _LEGACY_FILES[0]).is_file():
+        return False
+    try:
+        for name in _LEGACY_FILES:
+            (root / name).unlink(missing_ok=True)
+        for child in root.iterdir():
+            if child.is_dir() and _VALUE_DIR.fullmatch(child.name):
+                shutil.rmtree(child)
+    except OSError as exc:
+        logger.warning("the old disk cache in {} was not removed: {}", root, exc)
+        return False
+    logger.info("removed the old disk cache in {} (now one directory per database)", root)
+    return True
 
 
 class DiskCache:

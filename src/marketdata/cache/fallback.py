@@ -396,13 +396,15 @@ def build_cache(
 ) -> FallbackCache:
     """The cache for one command on the database at `url`, from REDIS_URL, CACHE_DIR and
     CACHE_PREFIX (opened lazily)."""
-    from marketdata.cache.disk import DiskCache
+    from marketdata.cache.disk import DiskCache, drop_legacy
 
     prefix = settings.cache_prefix
     database = database_id(url)
     directory = cache_dir(settings, database)
 
     def disk() -> Cache:
+        if settings.cache_dir is None:  # the default directory: the old shared one goes
+            drop_legacy(directory.parent)
         return DiskCache(directory, prefix)
 
     primary: Callable[[], Cache] | None = None

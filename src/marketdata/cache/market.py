@@ -15,6 +15,7 @@ database's, of the shape this version writes (see `checks`), and ends at the `la
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,9 +32,11 @@ from marketdata.domain import DAY, Candles, Interval, epoch_of, utc_from_epoch
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from marketdata.analytics.roi import Anchor
     from marketdata.cache.fallback import FallbackCache
     from marketdata.config import Settings
     from marketdata.context import AppContext
+    from marketdata.derive import Appended
     from marketdata.errors import MarketdataError
     from marketdata.reports import ShowReport
 
@@ -321,15 +324,25 @@ def history_values(
 
 
 def refresh_later(
-    app: AppContext, symbol: str, interval: Interval, now: datetime, whole: Candles | None = None
+    app: AppContext,
+    symbol: str,
+    interval: Interval,
+    now: datetime,
+    whole: Candles | None = None,
+    newest: int | None = None,
+    appended: Appended | None = None,
 ) -> None:
-    """Write a pair's keys once its transaction committed (the pipeline's hook).
+    """Write a pair's keys once its transaction committed (the pipeline's hook): hands the
+    pair to the run's background refresher, off the pair's thread; the run waits for it at
+    its end (`drain_refreshes`).
 
     When the pipeline just wrote the pair's whole history (`whole`, with its indicators:
-    a first ingest, a backfill of a new pair) the keys are built from those rows and written
-    at once, in one round trip, without reading anything back. Otherwise the pair goes to
-    the background refresher, which reads its newest rows off the write path; the run waits
-    for it at its end (`drain_refreshes`).
+    a first ingest, a backfill of a new pair) the keys are built from those rows, without
+    reading anything back. When it wrote rows after all the stored ones (`appended`, an
+    incremental run's) the keys are the pair's previous cached value extended by them, if
+    that value is this database's and ends at the stored row before them. Otherwise the
+    refresher reads the pair's newest rows; `newest`, the newest candle the transaction
+    wrote, bounds that read to the partitions near it.
     """
     from marketdata.cache.refresher import Refresher
     from marketdata.derive import analytics_intervals
@@ -338,16 +351,29 @@ def refresh_later(
     cache = app.cache
     if cache.name == "none":
         return  # nothing to refresh: spare the reads
-    if whole is not None and interval in analytics_intervals(app.settings):
-        stored_at, database = _iso(now), cache.database
-        values = history_values(whole, derived=True, stored_at=stored_at, database=database)
-        cache.set_many(values, MARKET_TTL)
-        return
+    if interval not in analytics_intervals(app.settings):
+        whole = appended = None  # no indicators stored: its `show` value is not ours to write
 
     def build() -> Refresher:
         return Refresher(cache, lambda: connect(app.engine(), app.target), app.settings)
 
-    cache.refresher(build).submit(symbol, interval, now)
+    cache.refresher(build).submit(Committed(symbol, interval, now, newest, whole, appended))
+
+
+def write_in_hand(cache: FallbackCache, pairs: Sequence[Committed]) -> list[Committed]:
+    """Write the keys of the pairs whose last commit here wrote their whole history, from
+    those rows (one round trip for all); the pairs left, whose keys need a read."""
+    last = {(p.symbol, p.interval): p for p in pairs}
+    values: dict[str, Any] = {}
+    for pair in last.values():
+        if pair.whole is not None:
+            stored_at = _iso(pair.now)
+            values |= history_values(
+                pair.whole, derived=True, stored_at=stored_at, database=cache.database
+            )
+    if values:
+        cache.set_many(values, MARKET_TTL)
+    return [p for p in pairs if last[(p.symbol, p.interval)].whole is None]
 
 
 def drain_refreshes(app: AppContext, *, abandon: bool = False) -> None:
@@ -357,11 +383,15 @@ def drain_refreshes(app: AppContext, *, abandon: bool = False) -> None:
 
 
 class Committed(NamedTuple):
-    """A pair whose transaction committed at `now` (when its values count as stored)."""
+    """A pair whose transaction committed at `now` (when its values count as stored), with
+    the newest candle it wrote (epoch seconds) when known."""
 
     symbol: str
     interval: Interval
     now: datetime
+    newest: int | None = None
+    whole: Candles | None = None  # its whole history, when the commit wrote all of it
+    appended: Appended | None = None  # rows it wrote after all the stored ones
 
 
 def after_commit(
@@ -394,7 +424,8 @@ def refresh_committed(
     try:
         if cache.name == "none" or not pairs:
             return  # nothing to refresh: spare the reads
-        values, drop = _committed_values(cache.database, conn, settings, pairs)
+        extended = _extended_tails(cache, pairs)
+        values, drop = _committed_values(cache.database, conn, settings, pairs, extended)
         cache.set_many(values, MARKET_TTL, drop=drop)
     except (MarketdataError, SQLAlchemyError) as exc:
         from marketdata.cache.fallback import describe
@@ -416,21 +447,27 @@ def refresh_committed(
 
 
 def _committed_values(
-    database: str, conn: Connection, settings: Settings, pairs: Sequence[Committed]
+    database: str,
+    conn: Connection,
+    settings: Settings,
+    pairs: Sequence[Committed],
+    extended: dict[tuple[str, Interval], _Tail],
 ) -> tuple[dict[str, Any], list[str]]:
     """The keys to write and to drop for committed pairs: derived pairs from their newest
-    CACHED_BARS rows and the few closes ROI looks back to (read for all of them in two
-    statements, a cost that does not grow with history), those never derived from their
-    whole histories, the others' `latest` only."""
+    CACHED_BARS rows (`extended` holds those known without a read) and the few closes ROI
+    looks back to beyond them (read for all of them in two statements, a cost that does not
+    grow with history), those never derived from their whole histories, the others'
+    `latest` only."""
     from marketdata.derive import analytics_intervals
 
     stamps = {(p.symbol, p.interval): _iso(p.now) for p in pairs}  # a pair's last commit
-    now = epoch_of(max(p.now for p in pairs))
+    near = _near(pairs)
     derived = analytics_intervals(settings)
     values, drop = _latest_values(
-        database, conn, {k: v for k, v in stamps.items() if k[1] not in derived}, now
+        database, conn, {k: v for k, v in stamps.items() if k[1] not in derived}, near
     )
-    tails = _tails(conn, [k for k in stamps if k[1] in derived], now)
+    tails = _tails(conn, {k: near[k] for k in stamps if k[1] in derived and k not in extended})
+    tails |= extended
     values |= _tail_values(database, conn, {k: stamps[k] for k in tails}, tails)
     whole = {k: v for k, v in stamps.items() if k[1] in derived and k not in tails}
     if whole:
@@ -440,22 +477,124 @@ def _committed_values(
     return values, drop
 
 
+def _near(pairs: Sequence[Committed]) -> dict[tuple[str, Interval], int]:
+    """Per pair, the moment its newest rows are read back from: just after the newest candle
+    its transactions wrote, else (not known) the commit's clock. Keyed on the commit's clock
+    alone, a pair whose candles are older than the bounded read's window (a backfill, a
+    market closed for weeks) read nothing first and then everything."""
+    near: dict[tuple[str, Interval], int] = {}
+    for p in pairs:
+        moment = epoch_of(p.now) if p.newest is None else p.newest + 1
+        key = (p.symbol, p.interval)
+        near[key] = max(near.get(key, moment), moment)
+    return near
+
+
+def _read_newest(
+    conn: Connection, near: dict[tuple[str, Interval], int], last: int, *, indicators: bool
+) -> dict[tuple[str, Interval], Candles]:
+    """`read_latest_many` of pairs each bounded near its own newest candle: one statement
+    per distinct bound (the pairs of one run share it)."""
+    from marketdata.storage.candles import read_latest_many, recent_floor
+
+    bounds: dict[tuple[Interval, int], tuple[int, list[tuple[str, Interval]]]] = {}
+    for pair, moment in near.items():
+        key = (pair[1], recent_floor(pair[1], moment, last))
+        bounds.setdefault(key, (moment, []))[1].append(pair)
+    found: dict[tuple[str, Interval], Candles] = {}
+    for moment, group in bounds.values():
+        found |= read_latest_many(conn, group, last, now=moment, with_indicators=indicators)
+    return found
+
+
+def _extended_tails(
+    cache: FallbackCache, pairs: Sequence[Committed]
+) -> dict[tuple[str, Interval], _Tail]:
+    """The newest rows of the pairs that committed rows after all their stored ones, from
+    their cached `show` values (one round trip) extended by those rows, without a read.
+
+    A value is extended only when it is this database's, of this version's shape, and ends
+    at the stored row the commit wrote after (the trust `show` gives it), and only for a
+    pair that committed once in the group (a second commit followed the first's rows)."""
+    once = Counter((p.symbol, p.interval) for p in pairs)
+    wanted = {
+        (p.symbol, p.interval): p.appended
+        for p in pairs
+        if p.appended is not None and once[(p.symbol, p.interval)] == 1
+    }
+    if not wanted:
+        return {}
+    keys = {pair: show_key(pair[0], pair[1].value) for pair in wanted}
+    found = cache.get_many(list(keys.values()))
+    tails: dict[tuple[str, Interval], _Tail] = {}
+    for pair, appended in wanted.items():
+        value = found.get(keys[pair])
+        if value is None or value.get("database") != cache.database:
+            continue
+        if show_problem(pair[0], pair[1].value)(value) is not None:
+            continue
+        if int(value["newest"]) != appended.after:
+            continue
+        tail = _extend(value, appended.rows)
+        if tail is not None:
+            tails[pair] = tail
+    return tails
+
+
+def _extend(value: dict[str, Any], rows: Candles) -> _Tail | None:
+    """A cached `show` value followed by newer rows, as the tail a read would give (one row
+    more than kept unless complete); None when the value holds too few rows for that."""
+    held = report_of(value, None)
+    assert held is not None
+    before = held.candles
+    old, new = before.indicators, rows.indicators
+    assert old is not None and new is not None
+    total = len(before) + len(rows)
+    complete = bool(value["complete"]) and total <= CACHED_BARS
+    if not complete and total < CACHED_BARS + 1:
+        return None  # not the whole history, and not enough of it: read it instead
+    keep = slice(-(CACHED_BARS + 1), None)
+
+    def joined(a: Any, b: Any) -> Any:
+        return np.concatenate([a, b])[keep]
+
+    extended = Candles(
+        rows.symbol,
+        rows.interval,
+        rows.provider,
+        joined(before.ts, rows.ts),
+        *(joined(getattr(before, k), getattr(rows, k)) for k in PRICE_KEYS),
+    ).with_indicators({k: joined(old[k], new[k]) for k in INDICATOR_NAMES})
+    return _Tail(extended, complete)
+
+
+class _Tail(NamedTuple):
+    """A derived pair's newest rows as read (one more than kept, when there are more)."""
+
+    rows: Candles
+    complete: bool  # the rows are the pair's whole history
+
+    @property
+    def kept(self) -> Candles:
+        """The newest CACHED_BARS rows: what the `show` value holds."""
+        return self.rows if self.complete else self.rows.take(slice(1, None))
+
+
 def _tails(
-    conn: Connection, pairs: list[tuple[str, Interval]], now: int
-) -> dict[tuple[str, Interval], tuple[Candles, bool]]:
-    """The newest CACHED_BARS rows of derived pairs (one query) and whether they are the
+    conn: Connection, near: dict[tuple[str, Interval], int]
+) -> dict[tuple[str, Interval], _Tail]:
+    """The newest CACHED_BARS + 1 rows of derived pairs (one query) and whether they are the
     whole history; pairs with nothing stored or rows never derived are left out."""
     from marketdata.reports import never_derived
-    from marketdata.storage.candles import read_latest_many
 
     # one row more than is kept tells whether the rows kept are the whole history
-    rows = read_latest_many(conn, pairs, CACHED_BARS + 1, now=now, with_indicators=True)
-    tails: dict[tuple[str, Interval], tuple[Candles, bool]] = {}
+    rows = _read_newest(conn, near, CACHED_BARS + 1, indicators=True)
+    tails: dict[tuple[str, Interval], _Tail] = {}
     for pair, found in rows.items():
-        complete = len(found) <= CACHED_BARS
-        tail = found if complete else found.take(slice(1, None))
-        if len(tail) and not never_derived(tail, len(tail)):
-            tails[pair] = (tail, complete)
+        tail = _Tail(found, len(found) <= CACHED_BARS)
+        kept = tail.kept
+        if len(kept) and not never_derived(kept, len(kept)):
+            tails[pair] = tail
     return tails
 
 
@@ -463,34 +602,68 @@ def _tail_values(
     database: str,
     conn: Connection,
     stamps: dict[tuple[str, Interval], str],
-    tails: dict[tuple[str, Interval], tuple[Candles, bool]],
+    tails: dict[tuple[str, Interval], _Tail],
 ) -> dict[str, Any]:
-    """The keys of derived pairs from their tails and ROI anchors (read in one query)."""
+    """The keys of derived pairs from their tails and the ROI anchors the tails do not
+    reach (read for all of them in one query)."""
     from marketdata.analytics.roi import anchors, roi_from
     from marketdata.reports import ShowReport
     from marketdata.storage.candles import anchor_closes_many
 
-    marks = {pair: anchors(int(tail.ts[-1])) for pair, (tail, _) in tails.items()}
-    then = anchor_closes_many(conn, marks)
+    then: dict[tuple[str, Interval], dict[str, float | None]] = {}
+    beyond: dict[tuple[str, Interval], dict[str, Anchor]] = {}
+    for pair, tail in tails.items():
+        then[pair], beyond[pair] = _anchors_within(tail, anchors(int(tail.rows.ts[-1])))
+    for pair, closes in anchor_closes_many(conn, {k: v for k, v in beyond.items() if v}).items():
+        then[pair] |= closes
     values: dict[str, Any] = {}
-    for (symbol, interval), (tail, complete) in tails.items():
-        roi = roi_from(float(tail.close[-1]), then[(symbol, interval)])
-        report = ShowReport(symbol, interval, tail, roi, computed=False)
+    for (symbol, interval), tail in tails.items():
+        kept = tail.kept
+        roi = roi_from(float(kept.close[-1]), then[(symbol, interval)])
+        report = ShowReport(symbol, interval, kept, roi, computed=False)
         stored_at = stamps[(symbol, interval)]
-        values |= pair_values(report, complete=complete, stored_at=stored_at, database=database)
+        values |= pair_values(
+            report, complete=tail.complete, stored_at=stored_at, database=database
+        )
     return values
 
 
+def _anchors_within(
+    tail: _Tail, marks: dict[str, Anchor]
+) -> tuple[dict[str, float | None], dict[str, Anchor]]:
+    """The anchor closes (see `anchor_closes_many`) the tail answers, and the anchors it
+    does not reach. The tail is the pair's newest stored rows without a gap, so the last of
+    them before a bound is the last of all when one of them is before it; with the whole
+    history in hand every anchor is answered (None: no row before the bound)."""
+    ts = tail.rows.ts
+    known: dict[str, float | None] = {}
+    beyond: dict[str, Anchor] = {}
+    for key, mark in marks.items():
+        index: int | None
+        if mark.bound is None:  # the first row of all
+            index = 0 if tail.complete else None
+        else:
+            at = int(np.searchsorted(ts, mark.bound, side="right" if mark.inclusive else "left"))
+            index = at - 1 if at or tail.complete else None
+        if index is None:
+            beyond[key] = mark
+        else:
+            known[key] = float(tail.rows.close[index]) if index >= 0 else None
+    return known, beyond
+
+
 def _latest_values(
-    database: str, conn: Connection, stamps: dict[tuple[str, Interval], str], now: int
+    database: str,
+    conn: Connection,
+    stamps: dict[tuple[str, Interval], str],
+    near: dict[tuple[str, Interval], int],
 ) -> tuple[dict[str, Any], list[str]]:
     """`latest` of pairs outside ANALYTICS_INTERVALS (one query), and their `show` keys to
     drop; pairs with nothing stored are left alone."""
-    from marketdata.storage.candles import read_latest_many
-
     values: dict[str, Any] = {}
     drop: list[str] = []
-    for (symbol, interval), newest in read_latest_many(conn, list(stamps), 1, now=now).items():
+    newest_rows = _read_newest(conn, {k: near[k] for k in stamps}, 1, indicators=False)
+    for (symbol, interval), newest in newest_rows.items():
         row: dict[str, Any] = {"ts": int(newest.ts[0])}
         row |= {k: float(getattr(newest, k)[0]) for k in PRICE_KEYS}
         stored_at = stamps[(symbol, interval)]

@@ -6,8 +6,10 @@ trip; done inline after each commit it made an ingest with Redis 1.4-1.6x as slo
 without a cache. Here the pair's thread hands the pair over and goes on to the next; the
 refresher takes every pair queued meanwhile as one group and reads what the database holds
 when it gets to them (so the values are the ones `cache rebuild` would write, and never
-precede the commit): two statements and one round trip for the whole group
-(`market.refresh_committed`), where it was 2-3 statements and a round trip per pair."""
+precede the commit): a few statements and one round trip for the whole group
+(`market.refresh_committed`), where it was 2-3 statements and a round trip per pair. Pairs
+whose whole history the commit wrote come with those rows, and are written without a read
+(`market.write_in_hand`)."""
 
 from __future__ import annotations
 
@@ -16,14 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from marketdata.cache.keys import pair_keys
 from marketdata.cache.market import Committed
-from marketdata.domain import Interval
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -31,13 +31,14 @@ if TYPE_CHECKING:
     from marketdata.cache.fallback import FallbackCache
     from marketdata.config import Settings
 
-GATHER_SECONDS = 0.2
+GATHER_SECONDS = 0.5
 """How long the refresher waits for more committed pairs to refresh with the first: a group
-costs about what one pair does (2 statements, 1 round trip), so writing pairs one by one as
-they commit (an incremental run commits one every ~20 ms) costs the run's threads the
-CPU of ~200 refreshes, gathering them that of ~20 (the run's end does not wait for it)."""
+costs a few statements and a round trip whatever its size, so writing pairs one by one as
+they commit (an incremental run commits one every ~20 ms) costs the run's threads the CPU
+of ~200 refreshes, gathering them that of ~10. The run's end does not wait for the window:
+it ends the gathering, and waits only for the last group's reads and writes."""
 GATHER_PAIRS = 200
-"""At most this many pairs a group (two statements of `read_latest_many` at most)."""
+"""At most this many pairs a group."""
 DRAIN_SECONDS = 30.0
 """How long the run's end waits for the pairs still queued (session timeouts bound a read)."""
 
@@ -64,7 +65,7 @@ class Refresher:
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
 
-    def submit(self, symbol: str, interval: Interval, now: datetime) -> None:
+    def submit(self, pair: Committed) -> None:
         """Queue a pair whose transaction committed (starting the thread on first use)."""
         from marketdata.observability.logging import with_log_context
 
@@ -75,7 +76,7 @@ class Refresher:
                     target=with_log_context(self._work), name="cache-refresh", daemon=True
                 )
                 self._thread.start()
-            self._queue.put(Committed(symbol, interval, now))
+            self._queue.put(pair)
 
     def drain(self, *, abandon: bool = False) -> None:
         """Wait until every queued pair is written; with `abandon` (a stopped run) drop the
@@ -118,13 +119,16 @@ class Refresher:
         return pairs, False
 
     def _write(self, pairs: list[Committed]) -> None:
-        from marketdata.cache.market import refresh_committed
+        from marketdata.cache.market import refresh_committed, write_in_hand
         from marketdata.errors import MarketdataError
         from marketdata.observability.logging import unbind_pair
 
         unbind_pair()  # records name the run, not the pair task that started this thread
         if self._abandon.is_set():
             self._drop(pairs)
+            return
+        pairs = write_in_hand(self._cache, pairs)  # whole histories: no read, no connection
+        if not pairs:
             return
         try:
             with self._connect() as conn:

@@ -69,9 +69,10 @@ class Fleet:
             self._locks.release()
 
 
-def build_fleet(app: AppContext, *, tick: IngestRequest | None = None) -> Fleet:
+def build_fleet(app: AppContext, *, tick: IngestRequest | None = None, jobs: int = 1) -> Fleet:
     """The app with its tasks; with `tick`, the periodic task that defers that request on
-    INGESTION_CRON_EXPRESSION (procrastinate defers each tick once for the whole fleet)."""
+    INGESTION_CRON_EXPRESSION (procrastinate defers each tick once for the whole fleet).
+    `jobs` is how many jobs run at once in this process: it bounds the queue's own pool."""
     import procrastinate
 
     require_postgres(app, "the worker fleet")
@@ -80,6 +81,11 @@ def build_fleet(app: AppContext, *, tick: IngestRequest | None = None) -> Fleet:
         connector=procrastinate.PsycopgConnector(
             conninfo=conninfo(app),
             kwargs={"connect_timeout": settings.db_connect_timeout},
+            # psycopg's pool opens 4 connections by default: 4 workers with their own pools
+            # and engines took ~40 of the server's 100. The listener holds one; fetching and
+            # finishing a job take one per job at once; one for heartbeats and stall checks.
+            min_size=1,
+            max_size=jobs + 2,
         )
     )
     fleet = Fleet(app, queue, ProviderChains(app))

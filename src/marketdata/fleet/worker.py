@@ -29,7 +29,7 @@ def run_worker(
 ) -> None:
     """Work until SIGTERM or SIGINT. The first signal stops fetching jobs and lets the pairs
     in flight finish; a second rolls them back (their jobs are retried by another worker)."""
-    fleet = build_fleet(app, tick=tick)
+    fleet = build_fleet(app, tick=tick, jobs=concurrency)
     try:
         asyncio.run(_work(fleet, concurrency, queues or [QUEUE], name))
     finally:

@@ -152,12 +152,17 @@ def _route_standard_logging(level: str) -> None:
 def _log_retry(details: Any) -> None:
     from loguru import logger
 
+    # an error that carries its own wait (a provider's, taken on the run's cancellable
+    # clock after stamina's zero wait) states the wait that really comes
+    wait = getattr(details.caused_by, "retry_wait", None)
+    if wait is None:
+        wait = details.wait_for
     logger.bind(
         retry_callable=details.name,
         retry_num=details.retry_num,
-        retry_wait_s=round(details.wait_for, 2),
+        retry_wait_s=round(wait, 2),
         caused_by=scrub(repr(details.caused_by)),
-    ).info("retry {} of {} in {:.2f}s", details.retry_num, details.name, details.wait_for)
+    ).info("retry {} of {} in {:.2f}s", details.retry_num, details.name, wait)
 
 
 def _scrub_record(record: Record) -> None:

@@ -432,6 +432,7 @@ class _Waits:
             self.pending = exc.retry_after
         else:
             return False
+        exc.retry_wait = self.pending
         return 0.0
 
 
