@@ -513,9 +513,9 @@ def _extended_tails(
     """The newest rows of the pairs that committed rows after all their stored ones, from
     their cached `show` values (one round trip) extended by those rows, without a read.
 
-    A value is extended only when it is this database's, of this version's shape, and ends
-    at the stored row the commit wrote after (the trust `show` gives it), and only for a
-    pair that committed once in the group (a second commit followed the first's rows)."""
+    A value is extended only when it is this database's, of this version's shape, and was
+    current before the commit (the trust `show` gives it: see `_ends_before`), and only for
+    a pair that committed once in the group (a second commit followed the first's rows)."""
     once = Counter((p.symbol, p.interval) for p in pairs)
     wanted = {
         (p.symbol, p.interval): p.appended
@@ -533,7 +533,7 @@ def _extended_tails(
             continue
         if show_problem(pair[0], pair[1].value)(value) is not None:
             continue
-        if int(value["newest"]) != appended.after:
+        if not _ends_before(int(value["newest"]), appended):
             continue
         tail = _extend(value, appended.rows)
         if tail is not None:
@@ -541,12 +541,24 @@ def _extended_tails(
     return tails
 
 
+def _ends_before(newest: int, appended: Appended) -> bool:
+    """Whether a cached value ending at `newest` was current before the rows were written:
+    it ends at the stored row before them, or at one of them (a re-fetched candle, stored
+    before; a value ending anywhere else holds a row that is not stored, or misses one)."""
+    if newest == appended.after:
+        return True
+    ts = appended.rows.ts
+    at = int(np.searchsorted(ts, newest))
+    return at < len(ts) and int(ts[at]) == newest
+
+
 def _extend(value: dict[str, Any], rows: Candles) -> _Tail | None:
-    """A cached `show` value followed by newer rows, as the tail a read would give (one row
-    more than kept unless complete); None when the value holds too few rows for that."""
+    """A cached `show` value followed by newer rows (which replace its rows from their
+    first on), as the tail a read would give (one row more than kept unless complete); None
+    when the value holds too few rows for that."""
     held = report_of(value, None)
     assert held is not None
-    before = held.candles
+    before = held.candles.take(held.candles.ts < rows.ts[0])
     old, new = before.indicators, rows.indicators
     assert old is not None and new is not None
     total = len(before) + len(rows)
