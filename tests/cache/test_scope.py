@@ -235,6 +235,8 @@ def _a_show_value_with(build, **changes):
         "shorter",  # a show value whose close column lost a candle
         "wrong-newest",
         "text-in-a-column",
+        "true-in-a-column",  # JSON true is no number, though Python's bool is an int
+        "fraction-in-ts",
     ],
 )
 def test_a_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_warnings):
@@ -248,6 +250,14 @@ def test_a_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_war
     elif raw == "text-in-a-column":
         value = json.loads(_a_show_value_with(build))
         value["columns"][INDICATOR_NAMES[-1]][-1] = "high"
+        raw = json.dumps(value)
+    elif raw == "true-in-a-column":
+        value = json.loads(_a_show_value_with(build))
+        value["columns"]["volume"][0] = True
+        raw = json.dumps(value)
+    elif raw == "fraction-in-ts":
+        value = json.loads(_a_show_value_with(build))
+        value["columns"]["ts"][0] += 0.5
         raw = json.dumps(value)
     put(show_key("BTC-USD", "1d"), raw)
     put(show_key("ETH-USD", "1d"), raw)

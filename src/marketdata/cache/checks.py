@@ -8,7 +8,7 @@ with values that are not this database's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
@@ -94,7 +94,7 @@ def _not_object(value: Any) -> str | None:
 
 def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
     stamps = columns.get("ts")
-    if not isinstance(stamps, list) or not stamps or any(type(t) is not int for t in stamps):
+    if not isinstance(stamps, list) or not stamps or set(map(type, stamps)) != {int}:
         return "an object without valid 'columns.ts'"
     if newest != stamps[-1] or type(newest) is not int:
         return "an object whose 'newest' is not its last candle"
@@ -102,16 +102,21 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
         column = columns.get(name)
         if not isinstance(column, list) or len(column) != len(stamps):
             return f"an object without a valid 'columns.{name}'"
-        if not all(_number_or_null(v) for v in column):
+        if not _numbers_or_nulls(column):
             return f"an object with a non-number in 'columns.{name}'"
     return None
 
 
 def _roi_problem(roi: dict[str, Any]) -> str | None:
-    if not all(_number_or_null(v) for v in roi.values()):
+    if not _numbers_or_nulls(roi.values()):
         return "an object with a non-number in 'roi'"
     return None
 
 
-def _number_or_null(value: Any) -> bool:
-    return value is None or type(value) in (int, float)
+_NUMBER_OR_NULL = frozenset({int, float, type(None)})
+
+
+def _numbers_or_nulls(values: Iterable[Any]) -> bool:
+    """Whether every value is a JSON number or null (the types, not each value in Python:
+    an incremental run checks every column of every pair's cached value it extends)."""
+    return set(map(type, values)) <= _NUMBER_OR_NULL

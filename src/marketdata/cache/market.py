@@ -163,7 +163,8 @@ def report_of(value: dict[str, Any], last: int | None) -> ShowReport | None:
 
 
 def _floats(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    # numpy reads null (None) as NaN; the values were checked numbers or nulls (`checks`)
+    return np.array(values, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------ reading

@@ -290,9 +290,12 @@ def _newest_rows_lateral(
     with_indicators: bool,
 ) -> dict[tuple[str, Interval], Candles]:
     """`_newest_rows` on PostgreSQL: one statement per (interval, floor), each pair's read
-    a LATERAL member of a VALUES list of symbols. PostgreSQL plans the read once for all the
+    a LATERAL member over an array of symbols. PostgreSQL plans the read once for all the
     pairs (a UNION ALL member each was planned each, most of a group's time), over the
-    partitions of the interval from the floor on, all of them bound by constants."""
+    partitions of the interval from the floor on, all of them bound by constants. The
+    symbols travel as one array parameter, so the statement's text is the same whatever
+    their number: compiled once (a VALUES list of a parameter each was compiled afresh for
+    each new size, and its text parsed again by the driver)."""
     from sqlalchemy import text
 
     groups: dict[tuple[Interval, int | None], list[str]] = {}
@@ -300,15 +303,13 @@ def _newest_rows_lateral(
         groups.setdefault((interval, floor), []).append(symbol)
     found: dict[tuple[str, Interval], Candles] = {}
     for (interval, floor), symbols in _chunked(groups):
-        params: dict[str, Any] = {"last": last, "interval": interval.value}
-        params |= {f"s{i}": symbol for i, symbol in enumerate(symbols)}
+        params: dict[str, Any] = {"last": last, "interval": interval.value, "symbols": symbols}
         where = "symbol = v.s AND interval = :interval"
         if floor is not None:
             where += " AND ts >= :floor"
             params["floor"] = utc_from_epoch(floor)
-        listed = ", ".join(f"(:s{i})" for i in range(len(symbols)))
         statement = text(
-            f"SELECT m.* FROM (VALUES {listed}) AS v(s) CROSS JOIN LATERAL "
+            "SELECT m.* FROM unnest(CAST(:symbols AS text[])) AS v(s) CROSS JOIN LATERAL "
             f"(SELECT {columns} FROM candles WHERE {where} ORDER BY ts DESC LIMIT :last) AS m"
         )
         rows = sorted(conn.execute(statement, params).all(), key=_pair_order)
@@ -318,7 +319,7 @@ def _newest_rows_lateral(
 
 
 _LATERAL_ROWS = 1000
-"""VALUES rows of one LATERAL statement (PostgreSQL binds at most 65,535 parameters)."""
+"""Pairs of one LATERAL statement (bounds the rows of one result)."""
 
 
 def _chunked(groups: Mapping[_K, list[_V]]) -> Iterator[tuple[_K, list[_V]]]:
@@ -614,12 +615,11 @@ def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | 
 
 def _anchor_lookup_lateral(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | None]:
     """`_anchor_lookup` on PostgreSQL: one statement per (interval, floor) whose lookup is
-    planned once for all its anchors (a VALUES list of symbols and bounds), where a scalar
-    subquery each was planned each. The floor's partition (and the next one: an inclusive
+    planned once for all its anchors (arrays of symbols and bounds, one parameter each, so
+    the statement's text does not change with their number), where a scalar subquery each
+    was planned each. The floor's partition (and the next one: an inclusive
     bound can be its end), or for the first candle the ceiling, bound the plan by
     constants, as the subqueries' bounds did."""
-    from datetime import timedelta
-
     from sqlalchemy import text
 
     from marketdata.storage.partitions import period_of
@@ -642,20 +642,30 @@ def _anchor_lookup_lateral(conn: Connection, wanted: Sequence[_Lookup]) -> list[
                 where += " AND ts >= :floor AND ts <= :ceiling"
                 params["floor"] = utc_from_epoch(floor)
                 params["ceiling"] = utc_from_epoch(period_of(interval, floor).end)
-        for i, index in enumerate(indexes):
-            mark = wanted[index].mark
-            bound = None if mark.bound is None else utc_from_epoch(mark.bound)
-            if bound is not None and mark.inclusive:  # at or before: before the next instant
-                bound += timedelta(microseconds=1)
-            params |= {f"s{i}": wanted[index].pair[0], f"b{i}": bound}
-        listed = ", ".join(f"({i}, :s{i}, CAST(:b{i} AS timestamptz))" for i in range(len(indexes)))
+        params["symbols"] = [wanted[index].pair[0] for index in indexes]
+        listed = "unnest(CAST(:symbols AS text[])) WITH ORDINALITY AS v(s, i)"
+        if not first:
+            params["bounds"] = [_before(wanted[index].mark) for index in indexes]
+            listed = (
+                "unnest(CAST(:symbols AS text[]), CAST(:bounds AS timestamptz[])) "
+                "WITH ORDINALITY AS v(s, b, i)"
+            )
         statement = text(
             f"SELECT (SELECT close FROM candles WHERE {where} ORDER BY {order} LIMIT 1) "
-            f"FROM (VALUES {listed}) AS v(i, s, b) ORDER BY v.i"
+            f"FROM {listed} ORDER BY v.i"
         )
         for index, row in zip(indexes, conn.execute(statement, params).all(), strict=True):
             values[index] = None if row[0] is None else float(row[0])
     return values
+
+
+def _before(mark: Anchor) -> datetime:
+    """The instant an anchor's row must be before (an inclusive bound: the next one)."""
+    from datetime import timedelta
+
+    assert mark.bound is not None
+    bound = utc_from_epoch(mark.bound)
+    return bound + timedelta(microseconds=1) if mark.inclusive else bound
 
 
 def write_candles(conn: Connection, batch: Candles, now: datetime) -> WriteStats:
