@@ -100,3 +100,90 @@ def test_rebuild_recomputes_a_pair_from_scratch_and_is_idempotent(synthetic_app)
     assert_matches_full_recompute(stored(app))
     with connect(app.engine(), app.target) as conn, conn.begin():
         assert rebuild(conn, "BTC-USD", Interval.D1) == (251, 0)
+
+
+def test_refreshing_after_history_stored_without_indicators_measures_drawdown_from_its_peak(
+    app_factory,
+):
+    """The rows before the refresh have no stored drawdown, so the peak comes from the
+    table: the pair's own highest close before them, not another symbol's or interval's
+    higher close nor a later one, and each refreshed row equals a full recomputation."""
+    from marketdata.derive import refresh_after
+    from marketdata.domain import DAY, Candles
+    from marketdata.storage.candles import write_candles
+
+    app = app_factory()
+    first = 1_700_006_400  # a midnight
+    n = 250
+    rng = np.random.default_rng(5)
+    close = 100.0 + rng.uniform(-5.0, 5.0, n)
+    close[5] = 300.0  # the peak, far before the 201 closes the refresh reads
+    close[247] = 400.0  # a later one, which the rows before it do not measure from
+    ts = first + np.arange(n, dtype=np.int64) * DAY
+
+    def pair(symbol, interval, times, closes):
+        return Candles.from_columns(
+            symbol, interval, "coinbase", times, closes, closes + 1, closes - 1, closes, closes
+        )
+
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        now = datetime(2024, 1, 1, tzinfo=UTC)
+        write_candles(conn, pair("BTC-USD", Interval.D1, ts, close), now)
+        write_candles(conn, pair("ETH-USD", Interval.D1, ts, np.full(n, 1000.0)), now)
+        hours = first + np.arange(24, dtype=np.int64) * 3600
+        write_candles(conn, pair("BTC-USD", Interval.H1, hours, np.full(24, 700.0)), now)
+        assert refresh_after(conn, "BTC-USD", Interval.D1, int(ts[239])) == 10
+    candles = stored(app)
+    full = compute_indicators(candles.close, periods_per_year=bars_per_year("BTC-USD", Interval.D1))
+    peaks = np.r_[np.full(7, 300.0), np.full(3, 400.0)]
+    np.testing.assert_allclose(candles.indicators["drawdown"][240:], close[240:] / peaks - 1.0)
+    for name, expected in full.columns().items():
+        np.testing.assert_allclose(
+            candles.indicators[name][240:], expected[240:], rtol=1e-9, atol=1e-12, err_msg=name
+        )
+        assert np.isnan(candles.indicators[name][:240]).all(), name  # earlier rows left alone
+
+
+def test_a_write_with_derived_values_equals_a_full_recompute_and_one_without_has_none(
+    app_factory,
+):
+    """`write_with_derived`, as the CSV import and the partition tests use it: with `derive`
+    the written rows, and after a correction every later row, carry a full recomputation's
+    values; without it the candles alone are stored. Both record the write's time."""
+    from sqlalchemy import select
+
+    from marketdata.derive import write_with_derived
+    from marketdata.domain import DAY, Candles
+    from marketdata.storage.candles import WriteStats
+    from marketdata.storage.schema import candles as table
+
+    app = app_factory()
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    ts = 1_700_006_400 + np.arange(40, dtype=np.int64) * DAY
+    first_ts = datetime.fromtimestamp(1_700_006_400, UTC)
+    close = 100.0 + np.arange(40, dtype=np.float64) % 7
+
+    def batch(symbol, closes):
+        return Candles.from_columns(
+            symbol, Interval.D1, "csv", ts, closes, closes + 1, closes - 1, closes, closes
+        )
+
+    corrected = close.copy()
+    corrected[10] = 150.0  # a new peak: every later drawdown moves
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        assert write_with_derived(conn, batch("BTC-USD", close), now, derive=True) == WriteStats(
+            40, 0, 0
+        )
+        assert write_with_derived(conn, batch("ETH-USD", close), now, derive=False) == (
+            WriteStats(40, 0, 0)
+        )
+        later = now + timedelta(hours=1)
+        again = write_with_derived(conn, batch("BTC-USD", corrected), later, derive=True)
+        assert again == WriteStats(0, 30, 10)  # the corrected row and the later drawdowns
+        query = select(table.c.symbol, table.c.ingested_at).where(table.c.ts == first_ts)
+        stamps = dict(conn.execute(query).all())
+    btc = stored(app)
+    assert btc.close.tolist() == corrected.tolist()
+    assert_matches_full_recompute(btc)
+    assert all(np.isnan(v).all() for v in stored(app, "ETH-USD").indicators.values())
+    assert {s: v.replace(tzinfo=UTC) for s, v in stamps.items()} == {"BTC-USD": now, "ETH-USD": now}

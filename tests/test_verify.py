@@ -288,3 +288,20 @@ def test_compare_flags_a_value_missing_on_one_side_only():
     found = compare(ours, theirs, tolerance=0.0, volume_tolerance=0.0)
     assert [(m.field, m.ours) for m in found.mismatches] == [("close", 1.5)]
     assert np.isnan(found.mismatches[0].theirs) and np.isnan(found.mismatches[0].diff)
+
+
+def test_the_still_open_bar_a_provider_serves_is_not_reported_as_only_theirs(app_factory):
+    """Coinbase, unlike Kraken, serves the bar still forming at now: it is left out of the
+    comparison as ours is, not listed as missing here."""
+    from tests.fakes.coinbase import FakeCoinbase
+
+    fake = FakeCoinbase()
+    fake.add("BTC-USD", DAY, list(ROWS))
+    with serve(fake) as server:
+        app = app_factory(coinbase_base_url=server.url)
+        app.clock = lambda: NOW
+        app.limiter_factory = no_wait
+        store(app, ROWS[:-1])  # up to yesterday: today's bar is not stored yet
+        [report] = check(app, against="coinbase")
+    assert report.agrees
+    assert (report.compared, report.only_ours, report.only_theirs) == (30, (), ())

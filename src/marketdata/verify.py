@@ -153,7 +153,7 @@ def parse_tolerance(raw: str, *, name: str = "--tolerance") -> float:
     return check_tolerance(value, name=name)
 
 
-def check_tolerance(value: float, *, name: str = "--tolerance") -> float:
+def check_tolerance(value: float, *, name: str) -> float:
     """A relative tolerance between 0 and 1 (100%), or InputError."""
     if not (math.isfinite(value) and 0 <= value <= 1):
         raise InputError(f"{name} must be between 0% and 100%, not {value:g}")

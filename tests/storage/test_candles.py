@@ -241,3 +241,57 @@ def test_the_newest_candles_of_more_pairs_than_one_statement_holds_are_all_read(
     assert sorted(s for s, _ in found) == symbols
     assert all(candles.indicators is None for candles in found.values())  # not asked for
     assert all(found[s, Interval.M1].ts.tolist() == [START + i * 60] for i, s in enumerate(symbols))
+
+
+def daily(symbol: str, days: list[str]) -> Candles:
+    """One daily candle per ISO date, each with its own close (1.0, 2.0, ...)."""
+    ts = [int(datetime.fromisoformat(f"{d}T00:00:00+00:00").timestamp()) for d in days]
+    rows = [(t, 1.0, 9.0, 0.5, float(i + 1), 1.0) for i, t in enumerate(ts)]
+    return Candles.from_rows(symbol, Interval.D1, "coinbase", rows)
+
+
+def test_the_candle_before_a_time_is_the_single_newest_before_it_wherever_it_lies(app_factory):
+    """The report's previous close: the one newest candle strictly before the time, found
+    in the time's own partition (a year of daily bars) or, when that has none before it, in
+    an earlier one; never a candle at or after the time, and nothing when none is before."""
+    from marketdata.storage.candles import candle_before
+
+    app = app_factory()
+    write(app, daily("BTC-USD", ["2023-11-01", "2023-12-01", "2023-12-05", "2024-03-01"]))
+    write(app, daily("ETH-USD", ["2024-01-10", "2024-02-20", "2024-03-01", "2024-03-10"]))
+    write(app, daily("SOL-USD", ["2024-03-01", "2024-03-02"]))
+    march = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
+    with connect(app.engine(), app.target) as conn:
+        earlier = candle_before(conn, "BTC-USD", Interval.D1, march)
+        same_year = candle_before(conn, "ETH-USD", Interval.D1, march)
+        none = candle_before(conn, "SOL-USD", Interval.D1, march)
+    december_5 = int(datetime(2023, 12, 5, tzinfo=UTC).timestamp())
+    assert (earlier.ts.tolist(), earlier.close.tolist()) == ([december_5], [3.0])
+    february_20 = int(datetime(2024, 2, 20, tzinfo=UTC).timestamp())
+    assert (same_year.ts.tolist(), same_year.close.tolist()) == ([february_20], [2.0])
+    assert len(none) == 0
+
+
+def test_timestamps_and_holes_come_in_time_order_whatever_order_the_rows_were_written(app_factory):
+    """A pair's rows written middle third first, then the oldest, then the newest, with
+    statistics that make PostgreSQL read the whole pair by a sequential scan (in the order
+    the rows lie on disk): the stored timestamps, and the holes found between consecutive
+    ones, are still in time order, and no hole is seen where the rows are complete."""
+    app = app_factory()
+    n = 4500
+    full = batch(n)
+    keep = np.ones(n, dtype=bool)
+    keep[[100, 101, 2500]] = False  # two holes: in the first and the middle third
+    rows = full.take(keep)
+    cuts = np.searchsorted(rows.ts, [START + 1500 * 60, START + 3000 * 60]).tolist()
+    write(app, rows.take(slice(cuts[0], cuts[1])))
+    write(app, rows.take(slice(0, cuts[0])))
+    write(app, rows.take(slice(cuts[1], None)))
+    with connect(app.engine(), app.target) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE candles")
+        stamps = stored_timestamps(conn, "BTC-USD", Interval.M1)
+        before, after = stored_holes(conn, "BTC-USD", Interval.M1)
+    assert stamps.tolist() == rows.ts.tolist()
+    assert before.tolist() == [START + 99 * 60, START + 2499 * 60]
+    assert after.tolist() == [START + 102 * 60, START + 2501 * 60]

@@ -91,10 +91,8 @@ def stored_values(
 
     c = candles_table.c
     found: dict[tuple[str, str, int], tuple[float, float, float, float, float] | None] = {}
-    for interval in {b.interval for b in batches}:
+    for interval in {b.interval for b in batches if len(b)}:
         mine = [b for b in batches if b.interval == interval and len(b)]
-        if not mine:
-            continue
         # drawdown is defined on every row once indicators are computed: null means none were
         underived = c.drawdown.is_(None) if interval in derived else literal(False)
         query = select(
