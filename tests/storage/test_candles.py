@@ -295,3 +295,30 @@ def test_timestamps_and_holes_come_in_time_order_whatever_order_the_rows_were_wr
     assert stamps.tolist() == rows.ts.tolist()
     assert before.tolist() == [START + 99 * 60, START + 2499 * 60]
     assert after.tolist() == [START + 102 * 60, START + 2501 * 60]
+
+
+@pytest.mark.parametrize("with_indicators", [False, True])
+def test_every_candle_of_several_pairs_equals_each_pairs_own_read(app_factory, with_indicators):
+    """The cache rebuild's read of whole pairs at once: each asked pair's rows as read alone,
+    with derived values only when asked; a pair not asked for (the same symbol at another
+    interval) is neither returned nor mixed into an asked one."""
+    from marketdata.storage.candles import read_pairs
+
+    app = app_factory()
+    write(app, batch(5))
+    write(app, batch(3, symbol="ETH-USD"))
+    write(app, hourly("ETH-USD", START, [10.0, 11.0]))
+    write(app, hourly("BTC-USD", START, [20.0, 21.0]))  # not asked for
+    pairs = [("BTC-USD", Interval.M1), ("ETH-USD", Interval.M1), ("ETH-USD", Interval.H1)]
+    with connect(app.engine(), app.target) as conn:
+        found = read_pairs(
+            conn, [*pairs, ("SOL-USD", Interval.M1)], with_indicators=with_indicators
+        )
+        alone = {
+            (s, iv): read_candles(conn, s, iv, with_indicators=with_indicators) for s, iv in pairs
+        }
+    assert set(found) == set(pairs)
+    for pair, candles in alone.items():
+        assert list(found[pair].rows()) == list(candles.rows()), pair
+        assert found[pair].provider == candles.provider
+        assert (found[pair].indicators is None) is (not with_indicators)

@@ -278,3 +278,19 @@ def test_a_derived_value_moved_past_the_recompute_tolerance_is_rewritten(app_fac
     with connect(app.engine(), app.target) as conn, conn.begin():
         assert update_indicators(conn, "BTC-USD", Interval.M1, first.ts, columns) == 1
     assert value_of(stored(app), "drawdown") == moved
+
+
+def test_an_indicator_a_recompute_leaves_undefined_is_null_to_sql(app_factory):
+    """Undefined is NULL on both backends (not a stored NaN, which PostgreSQL would count as
+    a value and sort above every number): a recompute that clears a value writes NULL."""
+    from sqlalchemy import text
+
+    app = app_factory()
+    first = batch(derived=True)
+    write(app, first)
+    columns = {k: v.copy() for k, v in first.indicators.items()}
+    columns["sma_20"][CHANGED_ROW:] = np.nan
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        update_indicators(conn, "BTC-USD", Interval.M1, first.ts, columns)
+        nulls = conn.execute(text("SELECT count(*) FROM candles WHERE sma_20 IS NULL")).scalar()
+    assert nulls == ROWS - CHANGED_ROW + int(np.isnan(first.indicators["sma_20"]).sum())

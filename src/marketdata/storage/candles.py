@@ -353,7 +353,7 @@ def _pair_order(row: Any) -> tuple[str, str, int]:
 def _pair_columns(conn: Connection) -> list[Any]:
     """symbol, interval, epoch seconds, prices, provider: the columns `_split_pairs` reads."""
     c = candles_table.c
-    ts = _epoch_seconds(conn, c.ts).label("epoch")
+    ts = _epoch_seconds(conn, c.ts)
     return [c.symbol, c.interval, ts, c.open, c.high, c.low, c.close, c.volume, c.provider]
 
 
@@ -373,7 +373,7 @@ def candle_before(conn: Connection, symbol: str, interval: Interval, before: int
 
 
 def read_pairs(
-    conn: Connection, pairs: list[tuple[str, Interval]], *, with_indicators: bool = False
+    conn: Connection, pairs: list[tuple[str, Interval]], *, with_indicators: bool
 ) -> dict[tuple[str, Interval], Candles]:
     """Every stored candle of several pairs in one query, ascending, by (symbol, interval).
 

@@ -107,7 +107,7 @@ def _copy(conn: Connection, table: str, batch: Candles, now: datetime) -> None:
         copy.write(encode_binary_copy(batch, now))
 
 
-def copy_insert(conn: Connection, batch: Candles, now: datetime, table: str = "candles") -> int:
+def copy_insert(conn: Connection, batch: Candles, now: datetime, table: str) -> int:
     """COPY rows that are known to be new (newer than the pair's newest stored candle) into
     `table`: candles, or the one partition that holds them all."""
     if len(batch):
@@ -126,9 +126,7 @@ def _changed(column: str) -> str:
     )
 
 
-def merge_overlap(
-    conn: Connection, overlap: Candles, now: datetime, table: str = "candles"
-) -> tuple[int, int]:
+def merge_overlap(conn: Connection, overlap: Candles, now: datetime, table: str) -> tuple[int, int]:
     """Stage the overlap, update only rows whose values differ, insert the missing ones, in
     `table`: candles, or the one partition that holds them all.
 
