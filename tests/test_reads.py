@@ -343,3 +343,32 @@ def test_roi_anchor_with_no_candle_in_its_partition_falls_back_to_an_earlier_one
 
     assert same(report.roi, roi(stamps, close))
     assert report.roi["30d"] == close[-1] / close[len(oct_) - 1] - 1.0
+
+
+def test_roi_anchors_of_more_pairs_than_one_statement_holds_equal_each_pairs_own(app_factory):
+    """The cache's ROI lookups of many pairs at once (one SQLite statement holds 800
+    anchors, 100 pairs' worth): every pair's closes at its anchors, as looked up for
+    that pair alone, and the ROI over its whole history."""
+    from marketdata.analytics.roi import anchors
+    from marketdata.storage.candles import anchor_closes, anchor_closes_many, write_candles
+
+    app = app_factory()
+    start = 1_704_067_200  # 2024-01-01
+    pairs = [(f"S{i:03d}-USD", Interval.D1) for i in range(110)]
+    stamps = start + np.arange(0, 160, 8, dtype=np.int64) * 86_400
+    with app.engine().begin() as conn:
+        for i, (symbol, interval) in enumerate(pairs):
+            close = 10.0 + i + np.arange(len(stamps), dtype=np.float64)
+            write_candles(
+                conn, Candles(symbol, interval, "x", stamps, close, close, close, close, close), NOW
+            )
+    marks = anchors(int(stamps[-1]))
+    with connect(app.engine(), app.target) as conn:
+        found = anchor_closes_many(conn, dict.fromkeys(pairs, marks))
+        alone = {pair: anchor_closes(conn, *pair, marks) for pair in pairs}
+    assert len(pairs) * len(marks) > 800
+    assert found == alone
+    for i, pair in enumerate(pairs):
+        close = 10.0 + i + np.arange(len(stamps), dtype=np.float64)
+        ours = {key: close[-1] / then - 1.0 for key, then in found[pair].items() if then}
+        assert same(ours, {k: v for k, v in roi(stamps, close).items() if v is not None}), pair

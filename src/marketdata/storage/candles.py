@@ -598,9 +598,7 @@ def _anchor_lookup(conn: Connection, wanted: Sequence[_Lookup]) -> list[float | 
                     where += f" AND ts >= :f{i}"
                     params[f"f{i}"] = utc_from_epoch(lookup.floor)
                 order = "ts DESC"
-            elif lookup.ceiling is not None:
-                where += f" AND ts < :c{i}"
-                params[f"c{i}"] = utc_from_epoch(lookup.ceiling)
+            # no ceiling here: only PostgreSQL's oldest partition sets one (_oldest_periods)
             lookups.append(
                 f"(SELECT close FROM candles WHERE {where} ORDER BY {order} LIMIT 1) AS close_{i}"
             )
