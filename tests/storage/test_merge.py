@@ -294,3 +294,25 @@ def test_an_indicator_a_recompute_leaves_undefined_is_null_to_sql(app_factory):
         update_indicators(conn, "BTC-USD", Interval.M1, first.ts, columns)
         nulls = conn.execute(text("SELECT count(*) FROM candles WHERE sma_20 IS NULL")).scalar()
     assert nulls == ROWS - CHANGED_ROW + int(np.isnan(first.indicators["sma_20"]).sum())
+
+
+def test_the_write_time_is_recorded_to_the_microsecond_for_new_and_updated_rows(app_factory):
+    """`ingested_at` as the clock gave it, fractions of a second included: on PostgreSQL the
+    new rows travel in binary COPY (microseconds since 2000) and the updated ones through
+    the staging table."""
+    from sqlalchemy import select
+
+    from marketdata.storage.schema import candles
+
+    app = app_factory()
+    first_time = datetime(2024, 6, 1, 9, 30, 15, 123_456, tzinfo=UTC)
+    later_time = datetime(2024, 6, 1, 10, 45, 59, 999_999, tzinfo=UTC)
+    first = batch(derived=True)
+    write(app, first, first_time)
+    write(app, with_value(first, "close", 1.0), later_time)
+    with connect(app.engine(), app.target) as conn:
+        stamps = conn.execute(select(candles.c.ingested_at).order_by(candles.c.ts)).scalars()
+        stamps = [s.replace(tzinfo=UTC) for s in stamps]
+    expected = [first_time] * ROWS
+    expected[CHANGED_ROW] = later_time
+    assert stamps == expected
