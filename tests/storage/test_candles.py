@@ -322,3 +322,45 @@ def test_every_candle_of_several_pairs_equals_each_pairs_own_read(app_factory, w
         assert list(found[pair].rows()) == list(candles.rows()), pair
         assert found[pair].provider == candles.provider
         assert (found[pair].indicators is None) is (not with_indicators)
+
+
+def test_a_batch_from_the_newest_stored_candle_on_rewrites_it_and_adds_the_rest(app_factory):
+    """An incremental run's usual batch: the newest stored candle fetched again (corrected,
+    as a bar still forming at the last run is), then new ones."""
+    app = app_factory()
+    write(app, batch(10))
+    again = batch(6, start=START + 9 * 60, close=1.75)  # from the newest stored on
+    stats = write(app, again)
+    assert (stats.inserted, stats.updated, stats.unchanged) == (5, 1, 0)
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.M1)
+    assert stored.ts.tolist() == (START + np.arange(15) * 60).tolist()
+    assert stored.close.tolist() == [1.5] * 9 + [1.75] * 6
+
+
+def test_writes_and_corrections_across_several_time_partitions(app_factory):
+    """Minute bars are kept in a partition per month on PostgreSQL: a batch whose first and
+    last rows each fall in a month of their own is stored whole, and corrections of rows in
+    two months, and in three, are written to each row."""
+
+    def at(moment: str) -> int:
+        return int(datetime.fromisoformat(f"{moment}+00:00").timestamp())
+
+    def rows(closes: list[float]) -> Candles:
+        stamps = [at("2023-12-31T23:59:00"), at("2024-01-15T12:00:00"), at("2024-02-01T00:00:00")]
+        return Candles.from_rows(
+            "BTC-USD",
+            Interval.M1,
+            "coinbase",
+            [(t, c, c + 1, c - 1, c, 1.0) for t, c in zip(stamps, closes, strict=False)],
+        )
+
+    app = app_factory()
+    assert write(app, rows([10.0, 20.0, 30.0])).inserted == 3
+    assert write(app, rows([11.0, 21.0])).updated == 2  # a batch of December and January
+    assert write(app, rows([12.0, 22.0, 32.0])).updated == 3
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.M1)
+    assert stored.ts.tolist() == rows([0.0, 0.0, 0.0]).ts.tolist()
+    assert stored.close.tolist() == [12.0, 22.0, 32.0]
+    assert stored.high.tolist() == [13.0, 23.0, 33.0]
