@@ -364,3 +364,23 @@ def test_writes_and_corrections_across_several_time_partitions(app_factory):
     assert stored.ts.tolist() == rows([0.0, 0.0, 0.0]).ts.tolist()
     assert stored.close.tolist() == [12.0, 22.0, 32.0]
     assert stored.high.tolist() == [13.0, 23.0, 33.0]
+
+
+def test_the_newest_candles_of_a_pair_current_or_stale_are_the_last_n(app_factory):
+    """`show`'s read: the newest N candles of a pair, ascending, whether its rows are recent
+    (read from the newest partitions) or months old (read again without that bound), with
+    derived values only when asked."""
+    from marketdata.storage.candles import read_latest
+
+    app = app_factory()
+    write(app, batch(10))
+    write(app, batch(8, start=START - 100 * 86_400, symbol="ETH-USD"))  # stale
+    now = START + 10 * 60
+    with connect(app.engine(), app.target) as conn:
+        current = read_latest(conn, "BTC-USD", Interval.M1, 3, now=now)
+        stale = read_latest(conn, "ETH-USD", Interval.M1, 3, now=now, with_indicators=True)
+        expected = read_candles(conn, "ETH-USD", Interval.M1, last=3, with_indicators=True)
+    assert current.ts.tolist() == [START + m * 60 for m in (7, 8, 9)]
+    assert current.indicators is None
+    assert list(stale.rows()) == list(expected.rows()) and len(stale) == 3
+    assert stale.indicators is not None

@@ -316,3 +316,30 @@ def test_the_write_time_is_recorded_to_the_microsecond_for_new_and_updated_rows(
     expected = [first_time] * ROWS
     expected[CHANGED_ROW] = later_time
     assert stamps == expected
+
+
+@pytest.fixture
+def tokyo_host(monkeypatch):
+    """The host's local time zone nine hours east of UTC for the test."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_write_time_is_stored_in_utc_whatever_the_host_s_time_zone(app_factory, tokyo_host):
+    from sqlalchemy import select
+
+    from marketdata.storage.schema import candles
+
+    app = app_factory()
+    first = batch()
+    write(app, first)
+    write(app, with_value(first, "close", 1.0), LATER)
+    with connect(app.engine(), app.target) as conn:
+        stamps = conn.execute(select(candles.c.ingested_at).order_by(candles.c.ts)).scalars()
+        stamps = [s.replace(tzinfo=UTC) if s.tzinfo is None else s for s in stamps]
+    assert stamps[0] == NOW and stamps[CHANGED_ROW] == LATER
