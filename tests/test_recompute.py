@@ -139,3 +139,34 @@ def test_gaps_that_were_recomputed_around_then_backfilled_unchanged_equal_a_full
     assert_matches_full_recompute(after)
     kept = np.isin(after.ts, with_holes.ts)
     assert changed_rows(with_holes, after.take(kept), "sma_50") > 100
+
+
+@pytest.mark.parametrize(
+    "rows", [[30], [30, 60]], ids=["one corrected bar", "one corrected bar and one new bar"]
+)
+def test_a_write_changing_one_bar_in_the_middle_recomputes_every_later_row(app_factory, rows):
+    """The smallest corrections: one bar in the middle of history corrected (one row
+    updated), alone or with one new bar after the stored ones (one row inserted, one
+    updated): every later stored row is recomputed, as a full recomputation gives it."""
+    from marketdata.derive import write_with_derived
+    from marketdata.domain import Candles
+
+    app = app_factory()
+    stamps = FIRST + np.arange(61, dtype=np.int64) * DAY
+    close = 100.0 + np.arange(61, dtype=np.float64)  # climbing: each close a new peak
+
+    def candles(index):
+        c = close[index]
+        return Candles.from_columns("BTC-USD", Interval.D1, "x", stamps[index], c, c, c, c, c)
+
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        write_with_derived(conn, candles(np.arange(60)), NOW, derive=True)
+    before = stored(app)
+    close[30] = 500.0  # far above every other close: every later drawdown moves
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        stats = write_with_derived(conn, candles(np.array(rows)), NOW, derive=True)
+    assert (stats.inserted, stats.updated) == (len(rows) - 1, 1)
+    after = stored(app)
+    assert after.close.tolist() == close[: len(after)].tolist()
+    assert_matches_full_recompute(after)
+    assert changed_rows(before, after.take(slice(0, 60)), "drawdown") == 29  # 31 to 59
