@@ -187,3 +187,68 @@ def test_a_write_with_derived_values_equals_a_full_recompute_and_one_without_has
     assert_matches_full_recompute(btc)
     assert all(np.isnan(v).all() for v in stored(app, "ETH-USD").indicators.values())
     assert {s: v.replace(tzinfo=UTC) for s, v in stamps.items()} == {"BTC-USD": now, "ETH-USD": now}
+
+
+def test_what_a_pair_writer_knows_of_the_pair_s_history_after_its_writes(app_factory):
+    """The cache is written from a PairWriter's rows without reading them back: `whole`
+    only when they are the pair's whole history (a first write), `appended` only when they
+    follow every stored row (an incremental run's), neither when stored rows lie among
+    them or several batches changed rows."""
+    from marketdata.derive import PairWriter
+    from marketdata.domain import DAY, Candles
+
+    app = app_factory()
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    stamps = 1_700_006_400 + np.arange(20, dtype=np.int64) * DAY
+    close = 100.0 + np.sin(np.arange(20, dtype=np.float64)) * 5
+
+    def rows(index, factor=1.0):
+        c = close[index] * factor
+        return Candles.from_columns("BTC-USD", Interval.D1, "x", stamps[index], c, c, c, c, c)
+
+    def written(*batches):
+        with connect(app.engine(), app.target) as conn, conn.begin():
+            writer = PairWriter(conn, now, derive=True)
+            for one in batches:
+                writer.write(one)
+            writer.finish()
+        return writer
+
+    first = written(rows(np.arange(10)))
+    assert first.appended is None and first.whole is not None
+    assert first.whole.ts.tolist() == stamps[:10].tolist()
+    full = compute_indicators(close[:10], periods_per_year=bars_per_year("BTC-USD", Interval.D1))
+    for name, values in full.columns().items():
+        np.testing.assert_allclose(first.whole.indicators[name], values, err_msg=name)
+    after = written(rows(np.arange(10, 15)))
+    assert after.whole is None and after.appended is not None
+    assert after.appended.after == stamps[9]
+    assert after.appended.rows.ts.tolist() == stamps[10:15].tolist()
+    among = written(rows(np.array([12, 16]), 1.01))  # 13 and 14 stored between them
+    assert (among.whole, among.appended) == (None, None)
+    several = written(rows(np.array([15])), rows(np.array([17])))
+    assert (several.whole, several.appended) == (None, None)
+    assert_matches_full_recompute(stored(app))
+
+
+def test_history_stored_without_indicators_gets_them_with_the_next_derived_write(app_factory):
+    """Rows stored while their interval was not analysed: the next write with derived data
+    recomputes the pair's whole history, not only its own rows."""
+    from marketdata.derive import write_with_derived
+    from marketdata.domain import DAY, Candles
+
+    app = app_factory()
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    stamps = 1_700_006_400 + np.arange(40, dtype=np.int64) * DAY
+    close = 100.0 + np.cos(np.arange(40, dtype=np.float64)) * 5
+
+    def rows(part):
+        c = close[part]
+        return Candles.from_columns("BTC-USD", Interval.D1, "x", stamps[part], c, c, c, c, c)
+
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        write_with_derived(conn, rows(slice(0, 38)), now, derive=False)
+        write_with_derived(conn, rows(slice(38, 40)), now, derive=True)
+    candles = stored(app)
+    assert len(candles) == 40 and not np.isnan(candles.indicators["drawdown"]).any()
+    assert_matches_full_recompute(candles)
