@@ -343,3 +343,15 @@ def test_the_write_time_is_stored_in_utc_whatever_the_host_s_time_zone(app_facto
         stamps = conn.execute(select(candles.c.ingested_at).order_by(candles.c.ts)).scalars()
         stamps = [s.replace(tzinfo=UTC) if s.tzinfo is None else s for s in stamps]
     assert stamps[0] == NOW and stamps[CHANGED_ROW] == LATER
+
+
+def test_a_derived_value_moved_from_zero_in_a_written_batch_is_a_change(app_factory):
+    """The overlap merge, like the recompute, has no absolute tolerance: a drawdown that was
+    exactly 0 (a new peak) and is 1e-12 now is a new value."""
+    app = app_factory()
+    first = batch(derived=True)
+    first.indicators["drawdown"][CHANGED_ROW] = 0.0
+    write(app, first)
+    stats = write(app, with_value(first, "drawdown", 1e-12), LATER)
+    assert (stats.updated, stats.unchanged) == (1, ROWS - 1)
+    assert value_of(stored(app), "drawdown") == 1e-12
