@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -141,11 +142,16 @@ def test_every_pair_failing_is_a_failed_run(make_app, fake):
     assert app.metrics.counters["ingestion.failure"] == 1
 
 
-def test_impossible_candles_are_quarantined_with_a_reason(make_app, fake):
+def high_below_low(fake, ts):
+    """The fake's BTC-USD daily candle at `ts` made impossible: its high below its low."""
     rows = fake.candles["BTC-USD"][DAY]
-    index = next(i for i, r in enumerate(rows) if r[0] == TODAY - 3 * DAY)
+    index = next(i for i, r in enumerate(rows) if r[0] == ts)
     ts, o, _h, low, c, v = rows[index]
-    rows[index] = (ts, o, low * 0.5, low, c, v)  # high below low
+    rows[index] = (ts, o, low * 0.5, low, c, v)
+
+
+def test_impossible_candles_are_quarantined_with_a_reason(make_app, fake):
+    high_below_low(fake, TODAY - 3 * DAY)
     app = make_app()
     result = ingest(app)
     assert result.outcomes[0].rejected == 1
@@ -166,17 +172,17 @@ def test_disabled_symbols_are_skipped_with_a_note(make_app):
     assert result.status is RunStatus.SUCCESS
 
 
-def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
+@contextmanager
+def held_elsewhere(other, symbol):
+    """The daily pair's lock held by another process's connection for the block."""
     from marketdata.storage.locks import pair_lock
 
-    app = make_app()
-    other = make_app()
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with (
             connect(other.engine(), other.target) as conn,
-            pair_lock(conn, "BTC-USD", "1d", other.lock_dir()) as taken,
+            pair_lock(conn, symbol, "1d", other.lock_dir()) as taken,
         ):
             assert taken
             held.set()
@@ -186,10 +192,16 @@ def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
     worker.start()
     try:
         assert held.wait(10)
-        result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+        yield
     finally:
         release.set()
         worker.join()
+
+
+def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
+    app = make_app()
+    with held_elsewhere(make_app(), "BTC-USD"):
+        result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
     assert {o.symbol: o.status for o in result.outcomes} == {"BTC-USD": "skipped", "ETH-USD": "ok"}
     assert result.status is RunStatus.SUCCESS
 
@@ -312,3 +324,219 @@ def test_an_unexpected_error_ends_the_run_recorded_as_a_failure_and_raised(make_
     assert (run.status, run.error) == ("failure", "RuntimeError: boom in the provider")
     assert run.finished_at is not None
     assert app.metrics.counters["ingestion.failure"] == 1
+
+
+# ------------------------------------------------------------- the fleet's per-pair step
+# A fleet worker runs one pair per job through `_process_pair` (marketdata/fleet/pairs.py),
+# planned from what is stored when the job runs, on its own lock session: these tests drive
+# that step the way a worker does, on both backends.
+
+
+def run_one_pair(app, symbol="BTC-USD", *, providers=("coinbase",), skip=None):
+    """One pair through the fleet's per-pair step under a run row of its own: the outcome
+    returned and the outcomes recorded for that run."""
+    from marketdata.pipeline import PairPlan, _build_chain, _last_ts, _process_pair, _windows
+    from marketdata.storage.locks import RunLease
+    from marketdata.storage.runs import start_run
+
+    request = IngestRequest(symbols=[symbol], providers=list(providers))
+    with connect(app.engine(), app.target) as conn:
+        run_id = start_run(
+            conn,
+            trigger="fleet",
+            providers=list(providers),
+            symbols=[symbol],
+            intervals=["1d"],
+            started_at=app.clock(),
+        )
+        conn.commit()
+        last = _last_ts(conn, symbol, Interval.D1)
+        now = int(app.clock().timestamp())
+        windows = _windows(conn, request, symbol, Interval.D1, last, now, 30)
+    pair = PairPlan(symbol, Interval.D1, windows, last, skip=skip)
+    lease = RunLease(app.engine(), run_id, app.lock_dir())
+    try:
+        with app.provider_context({}) as ctx:
+            outcome = _process_pair(app, _build_chain(providers, ctx), run_id, pair, None, lease)
+    finally:
+        lease.release()
+    with connect(app.engine(), app.target) as conn:
+        recorded = outcomes_of(conn, run_id)
+    return outcome, recorded
+
+
+OUTCOME_FIELDS = ("symbol", "interval", "status", "provider", "fetched", "inserted", "updated")
+OUTCOME_FIELDS += ("unchanged", "rejected", "error")
+
+
+def _fields(outcome) -> tuple:
+    if isinstance(outcome, dict):
+        return tuple(outcome[f] for f in OUTCOME_FIELDS)
+    return tuple(getattr(outcome, f) for f in OUTCOME_FIELDS)
+
+
+def test_a_fleet_pair_stores_its_lookback_window_with_its_outcome(make_app, coinbase):
+    app = make_app()
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 31, 31, 0, 0, 0, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    [request] = coinbase.requests
+    assert request.query["start"] == "2024-03-11T00:00:00Z"  # 30 days back
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.D1)
+    assert (len(stored), int(stored.ts[0]), int(stored.ts[-1])) == (31, TODAY - 30 * DAY, TODAY)
+
+
+def test_a_fleet_pair_with_nothing_new_is_recorded_unchanged_and_not_written(make_app, coinbase):
+    app = make_app()
+    run_one_pair(app)
+    with connect(app.engine(), app.target) as conn:
+        before = read_candles(conn, "BTC-USD", Interval.D1)
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 1, 0, 0, 1, 0, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]  # recorded once
+    assert coinbase.requests[-1].query["start"] == "2024-04-10T00:00:00Z"  # the last stored
+    with connect(app.engine(), app.target) as conn:
+        after = read_candles(conn, "BTC-USD", Interval.D1)
+    assert after.close.tolist() == before.close.tolist()
+
+
+def test_a_fleet_pair_whose_stored_candle_changed_is_written_again(make_app, fake):
+    app = make_app()
+    run_one_pair(app)
+    rows = fake.candles["BTC-USD"][DAY]
+    index = next(i for i, r in enumerate(rows) if r[0] == TODAY)
+    ts, o, h, low, c, v = rows[index]
+    rows[index] = (ts, o, h, low, c, v + 2.0)  # the open bar traded more since
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 1, 0, 1, 0, 0, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.D1)
+    assert float(stored.volume[-1]) == v + 2.0
+
+
+def test_a_fleet_pair_with_a_new_bar_writes_it_beside_the_unchanged_one(make_app, fake, coinbase):
+    app = make_app()
+    run_one_pair(app)
+    later = datetime(2024, 4, 11, 0, 30, tzinfo=UTC)
+    fake.add("BTC-USD", DAY, walk(TODAY + DAY, DAY, 1, seed=3))
+    app.clock = lambda: later
+    outcome, _ = run_one_pair(app)
+    assert coinbase.requests[-1].query["start"] == "2024-04-10T00:00:00Z"  # the last stored
+    assert (outcome.status, outcome.fetched, outcome.inserted, outcome.unchanged) == (
+        "ok",
+        2,
+        1,
+        1,
+    )
+
+
+def test_a_disabled_fleet_pair_is_neither_fetched_nor_recorded(make_app, coinbase):
+    app = make_app()
+    outcome, recorded = run_one_pair(app, skip="disabled")
+    assert _fields(outcome) == ("BTC-USD", "1d", "disabled", None, 0, 0, 0, 0, 0, None)
+    assert recorded == []
+    assert coinbase.requests == []
+
+
+def test_a_fleet_pair_held_by_another_worker_is_recorded_skipped_unfetched(make_app, coinbase):
+    app = make_app()
+    with held_elsewhere(make_app(), "BTC-USD"):
+        outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "skipped", None, 0, 0, 0, 0, 0, "held by another worker")
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    assert coinbase.requests == []
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn, "BTC-USD") == 0
+    # released: the next job of the pair takes it
+    outcome, _ = run_one_pair(app)
+    assert (outcome.status, outcome.inserted) == ("ok", 31)
+
+
+def test_a_fleet_pair_the_provider_does_not_list_is_recorded_failed(make_app):
+    app = make_app()
+    outcome, recorded = run_one_pair(app, "NOPE-USD")
+    assert (outcome.status, outcome.provider, outcome.fetched, outcome.inserted) == (
+        "failed",
+        None,
+        0,
+        0,
+    )
+    assert outcome.error is not None and "coinbase does not list NOPE-USD" in outcome.error
+    assert [_fields(o) for o in recorded] == [_fields(outcome)]
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn) == 0
+
+
+def test_a_fleet_pair_s_bad_candle_is_quarantined_and_the_rest_stored(make_app, fake):
+    high_below_low(fake, TODAY - 3 * DAY)
+    app = make_app()
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 31, 30, 0, 0, 1, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    with connect(app.engine(), app.target) as conn:
+        assert [r.ts for r in list_rejects(conn, ["BTC-USD"])] == [TODAY - 3 * DAY]
+
+
+def _unreachable_app(**values):
+    import socket
+
+    from marketdata.config import load_settings
+    from marketdata.context import AppContext
+    from marketdata.observability.alerts import RecordingAlerts
+    from marketdata.observability.metrics import RecordingMetrics
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    url = f"postgresql://marketdata@127.0.0.1:{port}/marketdata"
+    loaded = load_settings({"database_url": url, "db_connect_timeout": 1, **values}, environ={})
+    return AppContext(loaded, metrics=RecordingMetrics(), alerts=RecordingAlerts())
+
+
+@pytest.mark.parametrize(
+    ("asked", "settings", "providers", "symbols"),
+    [
+        # the request's own providers (comma lists, blanks dropped) and symbols
+        (
+            {"symbols": ["ETH-USD"], "providers": ["coinbase, kraken", " ", "binance,"]},
+            {"ingestion_symbols": "BTC-USD", "ingestion_provider": "yahoo"},
+            ["coinbase", "kraken", "binance"],
+            ["ETH-USD"],
+        ),
+        # none asked: INGESTION_PROVIDER and INGESTION_SYMBOLS
+        (
+            {},
+            {"ingestion_symbols": "BTC-USD,SOL-USD", "ingestion_provider": "kraken,coinbase"},
+            ["kraken", "coinbase"],
+            ["BTC-USD", "SOL-USD"],
+        ),
+    ],
+)
+def test_a_run_that_cannot_reach_the_database_alerts_with_what_was_asked(
+    asked, settings, providers, symbols
+):
+    from marketdata.errors import DatabaseUnavailableError
+
+    app = _unreachable_app(**settings)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            run_ingest(app, IngestRequest(trigger="timer", **asked))
+    finally:
+        app.close()
+    [alert] = app.alerts.sent
+    assert (alert.severity, alert.title) == (
+        "critical",
+        "database unreachable: ingestion run could not start",
+    )
+    assert (alert.trigger, list(alert.providers), list(alert.symbols)) == (
+        "timer",
+        providers,
+        symbols,
+    )
