@@ -540,3 +540,68 @@ def test_a_run_that_cannot_reach_the_database_alerts_with_what_was_asked(
         providers,
         symbols,
     )
+
+
+@contextmanager
+def warnings_logged():
+    """The messages of the warnings logged in the block (loguru), as a list filled as they
+    come."""
+    from loguru import logger
+
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        yield lines
+    finally:
+        logger.remove(handler)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pair_write_that_meets_a_deadlock_is_written_again_counted_once(make_app, fake):
+    from tests.conftest import deadlocks
+
+    high_below_low(fake, TODAY - 3 * DAY)
+    app = make_app()
+    with warnings_logged() as warned, deadlocks(app.engine(), "ingestion_outcomes", 2) as tried:
+        result = ingest(app)
+        assert tried() == 3  # two writes rolled back, the third committed
+    outcome = result.outcomes[0]
+    assert result.status is RunStatus.SUCCESS
+    assert _fields(outcome) == ("BTC-USD", "1d", "ok", "coinbase", 31, 30, 0, 0, 1, None)
+    retries = [w for w in warned if "writing again" in w]
+    assert [w.split(": ")[0] for w in retries] == ["BTC-USD 1d", "BTC-USD 1d"]
+    assert [w.split("; ")[-1] for w in retries] == [
+        "writing again in 0.2s (attempt 2 of 5)",
+        "writing again in 0.4s (attempt 3 of 5)",
+    ]
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn, "BTC-USD") == 30
+        assert len(list_rejects(conn, ["BTC-USD"])) == 1  # the rolled-back ones are gone
+        [recorded] = outcomes_of(conn, result.run_id)
+    assert _fields(recorded) == _fields(outcome)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pair_write_that_keeps_meeting_deadlocks_fails_after_five_attempts(make_app):
+    from tests.conftest import deadlocks
+
+    app = make_app()
+    with warnings_logged() as warned, deadlocks(app.engine(), "ingestion_outcomes", 5) as tried:
+        result = ingest(app, symbols=["BTC-USD"])
+        assert tried() == 6  # five writes, then the failure recorded on its own
+    outcome = result.outcomes[0]
+    assert result.status is RunStatus.FAILURE
+    # what was fetched is told; nothing of it was stored
+    assert _fields(outcome)[:-1] == ("BTC-USD", "1d", "failed", "coinbase", 31, 0, 0, 0, 0)
+    assert outcome.error is not None
+    assert outcome.error.startswith("PostgreSQL at ")
+    assert " is busy: deadlock detected (40P01)" in outcome.error
+    waits = [w.split("; ")[-1] for w in warned if "writing again" in w]
+    assert waits == [
+        f"writing again in {s}s (attempt {n} of 5)"
+        for s, n in [(0.2, 2), (0.4, 3), (0.8, 4), (1.6, 5)]
+    ]
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn) == 0
+        [recorded] = outcomes_of(conn, result.run_id)
+    assert (recorded["status"], recorded["error"]) == ("failed", outcome.error)
