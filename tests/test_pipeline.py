@@ -605,3 +605,25 @@ def test_a_pair_write_that_keeps_meeting_deadlocks_fails_after_five_attempts(mak
         assert count_candles(conn) == 0
         [recorded] = outcomes_of(conn, result.run_id)
     assert (recorded["status"], recorded["error"]) == ("failed", outcome.error)
+
+
+def test_a_pair_skipped_for_longer_than_alert_stale_after_is_warned_about(make_app):
+    """Each skip of a held pair is recorded; once the pair has been skipped for longer than
+    ALERT_STALE_AFTER (2h by default: exactly 2h is not longer) a warning names it."""
+    from datetime import timedelta
+
+    app = make_app()
+    with held_elsewhere(make_app(), "BTC-USD"), warnings_logged() as warned:
+        stale = []
+        for later in (timedelta(0), timedelta(hours=2), timedelta(hours=2, seconds=1)):
+            app.clock = lambda later=later: NOW + later
+            outcome, _ = run_one_pair(app)
+            assert (outcome.status, outcome.error) == ("skipped", "held by another worker")
+            stale.append([w for w in warned if "has been skipped since" in w])
+            warned.clear()
+    assert stale[:2] == [[], []]
+    assert stale[2] == [
+        "BTC-USD 1d has been skipped since 2024-04-10T12:00:00+00:00 because another worker "
+        "holds its lock (longer than ALERT_STALE_AFTER=2h): is that worker stuck? "
+        "see `marketdata runs`"
+    ]

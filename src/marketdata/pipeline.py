@@ -260,9 +260,7 @@ def _with_costs(app: AppContext, provider_name: str, pair: PairPlan) -> PairPlan
         requests = sum(provider.requests_needed(pair.interval, w) for w in pair.windows)
     limit = cls.rate_limit
     seconds = max(0.0, (requests - limit.burst) / limit.per_second)
-    return PairPlan(
-        pair.symbol, pair.interval, pair.windows, pair.stored_last, requests, seconds, pair.skip
-    )
+    return PairPlan(pair.symbol, pair.interval, pair.windows, pair.stored_last, requests, seconds)
 
 
 # --------------------------------------------------------------------------------- running
