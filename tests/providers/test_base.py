@@ -26,7 +26,9 @@ def test_a_symbol_not_listed_names_provider_symbol_and_the_mapping_to_add(provid
         "`marketdata markets add FOO-USD --provider-symbol coinbase=PRODUCT`"
     )
     detailed = provider.not_listed(None, "delisted", hint="try kraken")
-    assert detailed.one_line() == "coinbase does not list None: delisted: try kraken"
+    assert (
+        detailed.one_line() == "coinbase does not list the symbol asked for: delisted: try kraken"
+    )
 
 
 def test_an_interval_a_provider_does_not_serve_lists_those_it_does_in_length_order():

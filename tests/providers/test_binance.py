@@ -445,7 +445,9 @@ def test_a_reply_without_a_readable_weight_leaves_the_weight_unknown(
 def test_an_invalid_symbol_without_a_symbol_or_a_msg_still_reads_as_one(provider_for):
     provider = provider_for("http://127.0.0.1:9")
     bare = provider.classify(httpx.Response(400, json={"code": -1121}), None)
-    assert bare.message == "binance does not list None: asked for ?: Invalid symbol."
+    assert (
+        bare.message == "binance does not list the symbol asked for: asked for ?: Invalid symbol."
+    )
     worded = provider.classify(
         httpx.Response(400, json={"code": -1121, "msg": "Unknown pair"}), "FOO-USDT"
     )

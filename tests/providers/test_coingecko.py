@@ -422,7 +422,7 @@ def test_a_refusal_without_an_integer_error_code_is_a_plain_http_refusal(provide
 
 def test_a_404_without_a_symbol_names_no_coin(provider_for):
     error = provider_for("http://127.0.0.1:9").classify(httpx.Response(404, json={}), None)
-    assert error.message == "coingecko does not list None: it knows no coin id None"
+    assert error.message == "coingecko does not list the symbol asked for: it knows no coin id None"
 
 
 def test_a_day_without_volumes_is_named_and_a_page_names_its_pair(serve_fake, provider_for):

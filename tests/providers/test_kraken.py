@@ -465,3 +465,24 @@ def test_the_declared_limits_match_krakens_public_documentation(provider_context
 )
 def test_a_window_with_one_closed_bar_or_many_is_one_request(provider_for, window):
     assert provider_for("http://127.0.0.1:9").requests_needed(Interval.D1, window) == 1
+
+
+def test_an_unknown_pair_answered_to_a_request_without_a_symbol_names_no_none(provider_for):
+    """A request sent without a symbol (the health check's) that Kraken answers with an
+    unknown pair is told as such, not as "does not list None"."""
+    import httpx
+
+    from tests.providers.expect import told
+
+    provider = provider_for("http://127.0.0.1:9")
+    reply = httpx.Response(200, json={"error": ["EQuery:Unknown asset pair"]})
+    error = provider.classify(reply, None)
+    assert error is not None
+    assert told(error) == (
+        "SymbolNotListedError",
+        "kraken does not list the symbol asked for: asked for pair ?",
+        "check the symbol, or map it with `marketdata markets add SYMBOL --provider-symbol "
+        "kraken=ID`",
+        "kraken",
+        None,
+    )

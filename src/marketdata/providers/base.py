@@ -182,7 +182,8 @@ class BaseProvider:
         """The per-symbol error for a symbol this provider does not list, with by default the
         hint to map it to the provider's own name (`symbol_word`: PRODUCT, PAIR, ID ...)."""
         return SymbolNotListedError(
-            f"{self.name} does not list {symbol}" + (f": {detail}" if detail else ""),
+            f"{self.name} does not list {symbol or 'the symbol asked for'}"
+            + (f": {detail}" if detail else ""),
             provider=self.name,
             symbol=symbol,
             hint=hint
