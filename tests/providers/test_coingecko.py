@@ -465,3 +465,11 @@ def test_coingeckos_error_code_is_read_from_client_errors_other_than_429(
 ):
     error = provider_for("http://127.0.0.1:9").classify(reach_refusal(status), "BTC-USD")
     assert (type(error).__name__, error.provider, error.symbol) == (kind, "coingecko", "BTC-USD")
+
+
+def test_a_body_that_is_not_json_names_the_coin_s_symbol(serve_fake, fake, provider_for):
+    fake.fail_next = [Reply(200, "<html><body>Cloudflare: checking your browser</body></html>")]
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("ETH-USD", Interval.D1, Window(FIRST, FIRST + DAY))
+    assert (caught.value.provider, caught.value.symbol) == ("coingecko", "ETH-USD")
+    assert caught.value.message.startswith("coingecko sent a body that is not JSON")
