@@ -473,3 +473,17 @@ def test_a_body_that_is_not_json_names_the_coin_s_symbol(serve_fake, fake, provi
         provider_for(server.url).fetch("ETH-USD", Interval.D1, Window(FIRST, FIRST + DAY))
     assert (caught.value.provider, caught.value.symbol) == ("coingecko", "ETH-USD")
     assert caught.value.message.startswith("coingecko sent a body that is not JSON")
+
+
+def test_a_window_starting_exactly_365_days_back_is_within_reach(serve_fake, provider_for):
+    midnight = NOW - 12 * HOUR
+    fake = FakeCoinGecko(now=midnight, coins={"bitcoin": POINTS})
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.now = lambda: midnight
+        oldest = midnight - 365 * DAY
+        provider.fetch("BTC-USD", Interval.D1, Window(oldest, oldest + DAY))
+        assert len(server.requests) == 1
+        with pytest.raises(OutOfReachError, match="starts 2023-06-01"):
+            provider.fetch("BTC-USD", Interval.D1, Window(oldest - DAY, oldest))
+        assert len(server.requests) == 1
