@@ -518,3 +518,19 @@ def test_requests_woken_from_one_pause_all_count_in_the_minute_they_woke_in():
     assert (budget.minute, budget.used) == (int(CLOCK + 31.0) // 60, 2 * KLINES_WEIGHT)
     assert budget.reserve(KLINES_WEIGHT) is None  # still the same minute: counted on
     assert budget.used == 3 * KLINES_WEIGHT
+
+
+def test_a_fresh_minute_grants_its_whole_weight_budget_then_pauses():
+    from marketdata.providers.binance import KLINES_WEIGHT, WEIGHT_PAUSE_AT, WeightBudget
+
+    now = [CLOCK]
+    budget = WeightBudget(lambda: now[0])
+    granted = 0
+    while budget.reserve(KLINES_WEIGHT) is None:
+        granted += 1
+    assert granted == WEIGHT_PAUSE_AT // KLINES_WEIGHT
+    now[0] = CLOCK + 30.0  # the next minute: its whole budget again
+    again = 0
+    while budget.reserve(KLINES_WEIGHT) is None:
+        again += 1
+    assert again == granted

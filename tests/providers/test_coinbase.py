@@ -153,3 +153,19 @@ def test_a_page_names_its_pair_and_a_field_after_the_sixth_is_ignored(provider_f
         )
     assert (page.symbol, page.interval, page.provider) == ("BTC-USD", Interval.D1, "coinbase")
     assert list(page.rows()) == [(START, 10.0, 11.0, 9.0, 10.5, 3.0)]
+
+
+def test_the_provider_is_given_up_at_the_third_failing_symbol_not_before(fake, provider_for):
+    """BREAKER_THRESHOLD symbols in a row fail with their own answer (each asks the server);
+    only the symbol after them is refused without a request."""
+    fake.fail_next = [Reply(500, "x")] * 100
+    with serve(fake) as server:
+        provider = provider_for(server.url)
+        for n, symbol in enumerate(("BTC-USD", "ETH-USD", "SOL-USD"), start=1):
+            with pytest.raises(ProviderUnavailableError, match="HTTP 500"):
+                provider.fetch(symbol, Interval.D1, Window(START, START + DAY))
+            assert provider.breaker.failed_in_a_row == n
+        asked = len(server.requests)
+        with pytest.raises(ProviderUnavailableError, match="given up for the rest of this run"):
+            provider.fetch("ADA-USD", Interval.D1, Window(START, START + DAY))
+        assert len(server.requests) == asked

@@ -494,3 +494,18 @@ def test_a_gmt_offset_of_a_whole_day_or_more_cannot_date_daily_bars(serve_fake, 
     window = Window(midnight(date(2024, 3, 4)), midnight(date(2024, 3, 6)))
     with serve_fake(fake) as server, pytest.raises(BadPayloadError, match="time zone"):
         provider_for(server.url).fetch("AAPL", Interval.D1, window)
+
+
+def test_a_reply_without_a_volume_column_gives_zero_volumes(serve_fake, fake, provider_for):
+    """Indices and FX come without volume: the prices are kept, with volume 0."""
+    ts = session_open(date(2024, 3, 5), "America/New_York")
+    body = {"chart": {"error": None, "result": [{
+        "meta": {"exchangeTimezoneName": "America/New_York"},
+        "timestamp": [ts],
+        "indicators": {"quote": [{"open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5]}]},
+    }]}}  # fmt: skip
+    fake.fail_next = [Reply(200, body)]
+    window = Window(midnight(date(2024, 3, 5)), midnight(date(2024, 3, 6)))
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("AAPL", Interval.D1, window)
+    assert list(candles.rows()) == [(midnight(date(2024, 3, 5)), 1.0, 2.0, 0.5, 1.5, 0.0)]
