@@ -460,7 +460,8 @@ def test_a_fleet_pair_held_by_another_worker_is_recorded_skipped_unfetched(make_
 
 def test_a_fleet_pair_the_provider_does_not_list_is_recorded_failed(make_app):
     app = make_app()
-    outcome, recorded = run_one_pair(app, "NOPE-USD")
+    with warnings_logged() as warned:
+        outcome, recorded = run_one_pair(app, "NOPE-USD")
     assert (outcome.status, outcome.provider, outcome.fetched, outcome.inserted) == (
         "failed",
         None,
@@ -469,6 +470,7 @@ def test_a_fleet_pair_the_provider_does_not_list_is_recorded_failed(make_app):
     )
     assert outcome.error is not None and "coinbase does not list NOPE-USD" in outcome.error
     assert [_fields(o) for o in recorded] == [_fields(outcome)]
+    assert warned == [f"NOPE-USD 1d failed: {outcome.error}"]
     with connect(app.engine(), app.target) as conn:
         assert count_candles(conn) == 0
 

@@ -8,6 +8,7 @@ from marketdata.domain import Interval, Window
 from marketdata.errors import (
     BadPayloadError,
     OutOfReachError,
+    ProviderError,
     ProviderUnavailableError,
     SymbolNotListedError,
     UnsupportedIntervalError,
@@ -485,4 +486,28 @@ def test_an_unknown_pair_answered_to_a_request_without_a_symbol_names_no_none(pr
         "kraken=ID`",
         "kraken",
         None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (Reply(503, "<html>down</html>"), "ProviderUnavailableError"),
+        (Reply(403, "forbidden"), "BadPayloadError"),
+        (Reply(200, error_body("EService:Unavailable")), "ProviderUnavailableError"),
+        (Reply(200, error_body("EGeneral:Invalid arguments")), "BadPayloadError"),
+    ],
+)
+def test_every_kind_of_kraken_error_names_the_symbol_asked_for(
+    serve_fake, fake, provider_for, reply, kind
+):
+    fake.fail_next = [reply] * 5
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        with pytest.raises(ProviderError) as caught:
+            provider.fetch("ETH-USD", Interval.D1, Window(TODAY - DAY, TODAY))
+    assert (type(caught.value).__name__, caught.value.provider, caught.value.symbol) == (
+        kind,
+        "kraken",
+        "ETH-USD",
     )
