@@ -511,3 +511,18 @@ def test_every_kind_of_kraken_error_names_the_symbol_asked_for(
         "kraken",
         "ETH-USD",
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [("EService:Unavailable", None), ("EService:Busy", None), ("EAPI:Rate limit exceeded", 5.0)],
+)
+def test_only_kraken_s_rate_limit_errors_ask_for_its_pause(
+    serve_fake, fake, provider_for, error, retry_after
+):
+    """Kraken sends no Retry-After: its rate limit errors wait RATE_LIMIT_PAUSE; a service
+    that is unavailable or busy is retried with the usual backoff instead."""
+    fake.fail_next = [Reply(200, error_body(error))] * 5
+    with serve_fake(fake) as server, pytest.raises(ProviderUnavailableError) as caught:
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(TODAY - DAY, TODAY))
+    assert caught.value.retry_after == retry_after

@@ -11,6 +11,7 @@ from marketdata.domain import Interval, Window
 from marketdata.errors import (
     BadPayloadError,
     OutOfReachError,
+    ProviderError,
     ProviderUnavailableError,
     SymbolNotListedError,
     UnsupportedIntervalError,
@@ -509,3 +510,28 @@ def test_a_reply_without_a_volume_column_gives_zero_volumes(serve_fake, fake, pr
     with serve_fake(fake) as server:
         candles = provider_for(server.url).fetch("AAPL", Interval.D1, window)
     assert list(candles.rows()) == [(midnight(date(2024, 3, 5)), 1.0, 2.0, 0.5, 1.5, 0.0)]
+
+
+def test_a_provider_symbol_holding_a_slash_stays_one_path_segment(serve_fake, fake, provider_for):
+    fake.fail_next = [Reply(404, {"chart": {"result": None, "error": None}})]
+    with serve_fake(fake) as server, pytest.raises(ProviderError):
+        provider_for(server.url, symbols={"BRK-B": "BRK/B"}).fetch(
+            "BRK-B", Interval.D1, Window(NOW - DAY, NOW)
+        )
+    assert server.paths() == ["/v8/finance/chart/BRK%2FB"]
+
+
+def test_a_body_that_is_not_json_names_the_symbol(serve_fake, fake, provider_for):
+    fake.fail_next = [Reply(200, "<html>consent.yahoo.com</html>")]
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, Window(NOW - DAY, NOW))
+    assert (caught.value.provider, caught.value.symbol) == ("yahoo", "AAPL")
+    assert caught.value.message.startswith("yahoo sent a body that is not JSON")
+
+
+def test_an_empty_window_asks_nothing(serve_fake, fake, provider_for):
+    midnight = NOW - 12 * 3600
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("AAPL", Interval.D1, Window(midnight, midnight))
+    assert len(candles) == 0
+    assert server.requests == []
