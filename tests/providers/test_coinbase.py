@@ -132,10 +132,12 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
 
     from marketdata.providers.base import retry_after_seconds
 
-    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    now = 1_445_412_400.0  # 2015-10-21 07:26:40 UTC
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "7"}), now) == 7.0
     dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
-    assert retry_after_seconds(dated) == 0.0  # in the past: retry now
-    assert retry_after_seconds(httpx.Response(429)) is None
+    assert retry_after_seconds(dated, now) == 80.0
+    assert retry_after_seconds(dated, now + 100) == 0.0  # in the past: retry now
+    assert retry_after_seconds(httpx.Response(429), now) is None
 
 
 def test_check_asks_for_the_btc_usd_ticker_once_and_times_it(fake, provider_for):
@@ -169,3 +171,52 @@ def test_the_provider_is_given_up_at_the_third_failing_symbol_not_before(fake, p
         with pytest.raises(ProviderUnavailableError, match="given up for the rest of this run"):
             provider.fetch("ADA-USD", Interval.D1, Window(START, START + DAY))
         assert len(server.requests) == asked
+
+
+CLOCK = START + 3 * DAY + 0.25  # the run's clock, pinned for the Retry-After tests below
+
+
+def _http_date(seconds_after_clock: int) -> str:
+    from email.utils import formatdate
+
+    return formatdate(int(CLOCK) + seconds_after_clock, usegmt=True)
+
+
+def provider_that_sleeps(provider_for, url: str) -> tuple[CoinbaseProvider, list[float]]:
+    """A provider on a pinned run clock whose waits are recorded, not slept."""
+    provider = provider_for(url, http_retry_attempts=3)
+    slept: list[float] = []
+    provider.ctx.sleep = slept.append
+    provider.ctx.clock = lambda: CLOCK
+    return provider, slept
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waited"),
+    [
+        ("7", 7.0),  # delta-seconds
+        (_http_date(20), 19.75),  # an HTTP date, measured from the run's clock
+        (_http_date(60), 59.75),  # at the cap (RETRY_AFTER_LIMIT): still waited for
+        (_http_date(-5), 0.0),  # a date already past: retried at once
+    ],
+)
+def test_the_wait_before_a_retry_is_the_retry_after_asked_for(
+    fake, provider_for, retry_after, waited
+):
+    fake.fail_next = [Reply(429, {"message": "slow down"}, headers={"Retry-After": retry_after})]
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        candles = provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
+    assert slept == [waited]
+    assert len(server.requests) == 2 and len(candles) == 3
+
+
+def test_a_retry_after_date_beyond_the_cap_is_neither_waited_for_nor_retried(fake, provider_for):
+    fake.fail_next = [Reply(503, "busy", headers={"Retry-After": _http_date(62)})] * 3
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        with pytest.raises(ProviderUnavailableError) as caught:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
+    assert caught.value.retry_after == 61.75
+    assert slept == []
+    assert len(server.requests) == 1

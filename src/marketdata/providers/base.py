@@ -374,7 +374,7 @@ class HttpProvider(BaseProvider):
                 f"{self.name} answered HTTP {status}{_snippet(response)}",
                 provider=self.name,
                 symbol=symbol,
-                retry_after=retry_after_seconds(response),
+                retry_after=retry_after_seconds(response, self.ctx.clock()),
             )
         if status >= 400:
             return BadPayloadError(
@@ -437,8 +437,9 @@ class _Waits:
         return 0.0
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date)."""
+def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
+    """Retry-After as seconds (delta-seconds, or an HTTP date less `now`: the run's clock,
+    ProviderContext.clock, in epoch seconds)."""
     raw = response.headers.get("Retry-After")
     if not raw:
         return None
@@ -449,7 +450,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
             moment = parsedate_to_datetime(raw)
         except (TypeError, ValueError):
             return None
-        seconds = moment.timestamp() - time.time()
+        seconds = moment.timestamp() - now
     if math.isnan(seconds):
         return None
     return max(seconds, 0.0)
