@@ -629,3 +629,32 @@ def test_a_pair_skipped_for_longer_than_alert_stale_after_is_warned_about(make_a
         "holds its lock (longer than ALERT_STALE_AFTER=2h): is that worker stuck? "
         "see `marketdata runs`"
     ]
+
+
+def test_each_pair_s_window_follows_the_mode_the_bounds_and_what_is_stored(make_app):
+    app = make_app()
+
+    def windows(symbol="BTC-USD", **asked):
+        plan = build_plan(app, IngestRequest(symbols=["BTC-USD", "ETH-USD"], **asked))
+        [pair] = [p for p in plan.pairs if p.symbol == symbol]
+        return [(w.start, w.end) for w in pair.windows]
+
+    bar_end = TODAY + DAY  # the end of the bar open now: it is fetched too
+    assert windows() == [(TODAY - 30 * DAY, bar_end)]  # nothing stored: the lookback
+    assert windows(lookback_days=5) == [(TODAY - 5 * DAY, bar_end)]
+    assert windows(since=TODAY - 10 * DAY) == [(TODAY - 10 * DAY, bar_end)]
+    assert windows(until=TODAY - 5 * DAY) == [(TODAY - 30 * DAY, TODAY - 5 * DAY)]
+    assert windows(until=TODAY + 9 * DAY) == [(TODAY - 30 * DAY, bar_end)]  # no further
+    ingest(app)  # BTC-USD stored up to today's bar
+    with connect(app.engine(), app.target) as conn, conn.begin():  # a hole in the history
+        from marketdata.domain import utc_from_epoch
+        from marketdata.storage.schema import candles
+
+        conn.execute(candles.delete().where(candles.c.ts == utc_from_epoch(TODAY - 10 * DAY)))
+    assert windows() == [(TODAY, bar_end)]  # from the last stored bar, which may have moved
+    assert windows(mode=Mode.REPLAY) == [(TODAY - 30 * DAY, bar_end)]
+    assert windows(mode=Mode.BACKFILL) == [(TODAY - 10 * DAY, TODAY - 9 * DAY), (TODAY, bar_end)]
+    assert windows("ETH-USD", mode=Mode.BACKFILL) == [(TODAY - 30 * DAY, bar_end)]
+    # a window ending before the stored history is empty for that pair, not reversed
+    assert windows(until=TODAY - 5 * DAY) == [(TODAY - 5 * DAY, TODAY - 5 * DAY)]
+    assert windows("ETH-USD", until=TODAY - 5 * DAY) == [(TODAY - 30 * DAY, TODAY - 5 * DAY)]
