@@ -658,3 +658,20 @@ def test_each_pair_s_window_follows_the_mode_the_bounds_and_what_is_stored(make_
     # a window ending before the stored history is empty for that pair, not reversed
     assert windows(until=TODAY - 5 * DAY) == [(TODAY - 5 * DAY, TODAY - 5 * DAY)]
     assert windows("ETH-USD", until=TODAY - 5 * DAY) == [(TODAY - 30 * DAY, TODAY - 5 * DAY)]
+
+
+def test_a_run_whose_only_fetched_pair_failed_is_a_failure_whatever_it_skipped(make_app):
+    """Disabled and skipped pairs are neither ok nor failed: a run whose every fetched pair
+    failed is a failure, recorded with that pair's error."""
+    app = make_app(ingestion_disabled_symbols="ETH-USD")
+    result = ingest(app, symbols=["ETH-USD", "NOPE-USD"])
+    assert {o.symbol: o.status for o in result.outcomes} == {
+        "ETH-USD": "disabled",
+        "NOPE-USD": "failed",
+    }
+    assert result.status is RunStatus.FAILURE
+    [failed] = [o for o in result.outcomes if o.status == "failed"]
+    assert result.error == failed.error
+    with connect(app.engine(), app.target) as conn:
+        [run] = recent_runs(conn)
+    assert (run.status, run.error) == ("failure", failed.error)
