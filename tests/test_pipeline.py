@@ -675,3 +675,32 @@ def test_a_run_whose_only_fetched_pair_failed_is_a_failure_whatever_it_skipped(m
     with connect(app.engine(), app.target) as conn:
         [run] = recent_runs(conn)
     assert (run.status, run.error) == ("failure", failed.error)
+
+
+class RecordingProgress:
+    """A Progress that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.pairs: int | None = None
+        self.done: list[tuple[str, str]] = []
+
+    def started(self, pairs: int) -> None:
+        self.pairs = pairs
+
+    def pair_done(self, outcome) -> None:
+        self.done.append((outcome.symbol, outcome.status))
+
+
+def test_progress_is_told_the_pairs_of_the_run_then_each_pair_once(make_app):
+    app = make_app(ingestion_disabled_symbols="SOL-USD")
+    progress = RecordingProgress()
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "NOPE-USD"]
+    result = run_ingest(app, IngestRequest(symbols=symbols), progress)
+    assert progress.pairs == 4
+    assert sorted(progress.done) == [
+        ("BTC-USD", "ok"),
+        ("ETH-USD", "ok"),
+        ("NOPE-USD", "failed"),
+        ("SOL-USD", "disabled"),
+    ]
+    assert sorted((o.symbol, o.status) for o in result.outcomes) == sorted(progress.done)
