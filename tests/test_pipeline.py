@@ -335,6 +335,7 @@ def test_an_unexpected_error_ends_the_run_recorded_as_a_failure_and_raised(make_
 def run_one_pair(app, symbol="BTC-USD", *, providers=("coinbase",), skip=None):
     """One pair through the fleet's per-pair step under a run row of its own: the outcome
     returned and the outcomes recorded for that run."""
+    from marketdata.observability.logging import with_log_context
     from marketdata.pipeline import PairPlan, _build_chain, _last_ts, _process_pair, _windows
     from marketdata.storage.locks import RunLease
     from marketdata.storage.runs import start_run
@@ -357,7 +358,9 @@ def run_one_pair(app, symbol="BTC-USD", *, providers=("coinbase",), skip=None):
     lease = RunLease(app.engine(), run_id, app.lock_dir())
     try:
         with app.provider_context({}) as ctx:
-            outcome = _process_pair(app, _build_chain(providers, ctx), run_id, pair, None, lease)
+            # in a copy of the context, as a worker's job: what the pair binds stays its own
+            step = with_log_context(_process_pair)
+            outcome = step(app, _build_chain(providers, ctx), run_id, pair, None, lease)
     finally:
         lease.release()
     with connect(app.engine(), app.target) as conn:
@@ -704,3 +707,59 @@ def test_progress_is_told_the_pairs_of_the_run_then_each_pair_once(make_app):
         ("SOL-USD", "disabled"),
     ]
     assert sorted((o.symbol, o.status) for o in result.outcomes) == sorted(progress.done)
+
+
+def _candle_writes(app):
+    """The statements that write candles, counted from now on (a list filled as they run)."""
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        words = statement.split()
+        if words[0].upper() in ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "COPY") and any(
+            "candles" in word for word in words[1:4]
+        ):
+            seen.append(" ".join(words[:3]))
+
+    sa.event.listen(app.engine(), "before_cursor_execute", count)
+    return seen
+
+
+def test_a_fleet_pair_with_nothing_new_sends_no_statement_that_writes_candles(make_app):
+    app = make_app()
+    run_one_pair(app)
+    writes = _candle_writes(app)
+    outcome, _ = run_one_pair(app)
+    assert (outcome.fetched, outcome.unchanged) == (1, 1)
+    assert writes == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_fleet_pair_whose_write_keeps_failing_is_logged_with_its_pair_and_run(make_app):
+    from loguru import logger
+
+    from tests.conftest import deadlocks
+
+    app = make_app()
+    records: list[tuple[str, dict]] = []
+    handler = logger.add(lambda m: records.append((m.record["message"], m.record["extra"])))
+    try:
+        with deadlocks(app.engine(), "ingestion_outcomes", 5):
+            outcome, recorded = run_one_pair(app)
+    finally:
+        logger.remove(handler)
+    assert outcome.status == "failed"
+    assert [o["status"] for o in recorded] == ["failed"]
+    [(message, extra)] = [r for r in records if r[0].startswith("BTC-USD 1d failed: ")]
+    assert message == f"BTC-USD 1d failed: {outcome.error}"
+    assert (extra["symbol"], extra["interval"], extra["run_id"]) == (
+        "BTC-USD",
+        "1d",
+        recorded[0]["run_id"],
+    )
+    retries = [extra for message, extra in records if "writing again" in message]
+    assert len(retries) == 4
+    assert {(e["symbol"], e["interval"], e["run_id"]) for e in retries} == {
+        ("BTC-USD", "1d", recorded[0]["run_id"])
+    }
