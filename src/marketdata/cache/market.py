@@ -648,7 +648,13 @@ def _anchors_within(
     does not reach. The tail is the pair's newest stored rows without a gap, so the last of
     them before a bound is the last of all when one of them is before it; with the whole
     history in hand every anchor is answered (None: no row before the bound)."""
-    ts = tail.rows.ts
+    keys, limits = [], []
+    for key, mark in marks.items():
+        if mark.bound is not None:  # stamps are whole seconds: "at or before b" is "< b + 1"
+            keys.append(key)
+            limits.append(mark.bound + mark.inclusive)
+    # one search for every bound (one each cost the refresh more than its Redis round trip)
+    at_of = dict(zip(keys, np.searchsorted(tail.rows.ts, limits).tolist(), strict=True))
     known: dict[str, float | None] = {}
     beyond: dict[str, Anchor] = {}
     for key, mark in marks.items():
@@ -656,7 +662,7 @@ def _anchors_within(
         if mark.bound is None:  # the first row of all
             index = 0 if tail.complete else None
         else:
-            at = int(np.searchsorted(ts, mark.bound, side="right" if mark.inclusive else "left"))
+            at = at_of[key]
             index = at - 1 if at or tail.complete else None
         if index is None:
             beyond[key] = mark
