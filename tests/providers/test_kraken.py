@@ -496,6 +496,7 @@ def test_an_unknown_pair_answered_to_a_request_without_a_symbol_names_no_none(pr
         (Reply(403, "forbidden"), "BadPayloadError"),
         (Reply(200, error_body("EService:Unavailable")), "ProviderUnavailableError"),
         (Reply(200, error_body("EGeneral:Invalid arguments")), "BadPayloadError"),
+        (Reply(200, "<html>maintenance</html>"), "BadPayloadError"),  # not JSON
     ],
 )
 def test_every_kind_of_kraken_error_names_the_symbol_asked_for(
@@ -526,3 +527,22 @@ def test_only_kraken_s_rate_limit_errors_ask_for_its_pause(
     with serve_fake(fake) as server, pytest.raises(ProviderUnavailableError) as caught:
         provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(TODAY - DAY, TODAY))
     assert caught.value.retry_after == retry_after
+
+
+def test_a_reply_that_never_reaches_the_window_end_fails_after_a_bounded_number_of_pages(
+    serve_fake, fake, provider_for
+):
+    """Each page must bring the window closer to its end; a server whose `last` creeps on by
+    a second without ever sending a bar is asked a bounded number of times, then given up."""
+    first = TODAY - 5 * DAY
+    creeping = [
+        Reply(200, {"error": [], "result": {"XXBTZUSD": [], "last": first + n}}) for n in range(10)
+    ]
+    fake.fail_next = creeping
+    with (
+        serve_fake(fake) as server,
+        pytest.raises(BadPayloadError, match="kraken kept paging past") as caught,
+    ):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(first, TODAY - 2 * DAY))
+    assert len(server.requests) == 2 + 2  # (last bar - first bar) / a bar, plus 2
+    assert caught.value.symbol == "BTC-USD"
