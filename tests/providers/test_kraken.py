@@ -546,3 +546,18 @@ def test_a_reply_that_never_reaches_the_window_end_fails_after_a_bounded_number_
         provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(first, TODAY - 2 * DAY))
     assert len(server.requests) == 2 + 2  # (last bar - first bar) / a bar, plus 2
     assert caught.value.symbol == "BTC-USD"
+
+
+def test_a_reply_30_rows_short_of_the_cap_is_still_cut_by_it_and_one_more_is_a_listing(
+    serve_fake, fake, provider_for
+):
+    """A first reply of 690 rows (720 less the 30 of slack) that starts later than asked was
+    cut by the cap; one of 689 rows is read as a pair listed inside the window."""
+    fake.served_rows = 690
+    with serve_fake(fake) as server, pytest.raises(OutOfReachError, match="served only 690"):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(OLDEST, TODAY))
+    fake.served_rows = 689
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(OLDEST, TODAY))
+    assert len(candles) == 688  # the open bar is not a candle yet
+    assert candles.ts[-1] == TODAY - DAY
