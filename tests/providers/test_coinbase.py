@@ -220,3 +220,28 @@ def test_a_retry_after_date_beyond_the_cap_is_neither_waited_for_nor_retried(fak
     assert caught.value.retry_after == 61.75
     assert slept == []
     assert len(server.requests) == 1
+
+
+def test_without_retry_after_each_wait_is_the_backoff_plus_a_jitter_under_half_a_second(
+    fake, provider_for
+):
+    """stamina's backoff (0.5 s, then doubled) plus a random jitter of less than
+    BACKOFF_JITTER, so that many workers do not retry in step; in stamina's testing mode,
+    as everywhere else in this suite, there is no backoff and no jitter at all."""
+    import stamina
+
+    fake.fail_next = [Reply(500, "oops"), Reply(502, "oops")]
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+        assert slept == [0.0, 0.0]
+        fake.fail_next = [Reply(500, "oops"), Reply(502, "oops")]
+        slept.clear()
+        stamina.set_testing(False)  # the autouse fixture's teardown leaves it off too
+        try:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+        finally:
+            stamina.set_testing(True, attempts=3)
+    [first, second] = slept
+    assert 0.5 < first < 1.0  # a jitter of exactly 0 has a chance of about 2**-53
+    assert 1.0 < second < 1.5
