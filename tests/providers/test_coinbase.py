@@ -195,6 +195,7 @@ def provider_that_sleeps(provider_for, url: str) -> tuple[CoinbaseProvider, list
     ("retry_after", "waited"),
     [
         ("7", 7.0),  # delta-seconds
+        ("60", 60.0),  # exactly the cap (RETRY_AFTER_LIMIT): still waited for
         (_http_date(20), 19.75),  # an HTTP date, measured from the run's clock
         (_http_date(60), 59.75),  # at the cap (RETRY_AFTER_LIMIT): still waited for
         (_http_date(-5), 0.0),  # a date already past: retried at once
@@ -245,3 +246,15 @@ def test_without_retry_after_each_wait_is_the_backoff_plus_a_jitter_under_half_a
     [first, second] = slept
     assert 0.5 < first < 1.0  # a jitter of exactly 0 has a chance of about 2**-53
     assert 1.0 < second < 1.5
+
+
+def test_a_retried_error_carries_the_wait_its_retry_is_logged_with(fake, provider_for):
+    """A failure that Retry-After says to retry records the wait it asked for (the log record
+    of a scheduled retry reads it); the error finally raised carries it too."""
+    fake.fail_next = [Reply(429, {"message": "slow down"}, headers={"Retry-After": "7"})] * 3
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        with pytest.raises(ProviderUnavailableError) as caught:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
+    assert slept == [7.0, 7.0]
+    assert (caught.value.retry_after, caught.value.retry_wait) == (7.0, 7.0)
