@@ -258,3 +258,22 @@ def test_a_retried_error_carries_the_wait_its_retry_is_logged_with(fake, provide
             provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
     assert slept == [7.0, 7.0]
     assert (caught.value.retry_after, caught.value.retry_wait) == (7.0, 7.0)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (Reply(200, "<html>maintenance</html>"), "BadPayloadError"),  # not JSON
+        (Reply(500, "oops"), "ProviderUnavailableError"),
+        (Reply(403, {"message": "Forbidden"}), "BadPayloadError"),
+    ],
+)
+def test_every_kind_of_coinbase_error_names_the_symbol_asked_for(fake, provider_for, reply, kind):
+    fake.fail_next = [reply] * 3
+    with serve(fake) as server, pytest.raises(Exception) as caught:
+        provider_for(server.url).fetch("ETH-USD", Interval.D1, Window(START, START + DAY))
+    assert (type(caught.value).__name__, caught.value.provider, caught.value.symbol) == (
+        kind,
+        "coinbase",
+        "ETH-USD",
+    )
