@@ -237,3 +237,39 @@ def redis_url() -> str:
     finally:
         client.close()
     return url
+
+
+@contextmanager
+def deadlocks(engine: Any, table: str, times: int) -> Iterator[Callable[[], int]]:
+    """PostgreSQL: the first `times` INSERT statements into `table` fail as a deadlock would
+    (a transient fault the write path retries). Yields how many inserts were tried so far."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SEQUENCE md_faults"))
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION md_deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF nextval('md_faults') <= {int(times)} THEN RAISE EXCEPTION "
+                "'deadlock detected' USING ERRCODE = 'deadlock_detected'; END IF; "
+                "RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE TRIGGER md_deadlock BEFORE INSERT ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION md_deadlock()"
+            )
+        )
+
+    def tried() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT last_value FROM md_faults")).scalar_one())
+
+    try:
+        yield tried
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TRIGGER md_deadlock ON {table}"))
+            conn.execute(sa.text("DROP FUNCTION md_deadlock"))
+            conn.execute(sa.text("DROP SEQUENCE md_faults"))

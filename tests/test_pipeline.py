@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -141,11 +142,16 @@ def test_every_pair_failing_is_a_failed_run(make_app, fake):
     assert app.metrics.counters["ingestion.failure"] == 1
 
 
-def test_impossible_candles_are_quarantined_with_a_reason(make_app, fake):
+def high_below_low(fake, ts):
+    """The fake's BTC-USD daily candle at `ts` made impossible: its high below its low."""
     rows = fake.candles["BTC-USD"][DAY]
-    index = next(i for i, r in enumerate(rows) if r[0] == TODAY - 3 * DAY)
+    index = next(i for i, r in enumerate(rows) if r[0] == ts)
     ts, o, _h, low, c, v = rows[index]
-    rows[index] = (ts, o, low * 0.5, low, c, v)  # high below low
+    rows[index] = (ts, o, low * 0.5, low, c, v)
+
+
+def test_impossible_candles_are_quarantined_with_a_reason(make_app, fake):
+    high_below_low(fake, TODAY - 3 * DAY)
     app = make_app()
     result = ingest(app)
     assert result.outcomes[0].rejected == 1
@@ -166,17 +172,17 @@ def test_disabled_symbols_are_skipped_with_a_note(make_app):
     assert result.status is RunStatus.SUCCESS
 
 
-def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
+@contextmanager
+def held_elsewhere(other, symbol):
+    """The daily pair's lock held by another process's connection for the block."""
     from marketdata.storage.locks import pair_lock
 
-    app = make_app()
-    other = make_app()
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with (
             connect(other.engine(), other.target) as conn,
-            pair_lock(conn, "BTC-USD", "1d", other.lock_dir()) as taken,
+            pair_lock(conn, symbol, "1d", other.lock_dir()) as taken,
         ):
             assert taken
             held.set()
@@ -186,10 +192,16 @@ def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
     worker.start()
     try:
         assert held.wait(10)
-        result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
+        yield
     finally:
         release.set()
         worker.join()
+
+
+def test_a_pair_held_by_another_worker_is_skipped_not_failed(make_app):
+    app = make_app()
+    with held_elsewhere(make_app(), "BTC-USD"):
+        result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
     assert {o.symbol: o.status for o in result.outcomes} == {"BTC-USD": "skipped", "ETH-USD": "ok"}
     assert result.status is RunStatus.SUCCESS
 
@@ -312,3 +324,442 @@ def test_an_unexpected_error_ends_the_run_recorded_as_a_failure_and_raised(make_
     assert (run.status, run.error) == ("failure", "RuntimeError: boom in the provider")
     assert run.finished_at is not None
     assert app.metrics.counters["ingestion.failure"] == 1
+
+
+# ------------------------------------------------------------- the fleet's per-pair step
+# A fleet worker runs one pair per job through `_process_pair` (marketdata/fleet/pairs.py),
+# planned from what is stored when the job runs, on its own lock session: these tests drive
+# that step the way a worker does, on both backends.
+
+
+def run_one_pair(app, symbol="BTC-USD", *, providers=("coinbase",), skip=None):
+    """One pair through the fleet's per-pair step under a run row of its own: the outcome
+    returned and the outcomes recorded for that run."""
+    from marketdata.observability.logging import with_log_context
+    from marketdata.pipeline import PairPlan, _build_chain, _last_ts, _process_pair, _windows
+    from marketdata.storage.locks import RunLease
+    from marketdata.storage.runs import start_run
+
+    request = IngestRequest(symbols=[symbol], providers=list(providers))
+    with connect(app.engine(), app.target) as conn:
+        run_id = start_run(
+            conn,
+            trigger="fleet",
+            providers=list(providers),
+            symbols=[symbol],
+            intervals=["1d"],
+            started_at=app.clock(),
+        )
+        conn.commit()
+        last = _last_ts(conn, symbol, Interval.D1)
+        now = int(app.clock().timestamp())
+        windows = _windows(conn, request, symbol, Interval.D1, last, now, 30)
+    pair = PairPlan(symbol, Interval.D1, windows, last, skip=skip)
+    lease = RunLease(app.engine(), run_id, app.lock_dir())
+    try:
+        with app.provider_context({}) as ctx:
+            # in a copy of the context, as a worker's job: what the pair binds stays its own
+            step = with_log_context(_process_pair)
+            outcome = step(app, _build_chain(providers, ctx), run_id, pair, None, lease)
+    finally:
+        lease.release()
+    with connect(app.engine(), app.target) as conn:
+        recorded = outcomes_of(conn, run_id)
+    return outcome, recorded
+
+
+OUTCOME_FIELDS = ("symbol", "interval", "status", "provider", "fetched", "inserted", "updated")
+OUTCOME_FIELDS += ("unchanged", "rejected", "error")
+
+
+def _fields(outcome) -> tuple:
+    if isinstance(outcome, dict):
+        return tuple(outcome[f] for f in OUTCOME_FIELDS)
+    return tuple(getattr(outcome, f) for f in OUTCOME_FIELDS)
+
+
+def test_a_fleet_pair_stores_its_lookback_window_with_its_outcome(make_app, coinbase):
+    app = make_app()
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 31, 31, 0, 0, 0, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    [request] = coinbase.requests
+    assert request.query["start"] == "2024-03-11T00:00:00Z"  # 30 days back
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.D1)
+    assert (len(stored), int(stored.ts[0]), int(stored.ts[-1])) == (31, TODAY - 30 * DAY, TODAY)
+
+
+def test_a_fleet_pair_with_nothing_new_is_recorded_unchanged_and_not_written(make_app, coinbase):
+    app = make_app()
+    run_one_pair(app)
+    with connect(app.engine(), app.target) as conn:
+        before = read_candles(conn, "BTC-USD", Interval.D1)
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 1, 0, 0, 1, 0, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]  # recorded once
+    assert coinbase.requests[-1].query["start"] == "2024-04-10T00:00:00Z"  # the last stored
+    with connect(app.engine(), app.target) as conn:
+        after = read_candles(conn, "BTC-USD", Interval.D1)
+    assert after.close.tolist() == before.close.tolist()
+
+
+def test_a_fleet_pair_whose_stored_candle_changed_is_written_again(make_app, fake):
+    app = make_app()
+    run_one_pair(app)
+    rows = fake.candles["BTC-USD"][DAY]
+    index = next(i for i, r in enumerate(rows) if r[0] == TODAY)
+    ts, o, h, low, c, v = rows[index]
+    rows[index] = (ts, o, h, low, c, v + 2.0)  # the open bar traded more since
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 1, 0, 1, 0, 0, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.D1)
+    assert float(stored.volume[-1]) == v + 2.0
+
+
+def test_a_fleet_pair_with_a_new_bar_writes_it_beside_the_unchanged_one(make_app, fake, coinbase):
+    app = make_app()
+    run_one_pair(app)
+    later = datetime(2024, 4, 11, 0, 30, tzinfo=UTC)
+    fake.add("BTC-USD", DAY, walk(TODAY + DAY, DAY, 1, seed=3))
+    app.clock = lambda: later
+    outcome, _ = run_one_pair(app)
+    assert coinbase.requests[-1].query["start"] == "2024-04-10T00:00:00Z"  # the last stored
+    assert (outcome.status, outcome.fetched, outcome.inserted, outcome.unchanged) == (
+        "ok",
+        2,
+        1,
+        1,
+    )
+
+
+def test_a_disabled_fleet_pair_is_neither_fetched_nor_recorded(make_app, coinbase):
+    app = make_app()
+    outcome, recorded = run_one_pair(app, skip="disabled")
+    assert _fields(outcome) == ("BTC-USD", "1d", "disabled", None, 0, 0, 0, 0, 0, None)
+    assert recorded == []
+    assert coinbase.requests == []
+
+
+def test_a_fleet_pair_held_by_another_worker_is_recorded_skipped_unfetched(make_app, coinbase):
+    app = make_app()
+    with held_elsewhere(make_app(), "BTC-USD"):
+        outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "skipped", None, 0, 0, 0, 0, 0, "held by another worker")
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    assert coinbase.requests == []
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn, "BTC-USD") == 0
+    # released: the next job of the pair takes it
+    outcome, _ = run_one_pair(app)
+    assert (outcome.status, outcome.inserted) == ("ok", 31)
+
+
+def test_a_fleet_pair_the_provider_does_not_list_is_recorded_failed(make_app):
+    app = make_app()
+    with warnings_logged() as warned:
+        outcome, recorded = run_one_pair(app, "NOPE-USD")
+    assert (outcome.status, outcome.provider, outcome.fetched, outcome.inserted) == (
+        "failed",
+        None,
+        0,
+        0,
+    )
+    assert outcome.error is not None and "coinbase does not list NOPE-USD" in outcome.error
+    assert [_fields(o) for o in recorded] == [_fields(outcome)]
+    assert warned == [f"NOPE-USD 1d failed: {outcome.error}"]
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn) == 0
+
+
+def test_a_fleet_pair_s_bad_candle_is_quarantined_and_the_rest_stored(make_app, fake):
+    high_below_low(fake, TODAY - 3 * DAY)
+    app = make_app()
+    outcome, recorded = run_one_pair(app)
+    expected = ("BTC-USD", "1d", "ok", "coinbase", 31, 30, 0, 0, 1, None)
+    assert _fields(outcome) == expected
+    assert [_fields(o) for o in recorded] == [expected]
+    with connect(app.engine(), app.target) as conn:
+        assert [r.ts for r in list_rejects(conn, ["BTC-USD"])] == [TODAY - 3 * DAY]
+
+
+def _unreachable_app(**values):
+    import socket
+
+    from marketdata.config import load_settings
+    from marketdata.context import AppContext
+    from marketdata.observability.alerts import RecordingAlerts
+    from marketdata.observability.metrics import RecordingMetrics
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    url = f"postgresql://marketdata@127.0.0.1:{port}/marketdata"
+    loaded = load_settings({"database_url": url, "db_connect_timeout": 1, **values}, environ={})
+    return AppContext(loaded, metrics=RecordingMetrics(), alerts=RecordingAlerts())
+
+
+@pytest.mark.parametrize(
+    ("asked", "settings", "providers", "symbols"),
+    [
+        # the request's own providers (comma lists, blanks dropped) and symbols
+        (
+            {"symbols": ["ETH-USD"], "providers": ["coinbase, kraken", " ", "binance,"]},
+            {"ingestion_symbols": "BTC-USD", "ingestion_provider": "yahoo"},
+            ["coinbase", "kraken", "binance"],
+            ["ETH-USD"],
+        ),
+        # none asked: INGESTION_PROVIDER and INGESTION_SYMBOLS
+        (
+            {},
+            {"ingestion_symbols": "BTC-USD,SOL-USD", "ingestion_provider": "kraken,coinbase"},
+            ["kraken", "coinbase"],
+            ["BTC-USD", "SOL-USD"],
+        ),
+    ],
+)
+def test_a_run_that_cannot_reach_the_database_alerts_with_what_was_asked(
+    asked, settings, providers, symbols
+):
+    from marketdata.errors import DatabaseUnavailableError
+
+    app = _unreachable_app(**settings)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            run_ingest(app, IngestRequest(trigger="timer", **asked))
+    finally:
+        app.close()
+    [alert] = app.alerts.sent
+    assert (alert.severity, alert.title) == (
+        "critical",
+        "database unreachable: ingestion run could not start",
+    )
+    assert (alert.trigger, list(alert.providers), list(alert.symbols)) == (
+        "timer",
+        providers,
+        symbols,
+    )
+
+
+@contextmanager
+def warnings_logged():
+    """The messages of the warnings logged in the block (loguru), as a list filled as they
+    come."""
+    from loguru import logger
+
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        yield lines
+    finally:
+        logger.remove(handler)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pair_write_that_meets_a_deadlock_is_written_again_counted_once(make_app, fake):
+    from tests.conftest import deadlocks
+
+    high_below_low(fake, TODAY - 3 * DAY)
+    app = make_app()
+    with warnings_logged() as warned, deadlocks(app.engine(), "ingestion_outcomes", 2) as tried:
+        result = ingest(app)
+        assert tried() == 3  # two writes rolled back, the third committed
+    outcome = result.outcomes[0]
+    assert result.status is RunStatus.SUCCESS
+    assert _fields(outcome) == ("BTC-USD", "1d", "ok", "coinbase", 31, 30, 0, 0, 1, None)
+    retries = [w for w in warned if "writing again" in w]
+    assert [w.split(": ")[0] for w in retries] == ["BTC-USD 1d", "BTC-USD 1d"]
+    assert [w.split("; ")[-1] for w in retries] == [
+        "writing again in 0.2s (attempt 2 of 5)",
+        "writing again in 0.4s (attempt 3 of 5)",
+    ]
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn, "BTC-USD") == 30
+        assert len(list_rejects(conn, ["BTC-USD"])) == 1  # the rolled-back ones are gone
+        [recorded] = outcomes_of(conn, result.run_id)
+    assert _fields(recorded) == _fields(outcome)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pair_write_that_keeps_meeting_deadlocks_fails_after_five_attempts(make_app):
+    from tests.conftest import deadlocks
+
+    app = make_app()
+    with warnings_logged() as warned, deadlocks(app.engine(), "ingestion_outcomes", 5) as tried:
+        result = ingest(app, symbols=["BTC-USD"])
+        assert tried() == 6  # five writes, then the failure recorded on its own
+    outcome = result.outcomes[0]
+    assert result.status is RunStatus.FAILURE
+    # what was fetched is told; nothing of it was stored
+    assert _fields(outcome)[:-1] == ("BTC-USD", "1d", "failed", "coinbase", 31, 0, 0, 0, 0)
+    assert outcome.error is not None
+    assert outcome.error.startswith("PostgreSQL at ")
+    assert " is busy: deadlock detected (40P01)" in outcome.error
+    waits = [w.split("; ")[-1] for w in warned if "writing again" in w]
+    assert waits == [
+        f"writing again in {s}s (attempt {n} of 5)"
+        for s, n in [(0.2, 2), (0.4, 3), (0.8, 4), (1.6, 5)]
+    ]
+    with connect(app.engine(), app.target) as conn:
+        assert count_candles(conn) == 0
+        [recorded] = outcomes_of(conn, result.run_id)
+    assert (recorded["status"], recorded["error"]) == ("failed", outcome.error)
+
+
+def test_a_pair_skipped_for_longer_than_alert_stale_after_is_warned_about(make_app):
+    """Each skip of a held pair is recorded; once the pair has been skipped for longer than
+    ALERT_STALE_AFTER (2h by default: exactly 2h is not longer) a warning names it."""
+    from datetime import timedelta
+
+    app = make_app()
+    with held_elsewhere(make_app(), "BTC-USD"), warnings_logged() as warned:
+        stale = []
+        for later in (timedelta(0), timedelta(hours=2), timedelta(hours=2, seconds=1)):
+            app.clock = lambda later=later: NOW + later
+            outcome, _ = run_one_pair(app)
+            assert (outcome.status, outcome.error) == ("skipped", "held by another worker")
+            stale.append([w for w in warned if "has been skipped since" in w])
+            warned.clear()
+    assert stale[:2] == [[], []]
+    assert stale[2] == [
+        "BTC-USD 1d has been skipped since 2024-04-10T12:00:00+00:00 because another worker "
+        "holds its lock (longer than ALERT_STALE_AFTER=2h): is that worker stuck? "
+        "see `marketdata runs`"
+    ]
+
+
+def test_each_pair_s_window_follows_the_mode_the_bounds_and_what_is_stored(make_app):
+    app = make_app()
+
+    def windows(symbol="BTC-USD", **asked):
+        plan = build_plan(app, IngestRequest(symbols=["BTC-USD", "ETH-USD"], **asked))
+        [pair] = [p for p in plan.pairs if p.symbol == symbol]
+        return [(w.start, w.end) for w in pair.windows]
+
+    bar_end = TODAY + DAY  # the end of the bar open now: it is fetched too
+    assert windows() == [(TODAY - 30 * DAY, bar_end)]  # nothing stored: the lookback
+    assert windows(lookback_days=5) == [(TODAY - 5 * DAY, bar_end)]
+    assert windows(since=TODAY - 10 * DAY) == [(TODAY - 10 * DAY, bar_end)]
+    assert windows(until=TODAY - 5 * DAY) == [(TODAY - 30 * DAY, TODAY - 5 * DAY)]
+    assert windows(until=TODAY + 9 * DAY) == [(TODAY - 30 * DAY, bar_end)]  # no further
+    ingest(app)  # BTC-USD stored up to today's bar
+    with connect(app.engine(), app.target) as conn, conn.begin():  # a hole in the history
+        from marketdata.domain import utc_from_epoch
+        from marketdata.storage.schema import candles
+
+        conn.execute(candles.delete().where(candles.c.ts == utc_from_epoch(TODAY - 10 * DAY)))
+    assert windows() == [(TODAY, bar_end)]  # from the last stored bar, which may have moved
+    assert windows(mode=Mode.REPLAY) == [(TODAY - 30 * DAY, bar_end)]
+    assert windows(mode=Mode.BACKFILL) == [(TODAY - 10 * DAY, TODAY - 9 * DAY), (TODAY, bar_end)]
+    assert windows("ETH-USD", mode=Mode.BACKFILL) == [(TODAY - 30 * DAY, bar_end)]
+    # a window ending before the stored history is empty for that pair, not reversed
+    assert windows(until=TODAY - 5 * DAY) == [(TODAY - 5 * DAY, TODAY - 5 * DAY)]
+    assert windows("ETH-USD", until=TODAY - 5 * DAY) == [(TODAY - 30 * DAY, TODAY - 5 * DAY)]
+
+
+def test_a_run_whose_only_fetched_pair_failed_is_a_failure_whatever_it_skipped(make_app):
+    """Disabled and skipped pairs are neither ok nor failed: a run whose every fetched pair
+    failed is a failure, recorded with that pair's error."""
+    app = make_app(ingestion_disabled_symbols="ETH-USD")
+    result = ingest(app, symbols=["ETH-USD", "NOPE-USD"])
+    assert {o.symbol: o.status for o in result.outcomes} == {
+        "ETH-USD": "disabled",
+        "NOPE-USD": "failed",
+    }
+    assert result.status is RunStatus.FAILURE
+    [failed] = [o for o in result.outcomes if o.status == "failed"]
+    assert result.error == failed.error
+    with connect(app.engine(), app.target) as conn:
+        [run] = recent_runs(conn)
+    assert (run.status, run.error) == ("failure", failed.error)
+
+
+class RecordingProgress:
+    """A Progress that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.pairs: int | None = None
+        self.done: list[tuple[str, str]] = []
+
+    def started(self, pairs: int) -> None:
+        self.pairs = pairs
+
+    def pair_done(self, outcome) -> None:
+        self.done.append((outcome.symbol, outcome.status))
+
+
+def test_progress_is_told_the_pairs_of_the_run_then_each_pair_once(make_app):
+    app = make_app(ingestion_disabled_symbols="SOL-USD")
+    progress = RecordingProgress()
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "NOPE-USD"]
+    result = run_ingest(app, IngestRequest(symbols=symbols), progress)
+    assert progress.pairs == 4
+    assert sorted(progress.done) == [
+        ("BTC-USD", "ok"),
+        ("ETH-USD", "ok"),
+        ("NOPE-USD", "failed"),
+        ("SOL-USD", "disabled"),
+    ]
+    assert sorted((o.symbol, o.status) for o in result.outcomes) == sorted(progress.done)
+
+
+def _candle_writes(app):
+    """The statements that write candles, counted from now on (a list filled as they run)."""
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        words = statement.split()
+        if words[0].upper() in ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "COPY") and any(
+            "candles" in word for word in words[1:4]
+        ):
+            seen.append(" ".join(words[:3]))
+
+    sa.event.listen(app.engine(), "before_cursor_execute", count)
+    return seen
+
+
+def test_a_fleet_pair_with_nothing_new_sends_no_statement_that_writes_candles(make_app):
+    app = make_app()
+    run_one_pair(app)
+    writes = _candle_writes(app)
+    outcome, _ = run_one_pair(app)
+    assert (outcome.fetched, outcome.unchanged) == (1, 1)
+    assert writes == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_fleet_pair_whose_write_keeps_failing_is_logged_with_its_pair_and_run(make_app):
+    from loguru import logger
+
+    from tests.conftest import deadlocks
+
+    app = make_app()
+    records: list[tuple[str, dict]] = []
+    handler = logger.add(lambda m: records.append((m.record["message"], m.record["extra"])))
+    try:
+        with deadlocks(app.engine(), "ingestion_outcomes", 5):
+            outcome, recorded = run_one_pair(app)
+    finally:
+        logger.remove(handler)
+    assert outcome.status == "failed"
+    assert [o["status"] for o in recorded] == ["failed"]
+    [(message, extra)] = [r for r in records if r[0].startswith("BTC-USD 1d failed: ")]
+    assert message == f"BTC-USD 1d failed: {outcome.error}"
+    assert (extra["symbol"], extra["interval"], extra["run_id"]) == (
+        "BTC-USD",
+        "1d",
+        recorded[0]["run_id"],
+    )
+    retries = [extra for message, extra in records if "writing again" in message]
+    assert len(retries) == 4
+    assert {(e["symbol"], e["interval"], e["run_id"]) for e in retries} == {
+        ("BTC-USD", "1d", recorded[0]["run_id"])
+    }

@@ -260,9 +260,7 @@ def _with_costs(app: AppContext, provider_name: str, pair: PairPlan) -> PairPlan
         requests = sum(provider.requests_needed(pair.interval, w) for w in pair.windows)
     limit = cls.rate_limit
     seconds = max(0.0, (requests - limit.burst) / limit.per_second)
-    return PairPlan(
-        pair.symbol, pair.interval, pair.windows, pair.stored_last, requests, seconds, pair.skip
-    )
+    return PairPlan(pair.symbol, pair.interval, pair.windows, pair.stored_last, requests, seconds)
 
 
 # --------------------------------------------------------------------------------- running
@@ -794,8 +792,7 @@ def _record_unchanged(
             conn, [batch for _, _, batch in pairs], analytics_intervals(app.settings)
         )
         same = [f for f in pairs if _all_stored(f[2], stored)]
-        for _, outcome, batch in same:
-            outcome.provider = outcome.provider or batch.provider
+        for _, outcome, batch in same:  # the provider is the one that served it (_fetch)
             outcome.fetched = outcome.unchanged = len(batch)
         record_outcomes(conn, run_id, [outcome for _, outcome, _ in same])
         return same

@@ -327,3 +327,39 @@ def test_a_correlation_stays_within_one_where_rounding_would_overshoot(factor: f
     result = compare(series, window=6, periods_per_year={"A": 365, "B": 365})
 
     assert result.correlation["A"]["B"] == result.correlation["B"]["A"] == math.copysign(1, factor)
+
+
+def test_a_zero_close_at_both_ends_of_the_window_has_no_roi_and_no_warning() -> None:
+    ts = START + np.arange(6, dtype=np.int64) * DAY
+    series = {
+        "A": (ts, np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        "B": (ts, np.array([0.0, 2.0, 3.0, 4.0, 5.0, 0.0])),  # 0 / 0 for its ROI
+    }
+    result = compare(series, window=5, periods_per_year={"A": 365, "B": 365})
+    assert result.roi == {"A": 5.0, "B": None}
+    assert result.relative_performance == {"A": 0.0, "B": None}
+
+
+def test_a_benchmark_whose_variance_is_exactly_one_still_measures_the_others() -> None:
+    """Log returns 0, 1, 2 have a sample variance of exactly 1: only a zero variance leaves
+    beta and the volatility ratio undefined, not a variance of one."""
+    ts = START + np.arange(4, dtype=np.int64) * DAY
+    bench = (ts, np.array([1.0, 1.0, math.e, math.e * math.exp(2.0)]))
+    other = (ts, np.array([1.0, 2.0, 3.0, 5.0]))
+    result = compare({"A": bench, "B": other}, window=3, periods_per_year={"A": 1.0, "B": 1.0})
+    returns = np.log([2.0, 1.5, 5.0 / 3.0])
+    assert result.volatility["A"] == 1.0
+    assert result.beta["A"] == result.volatility_ratio["A"] == 1.0
+    assert result.beta["B"] == pytest.approx(np.cov(returns, [0.0, 1.0, 2.0])[0, 1])
+    assert result.volatility_ratio["B"] == pytest.approx(statistics.stdev(returns))
+
+
+def test_returns_spanning_exactly_one_are_not_taken_for_constant_returns() -> None:
+    """Log returns 0, 1, 0 range over exactly 1 (a constant column ranges over 0): their
+    sample variance is 1/3, annualised over 3 periods a volatility of exactly 1."""
+    ts = START + np.arange(4, dtype=np.int64) * DAY
+    jump = (ts, np.array([1.0, 1.0, math.e, math.e]))
+    other = (ts, np.array([1.0, 2.0, 3.0, 5.0]))
+    result = compare({"A": jump, "B": other}, window=3, periods_per_year={"A": 3.0, "B": 1.0})
+    assert result.volatility["A"] == pytest.approx(1.0, rel=1e-15)
+    assert result.correlation["A"]["B"] is not None

@@ -495,3 +495,38 @@ def test_periods_per_year_rejects_a_non_positive_interval(interval_seconds: int)
 def test_compute_indicators_rejects_a_periods_per_year_that_is_not_positive(ppy: float) -> None:
     with pytest.raises(ValueError, match="periods_per_year"):
         compute_indicators(np.ones(3), periods_per_year=ppy)
+
+
+def test_price_ratios_beyond_float_range_leave_only_their_windows_undefined(
+    paths_taken: list[str],
+) -> None:
+    """A close of 5e-324 is valid (positive, finite), but its ratios to the closes around
+    it leave float64: log returns of -inf and +inf. The volatility windows holding them are
+    NaN, as for a missing close (and no RuntimeWarning, an error in this suite); every
+    window without them keeps a value, the rows before are untouched, and a tail equals the
+    full recompute whether the jump lies in the closes before it or in the tail itself."""
+    close = random_walk(320, seed=31)
+    close[281] = 5e-324  # the smallest float above zero
+    ppy = 365.0
+
+    full = compute_indicators(close, periods_per_year=ppy)
+
+    assert (full.log_return[281], full.log_return[282]) == (-math.inf, math.inf)
+    for window, values in zip(
+        VOLATILITY_WINDOWS, (full.volatility_7, full.volatility_30, full.volatility_90), strict=True
+    ):
+        assert not np.isnan(values[window:281]).any(), window
+        assert np.isnan(values[281 : 282 + window]).all(), window
+        assert not np.isnan(values[282 + window :]).any(), window
+    before = compute_indicators(close[:281], periods_per_year=ppy)
+    for name, values in before.columns().items():
+        np.testing.assert_array_equal(full.columns()[name][:281], values, err_msg=name)
+    paths_taken.clear()
+    tail = tail_of(close, 10, ppy)  # the jump among the LOOKBACK closes before the tail
+    assert paths_taken == ["short tail", "general"]
+    assert_same_columns(tail, rows_from(full, 310), rtol=1e-12)
+    paths_taken.clear()
+    tail = tail_of(close[:285], 5, ppy)  # the jump inside the tail
+    full = compute_indicators(close[:285], periods_per_year=ppy)
+    assert paths_taken == ["short tail", "general", "general"]
+    assert_same_columns(tail, rows_from(full, 280), rtol=1e-12)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from marketdata.domain import Interval, RunStatus
 from marketdata.pipeline import IngestRequest, run_ingest
 from marketdata.storage.locks import lock_key
+from tests.conftest import deadlocks
 
 NOW = datetime(2024, 4, 10, 12, 30, tzinfo=UTC)
 SYMBOLS = [f"B{i:03d}-USD" for i in range(120)]
@@ -125,29 +126,10 @@ def test_a_pair_held_by_another_process_is_skipped_and_the_rest_recorded(filled)
 def test_a_transient_fault_recording_unchanged_pairs_is_retried(filled):
     app = filled(ingestion_concurrency=1)  # 40 pairs in 4 groups of 10, one after another
     engine = app.engine()
-    with engine.begin() as conn:  # the first two inserts of outcomes meet a deadlock
-        conn.execute(sa.text("CREATE SEQUENCE md_faults"))
-        conn.execute(
-            sa.text(
-                "CREATE FUNCTION md_deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF nextval('md_faults') <= 2 THEN RAISE EXCEPTION 'deadlock detected' "
-                "USING ERRCODE = 'deadlock_detected'; END IF; RETURN NULL; END $$"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "CREATE TRIGGER md_deadlock BEFORE INSERT ON ingestion_outcomes "
-                "FOR EACH STATEMENT EXECUTE FUNCTION md_deadlock()"
-            )
-        )
-    try:
+    # the first two inserts of outcomes meet a deadlock
+    with deadlocks(engine, "ingestion_outcomes", 2) as tried:
         result = run_ingest(app, _request(SYMBOLS[:40]))
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TRIGGER md_deadlock ON ingestion_outcomes"))
-            conn.execute(sa.text("DROP FUNCTION md_deadlock"))
-            faults = conn.execute(sa.text("SELECT last_value FROM md_faults")).scalar_one()
-            conn.execute(sa.text("DROP SEQUENCE md_faults"))
+        faults = tried()
     assert result.status is RunStatus.SUCCESS
     assert faults == 4 + 2  # a statement per group, two of them rolled back and tried again
     assert {(o.status, o.unchanged) for o in result.outcomes} == {("ok", 1)}

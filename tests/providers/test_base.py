@@ -26,7 +26,9 @@ def test_a_symbol_not_listed_names_provider_symbol_and_the_mapping_to_add(provid
         "`marketdata markets add FOO-USD --provider-symbol coinbase=PRODUCT`"
     )
     detailed = provider.not_listed(None, "delisted", hint="try kraken")
-    assert detailed.one_line() == "coinbase does not list None: delisted: try kraken"
+    assert (
+        detailed.one_line() == "coinbase does not list the symbol asked for: delisted: try kraken"
+    )
 
 
 def test_an_interval_a_provider_does_not_serve_lists_those_it_does_in_length_order():
@@ -86,3 +88,16 @@ def test_an_http_error_shows_at_most_120_characters_of_a_body_and_nothing_for_no
 
     error = CoinbaseProvider(provider_context()).classify(httpx.Response(503, text=body), None)
     assert error.message == message
+
+
+def test_a_bad_row_is_shown_whole_up_to_160_characters_then_cut_to_160():
+    from marketdata.providers.base import bad_row
+
+    exact = "x" * 158  # its repr, quotes included, is 160 characters long
+    assert bad_row("kraken", "BTC-USD", exact, "odd").message == (
+        f"kraken sent a bad row for BTC-USD: odd in {exact!r}"
+    )
+    longer = "x" * 159
+    message = bad_row("kraken", "BTC-USD", longer, "odd").message
+    assert message == f"kraken sent a bad row for BTC-USD: odd in {repr(longer)[:157]}..."
+    assert len(message.split(" in ", 1)[1]) == 160

@@ -445,7 +445,9 @@ def test_a_reply_without_a_readable_weight_leaves_the_weight_unknown(
 def test_an_invalid_symbol_without_a_symbol_or_a_msg_still_reads_as_one(provider_for):
     provider = provider_for("http://127.0.0.1:9")
     bare = provider.classify(httpx.Response(400, json={"code": -1121}), None)
-    assert bare.message == "binance does not list None: asked for ?: Invalid symbol."
+    assert (
+        bare.message == "binance does not list the symbol asked for: asked for ?: Invalid symbol."
+    )
     worded = provider.classify(
         httpx.Response(400, json={"code": -1121, "msg": "Unknown pair"}), "FOO-USDT"
     )
@@ -497,3 +499,38 @@ def test_a_quote_binance_lacks_hints_the_mapping_to_add(provider_for, symbol, in
     with pytest.raises(SymbolNotListedError) as caught:
         provider_for("http://127.0.0.1:9").provider_symbol(symbol)
     assert caught.value.hint.endswith(f"--provider-symbol binance={instead}`")
+
+
+def test_requests_woken_from_one_pause_all_count_in_the_minute_they_woke_in():
+    """Two threads paused on a spent minute wake in the next one: the first starts it
+    afresh, the second must not start it again (that would forget the first's request),
+    and both requests count there, as does every later one of that minute."""
+    from marketdata.providers.binance import KLINES_WEIGHT, WEIGHT_PAUSE_AT, WeightBudget
+
+    now = [CLOCK]
+    budget = WeightBudget(lambda: now[0])
+    budget.note(WEIGHT_PAUSE_AT)  # this minute is spent
+    first, second = budget.reserve(KLINES_WEIGHT), budget.reserve(KLINES_WEIGHT)
+    assert first == second == (31.0, budget.generation)
+    now[0] = CLOCK + 31.0  # the next minute, as the pause intended
+    budget.after_pause(first[1], KLINES_WEIGHT)
+    budget.after_pause(second[1], KLINES_WEIGHT)
+    assert (budget.minute, budget.used) == (int(CLOCK + 31.0) // 60, 2 * KLINES_WEIGHT)
+    assert budget.reserve(KLINES_WEIGHT) is None  # still the same minute: counted on
+    assert budget.used == 3 * KLINES_WEIGHT
+
+
+def test_a_fresh_minute_grants_its_whole_weight_budget_then_pauses():
+    from marketdata.providers.binance import KLINES_WEIGHT, WEIGHT_PAUSE_AT, WeightBudget
+
+    now = [CLOCK]
+    budget = WeightBudget(lambda: now[0])
+    granted = 0
+    while budget.reserve(KLINES_WEIGHT) is None:
+        granted += 1
+    assert granted == WEIGHT_PAUSE_AT // KLINES_WEIGHT
+    now[0] = CLOCK + 30.0  # the next minute: its whole budget again
+    again = 0
+    while budget.reserve(KLINES_WEIGHT) is None:
+        again += 1
+    assert again == granted

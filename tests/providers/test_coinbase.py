@@ -132,10 +132,12 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
 
     from marketdata.providers.base import retry_after_seconds
 
-    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    now = 1_445_412_400.0  # 2015-10-21 07:26:40 UTC
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "7"}), now) == 7.0
     dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
-    assert retry_after_seconds(dated) == 0.0  # in the past: retry now
-    assert retry_after_seconds(httpx.Response(429)) is None
+    assert retry_after_seconds(dated, now) == 80.0
+    assert retry_after_seconds(dated, now + 100) == 0.0  # in the past: retry now
+    assert retry_after_seconds(httpx.Response(429), now) is None
 
 
 def test_check_asks_for_the_btc_usd_ticker_once_and_times_it(fake, provider_for):
@@ -153,3 +155,125 @@ def test_a_page_names_its_pair_and_a_field_after_the_sixth_is_ignored(provider_f
         )
     assert (page.symbol, page.interval, page.provider) == ("BTC-USD", Interval.D1, "coinbase")
     assert list(page.rows()) == [(START, 10.0, 11.0, 9.0, 10.5, 3.0)]
+
+
+def test_the_provider_is_given_up_at_the_third_failing_symbol_not_before(fake, provider_for):
+    """BREAKER_THRESHOLD symbols in a row fail with their own answer (each asks the server);
+    only the symbol after them is refused without a request."""
+    fake.fail_next = [Reply(500, "x")] * 100
+    with serve(fake) as server:
+        provider = provider_for(server.url)
+        for n, symbol in enumerate(("BTC-USD", "ETH-USD", "SOL-USD"), start=1):
+            with pytest.raises(ProviderUnavailableError, match="HTTP 500"):
+                provider.fetch(symbol, Interval.D1, Window(START, START + DAY))
+            assert provider.breaker.failed_in_a_row == n
+        asked = len(server.requests)
+        with pytest.raises(ProviderUnavailableError, match="given up for the rest of this run"):
+            provider.fetch("ADA-USD", Interval.D1, Window(START, START + DAY))
+        assert len(server.requests) == asked
+
+
+CLOCK = START + 3 * DAY + 0.25  # the run's clock, pinned for the Retry-After tests below
+
+
+def _http_date(seconds_after_clock: int) -> str:
+    from email.utils import formatdate
+
+    return formatdate(int(CLOCK) + seconds_after_clock, usegmt=True)
+
+
+def provider_that_sleeps(provider_for, url: str) -> tuple[CoinbaseProvider, list[float]]:
+    """A provider on a pinned run clock whose waits are recorded, not slept."""
+    provider = provider_for(url, http_retry_attempts=3)
+    slept: list[float] = []
+    provider.ctx.sleep = slept.append
+    provider.ctx.clock = lambda: CLOCK
+    return provider, slept
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waited"),
+    [
+        ("7", 7.0),  # delta-seconds
+        ("60", 60.0),  # exactly the cap (RETRY_AFTER_LIMIT): still waited for
+        (_http_date(20), 19.75),  # an HTTP date, measured from the run's clock
+        (_http_date(60), 59.75),  # at the cap (RETRY_AFTER_LIMIT): still waited for
+        (_http_date(-5), 0.0),  # a date already past: retried at once
+    ],
+)
+def test_the_wait_before_a_retry_is_the_retry_after_asked_for(
+    fake, provider_for, retry_after, waited
+):
+    fake.fail_next = [Reply(429, {"message": "slow down"}, headers={"Retry-After": retry_after})]
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        candles = provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
+    assert slept == [waited]
+    assert len(server.requests) == 2 and len(candles) == 3
+
+
+def test_a_retry_after_date_beyond_the_cap_is_neither_waited_for_nor_retried(fake, provider_for):
+    fake.fail_next = [Reply(503, "busy", headers={"Retry-After": _http_date(62)})] * 3
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        with pytest.raises(ProviderUnavailableError) as caught:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
+    assert caught.value.retry_after == 61.75
+    assert slept == []
+    assert len(server.requests) == 1
+
+
+def test_without_retry_after_each_wait_is_the_backoff_plus_a_jitter_under_half_a_second(
+    fake, provider_for
+):
+    """stamina's backoff (0.5 s, then doubled) plus a random jitter of less than
+    BACKOFF_JITTER, so that many workers do not retry in step; in stamina's testing mode,
+    as everywhere else in this suite, there is no backoff and no jitter at all."""
+    import stamina
+
+    fake.fail_next = [Reply(500, "oops"), Reply(502, "oops")]
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+        assert slept == [0.0, 0.0]
+        fake.fail_next = [Reply(500, "oops"), Reply(502, "oops")]
+        slept.clear()
+        stamina.set_testing(False)  # the autouse fixture's teardown leaves it off too
+        try:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+        finally:
+            stamina.set_testing(True, attempts=3)
+    [first, second] = slept
+    assert 0.5 < first < 1.0  # a jitter of exactly 0 has a chance of about 2**-53
+    assert 1.0 < second < 1.5
+
+
+def test_a_retried_error_carries_the_wait_its_retry_is_logged_with(fake, provider_for):
+    """A failure that Retry-After says to retry records the wait it asked for (the log record
+    of a scheduled retry reads it); the error finally raised carries it too."""
+    fake.fail_next = [Reply(429, {"message": "slow down"}, headers={"Retry-After": "7"})] * 3
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        with pytest.raises(ProviderUnavailableError) as caught:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + 3 * DAY))
+    assert slept == [7.0, 7.0]
+    assert (caught.value.retry_after, caught.value.retry_wait) == (7.0, 7.0)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (Reply(200, "<html>maintenance</html>"), "BadPayloadError"),  # not JSON
+        (Reply(500, "oops"), "ProviderUnavailableError"),
+        (Reply(403, {"message": "Forbidden"}), "BadPayloadError"),
+    ],
+)
+def test_every_kind_of_coinbase_error_names_the_symbol_asked_for(fake, provider_for, reply, kind):
+    fake.fail_next = [reply] * 3
+    with serve(fake) as server, pytest.raises(Exception) as caught:
+        provider_for(server.url).fetch("ETH-USD", Interval.D1, Window(START, START + DAY))
+    assert (type(caught.value).__name__, caught.value.provider, caught.value.symbol) == (
+        kind,
+        "coinbase",
+        "ETH-USD",
+    )

@@ -422,7 +422,7 @@ def test_a_refusal_without_an_integer_error_code_is_a_plain_http_refusal(provide
 
 def test_a_404_without_a_symbol_names_no_coin(provider_for):
     error = provider_for("http://127.0.0.1:9").classify(httpx.Response(404, json={}), None)
-    assert error.message == "coingecko does not list None: it knows no coin id None"
+    assert error.message == "coingecko does not list the symbol asked for: it knows no coin id None"
 
 
 def test_a_day_without_volumes_is_named_and_a_page_names_its_pair(serve_fake, provider_for):
@@ -465,3 +465,25 @@ def test_coingeckos_error_code_is_read_from_client_errors_other_than_429(
 ):
     error = provider_for("http://127.0.0.1:9").classify(reach_refusal(status), "BTC-USD")
     assert (type(error).__name__, error.provider, error.symbol) == (kind, "coingecko", "BTC-USD")
+
+
+def test_a_body_that_is_not_json_names_the_coin_s_symbol(serve_fake, fake, provider_for):
+    fake.fail_next = [Reply(200, "<html><body>Cloudflare: checking your browser</body></html>")]
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("ETH-USD", Interval.D1, Window(FIRST, FIRST + DAY))
+    assert (caught.value.provider, caught.value.symbol) == ("coingecko", "ETH-USD")
+    assert caught.value.message.startswith("coingecko sent a body that is not JSON")
+
+
+def test_a_window_starting_exactly_365_days_back_is_within_reach(serve_fake, provider_for):
+    midnight = NOW - 12 * HOUR
+    fake = FakeCoinGecko(now=midnight, coins={"bitcoin": POINTS})
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.now = lambda: midnight
+        oldest = midnight - 365 * DAY
+        provider.fetch("BTC-USD", Interval.D1, Window(oldest, oldest + DAY))
+        assert len(server.requests) == 1
+        with pytest.raises(OutOfReachError, match="starts 2023-06-01"):
+            provider.fetch("BTC-USD", Interval.D1, Window(oldest - DAY, oldest))
+        assert len(server.requests) == 1

@@ -8,6 +8,7 @@ from marketdata.domain import Interval, Window
 from marketdata.errors import (
     BadPayloadError,
     OutOfReachError,
+    ProviderError,
     ProviderUnavailableError,
     SymbolNotListedError,
     UnsupportedIntervalError,
@@ -465,3 +466,98 @@ def test_the_declared_limits_match_krakens_public_documentation(provider_context
 )
 def test_a_window_with_one_closed_bar_or_many_is_one_request(provider_for, window):
     assert provider_for("http://127.0.0.1:9").requests_needed(Interval.D1, window) == 1
+
+
+def test_an_unknown_pair_answered_to_a_request_without_a_symbol_names_no_none(provider_for):
+    """A request sent without a symbol (the health check's) that Kraken answers with an
+    unknown pair is told as such, not as "does not list None"."""
+    import httpx
+
+    from tests.providers.expect import told
+
+    provider = provider_for("http://127.0.0.1:9")
+    reply = httpx.Response(200, json={"error": ["EQuery:Unknown asset pair"]})
+    error = provider.classify(reply, None)
+    assert error is not None
+    assert told(error) == (
+        "SymbolNotListedError",
+        "kraken does not list the symbol asked for: asked for pair ?",
+        "check the symbol, or map it with `marketdata markets add SYMBOL --provider-symbol "
+        "kraken=ID`",
+        "kraken",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (Reply(503, "<html>down</html>"), "ProviderUnavailableError"),
+        (Reply(403, "forbidden"), "BadPayloadError"),
+        (Reply(200, error_body("EService:Unavailable")), "ProviderUnavailableError"),
+        (Reply(200, error_body("EGeneral:Invalid arguments")), "BadPayloadError"),
+        (Reply(200, "<html>maintenance</html>"), "BadPayloadError"),  # not JSON
+    ],
+)
+def test_every_kind_of_kraken_error_names_the_symbol_asked_for(
+    serve_fake, fake, provider_for, reply, kind
+):
+    fake.fail_next = [reply] * 5
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        with pytest.raises(ProviderError) as caught:
+            provider.fetch("ETH-USD", Interval.D1, Window(TODAY - DAY, TODAY))
+    assert (type(caught.value).__name__, caught.value.provider, caught.value.symbol) == (
+        kind,
+        "kraken",
+        "ETH-USD",
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [("EService:Unavailable", None), ("EService:Busy", None), ("EAPI:Rate limit exceeded", 5.0)],
+)
+def test_only_kraken_s_rate_limit_errors_ask_for_its_pause(
+    serve_fake, fake, provider_for, error, retry_after
+):
+    """Kraken sends no Retry-After: its rate limit errors wait RATE_LIMIT_PAUSE; a service
+    that is unavailable or busy is retried with the usual backoff instead."""
+    fake.fail_next = [Reply(200, error_body(error))] * 5
+    with serve_fake(fake) as server, pytest.raises(ProviderUnavailableError) as caught:
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(TODAY - DAY, TODAY))
+    assert caught.value.retry_after == retry_after
+
+
+def test_a_reply_that_never_reaches_the_window_end_fails_after_a_bounded_number_of_pages(
+    serve_fake, fake, provider_for
+):
+    """Each page must bring the window closer to its end; a server whose `last` creeps on by
+    a second without ever sending a bar is asked a bounded number of times, then given up."""
+    first = TODAY - 5 * DAY
+    creeping = [
+        Reply(200, {"error": [], "result": {"XXBTZUSD": [], "last": first + n}}) for n in range(10)
+    ]
+    fake.fail_next = creeping
+    with (
+        serve_fake(fake) as server,
+        pytest.raises(BadPayloadError, match="kraken kept paging past") as caught,
+    ):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(first, TODAY - 2 * DAY))
+    assert len(server.requests) == 2 + 2  # (last bar - first bar) / a bar, plus 2
+    assert caught.value.symbol == "BTC-USD"
+
+
+def test_a_reply_30_rows_short_of_the_cap_is_still_cut_by_it_and_one_more_is_a_listing(
+    serve_fake, fake, provider_for
+):
+    """A first reply of 690 rows (720 less the 30 of slack) that starts later than asked was
+    cut by the cap; one of 689 rows is read as a pair listed inside the window."""
+    fake.served_rows = 690
+    with serve_fake(fake) as server, pytest.raises(OutOfReachError, match="served only 690"):
+        provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(OLDEST, TODAY))
+    fake.served_rows = 689
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(OLDEST, TODAY))
+    assert len(candles) == 688  # the open bar is not a candle yet
+    assert candles.ts[-1] == TODAY - DAY

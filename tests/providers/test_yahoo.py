@@ -11,6 +11,7 @@ from marketdata.domain import Interval, Window
 from marketdata.errors import (
     BadPayloadError,
     OutOfReachError,
+    ProviderError,
     ProviderUnavailableError,
     SymbolNotListedError,
     UnsupportedIntervalError,
@@ -494,3 +495,109 @@ def test_a_gmt_offset_of_a_whole_day_or_more_cannot_date_daily_bars(serve_fake, 
     window = Window(midnight(date(2024, 3, 4)), midnight(date(2024, 3, 6)))
     with serve_fake(fake) as server, pytest.raises(BadPayloadError, match="time zone"):
         provider_for(server.url).fetch("AAPL", Interval.D1, window)
+
+
+def test_a_reply_without_a_volume_column_gives_zero_volumes(serve_fake, fake, provider_for):
+    """Indices and FX come without volume: the prices are kept, with volume 0."""
+    ts = session_open(date(2024, 3, 5), "America/New_York")
+    body = {"chart": {"error": None, "result": [{
+        "meta": {"exchangeTimezoneName": "America/New_York"},
+        "timestamp": [ts],
+        "indicators": {"quote": [{"open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5]}]},
+    }]}}  # fmt: skip
+    fake.fail_next = [Reply(200, body)]
+    window = Window(midnight(date(2024, 3, 5)), midnight(date(2024, 3, 6)))
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("AAPL", Interval.D1, window)
+    assert list(candles.rows()) == [(midnight(date(2024, 3, 5)), 1.0, 2.0, 0.5, 1.5, 0.0)]
+
+
+def test_a_provider_symbol_holding_a_slash_stays_one_path_segment(serve_fake, fake, provider_for):
+    fake.fail_next = [Reply(404, {"chart": {"result": None, "error": None}})]
+    with serve_fake(fake) as server, pytest.raises(ProviderError):
+        provider_for(server.url, symbols={"BRK-B": "BRK/B"}).fetch(
+            "BRK-B", Interval.D1, Window(NOW - DAY, NOW)
+        )
+    assert server.paths() == ["/v8/finance/chart/BRK%2FB"]
+
+
+def test_a_body_that_is_not_json_names_the_symbol(serve_fake, fake, provider_for):
+    fake.fail_next = [Reply(200, "<html>consent.yahoo.com</html>")]
+    with serve_fake(fake) as server, pytest.raises(BadPayloadError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, Window(NOW - DAY, NOW))
+    assert (caught.value.provider, caught.value.symbol) == ("yahoo", "AAPL")
+    assert caught.value.message.startswith("yahoo sent a body that is not JSON")
+
+
+def test_an_empty_window_asks_nothing(serve_fake, fake, provider_for):
+    midnight = NOW - 12 * 3600
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("AAPL", Interval.D1, Window(midnight, midnight))
+    assert len(candles) == 0
+    assert server.requests == []
+
+
+def test_the_intraday_reach_is_refused_to_the_second_with_the_first_day_to_ask(
+    serve_fake, fake, provider_for
+):
+    """1m candles reach 30 days back, less a 5-minute margin: a window starting exactly at
+    that edge is asked for, one starting a minute earlier is refused before any request,
+    naming the first whole day within reach; an empty window asks nothing and is no error."""
+    edge = NOW - 30 * DAY + 300  # 2024-02-14 12:05 UTC
+    with serve_fake(fake) as server:
+        provider = provider_for(server.url)
+        provider.fetch("AAPL", Interval.M1, Window(edge, edge + 60))
+        assert len(server.requests) == 1
+        with pytest.raises(OutOfReachError) as caught:
+            provider.fetch("AAPL", Interval.M1, Window(edge - 60, edge))
+        assert caught.value.message == (
+            "yahoo serves 1m candles for the last 30 days only; the window for AAPL starts "
+            "2024-02-14T12:04+00:00"
+        )
+        assert caught.value.hint == "start on or after 2024-02-15, or use a coarser interval"
+        old = NOW - 40 * DAY
+        assert len(provider.fetch("AAPL", Interval.M1, Window(old, old))) == 0
+        assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "message"),
+    [
+        (
+            {
+                "chart": {
+                    "result": None,
+                    "error": {"code": "Bad Request", "description": "Invalid input"},
+                }
+            },
+            "BadPayloadError",
+            "yahoo refused the request for AAPL: 'Invalid input'",
+        ),
+        (
+            {
+                "chart": {
+                    "result": None,
+                    "error": {
+                        "code": "Not Found",
+                        "description": "No data found, symbol may be delisted",
+                    },
+                }
+            },
+            "SymbolNotListedError",
+            "yahoo does not list AAPL (No data found, symbol may be delisted)",
+        ),
+        ({"message": "bad"}, "BadPayloadError", "yahoo refused the request with HTTP 400"),
+    ],
+)
+def test_a_400_is_told_by_its_chart_error_or_as_a_refusal(
+    serve_fake, fake, provider_for, body, kind, message
+):
+    fake.fail_next = [Reply(400, body)]
+    with serve_fake(fake) as server, pytest.raises(ProviderError) as caught:
+        provider_for(server.url).fetch("AAPL", Interval.D1, Window(NOW - DAY, NOW))
+    assert (type(caught.value).__name__, caught.value.provider, caught.value.symbol) == (
+        kind,
+        "yahoo",
+        "AAPL",
+    )
+    assert caught.value.message.startswith(message)

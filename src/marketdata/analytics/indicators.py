@@ -215,7 +215,7 @@ def _compute(close: FloatArray, skip: int, periods_per_year: float, peak: float)
     """Indicators for close[skip:]; close[:skip] only fills the windows of the first rows."""
     clean = _clean(close)
     return_, log_return = _returns(close)
-    vol_7, vol_30, vol_90 = _volatilities(log_return, periods_per_year, clean)
+    vol_7, vol_30, vol_90 = _volatilities(log_return, periods_per_year)
     sma_20, sma_50, sma_200 = _moving_averages(close, clean)
     drawdown = _drawdown(close[skip:], peak)
     if not clean:
@@ -243,9 +243,10 @@ def _short_tail(close: FloatArray, m: int, periods_per_year: float, peak: float)
     """
     n = len(close)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Huge but finite price ratios can still overflow; _compute stays quiet about it too.
         ratio = close[1:] / close[:-1]
         log_return = np.log(ratio)
+        if not np.isfinite(log_return).all():  # a ratio beyond float64: see _volatilities
+            return _compute(close, n - m, periods_per_year, peak)
         # Rows: log returns, their squares, closes less a centre. Column k + 1 holds close k's
         # value (0.0 for the log return the first close lacks), after a 0.0 to start the sums.
         values = np.zeros((len(_TAIL_WINDOWS), n + 1))
@@ -297,10 +298,13 @@ def _returns(close: FloatArray) -> tuple[FloatArray, FloatArray]:
     return simple, log
 
 
-def _volatilities(log_return: FloatArray, periods_per_year: float, clean: bool) -> list[FloatArray]:
+def _volatilities(log_return: FloatArray, periods_per_year: float) -> list[FloatArray]:
     """Annualised sample standard deviation of the last w log returns, per volatility window."""
     values = log_return[1:]  # the first log return is always undefined
-    bad = None if clean else ~np.isfinite(values)
+    # Clean closes can still give an infinite log return: a ratio beyond float64 (1e-200 after
+    # 1e200). Its windows are undefined, like those of a missing close.
+    finite = np.isfinite(values)
+    bad = None if finite.all() else ~finite
     if bad is not None:
         values = np.where(bad, 0.0, values)
     sums = _block_cumsum(values)

@@ -182,7 +182,8 @@ class BaseProvider:
         """The per-symbol error for a symbol this provider does not list, with by default the
         hint to map it to the provider's own name (`symbol_word`: PRODUCT, PAIR, ID ...)."""
         return SymbolNotListedError(
-            f"{self.name} does not list {symbol}" + (f": {detail}" if detail else ""),
+            f"{self.name} does not list {symbol or 'the symbol asked for'}"
+            + (f": {detail}" if detail else ""),
             provider=self.name,
             symbol=symbol,
             hint=hint
@@ -373,7 +374,7 @@ class HttpProvider(BaseProvider):
                 f"{self.name} answered HTTP {status}{_snippet(response)}",
                 provider=self.name,
                 symbol=symbol,
-                retry_after=retry_after_seconds(response),
+                retry_after=retry_after_seconds(response, self.ctx.clock()),
             )
         if status >= 400:
             return BadPayloadError(
@@ -436,8 +437,9 @@ class _Waits:
         return 0.0
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date)."""
+def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
+    """Retry-After as seconds (delta-seconds, or an HTTP date less `now`: the run's clock,
+    ProviderContext.clock, in epoch seconds)."""
     raw = response.headers.get("Retry-After")
     if not raw:
         return None
@@ -448,7 +450,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
             moment = parsedate_to_datetime(raw)
         except (TypeError, ValueError):
             return None
-        seconds = moment.timestamp() - time.time()
+        seconds = moment.timestamp() - now
     if math.isnan(seconds):
         return None
     return max(seconds, 0.0)

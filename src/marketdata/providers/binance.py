@@ -196,7 +196,7 @@ class BinanceProvider(HttpProvider):
                 f"binance {what} (HTTP {status}{f': {msg}' if msg else ''})",
                 provider=self.name,
                 symbol=symbol,
-                retry_after=retry_after_seconds(response),
+                retry_after=retry_after_seconds(response, self.ctx.clock()),
             )
         if 400 <= status < 500 and msg is not None:
             return BadPayloadError(
