@@ -224,7 +224,13 @@ def test_the_newest_candles_of_many_pairs_equal_each_pairs_own_read(app_factory,
             (s, iv): read_candles(conn, s, iv, last=3, with_indicators=with_indicators)
             for s, iv in pairs
         }
-    assert set(found) == set(pairs)
+    _assert_each_as_read_alone(found, alone, with_indicators)
+
+
+def _assert_each_as_read_alone(found, alone, with_indicators):
+    """A many-pair read found exactly the pairs read alone, each with the same rows,
+    provider, and indicators only when asked for."""
+    assert set(found) == set(alone)
     for pair, candles in alone.items():
         assert list(found[pair].rows()) == list(candles.rows()), pair
         assert found[pair].provider == candles.provider
@@ -317,11 +323,7 @@ def test_every_candle_of_several_pairs_equals_each_pairs_own_read(app_factory, w
         alone = {
             (s, iv): read_candles(conn, s, iv, with_indicators=with_indicators) for s, iv in pairs
         }
-    assert set(found) == set(pairs)
-    for pair, candles in alone.items():
-        assert list(found[pair].rows()) == list(candles.rows()), pair
-        assert found[pair].provider == candles.provider
-        assert (found[pair].indicators is None) is (not with_indicators)
+    _assert_each_as_read_alone(found, alone, with_indicators)
 
 
 def test_a_batch_from_the_newest_stored_candle_on_rewrites_it_and_adds_the_rest(app_factory):
