@@ -171,7 +171,9 @@ def _rebuild(server: Server, report: Report, redis_url: str) -> str:
             passed=ratio <= REBUILD_TARGET,
         )
     )
-    report.note(f"cache rebuild wrote {written:,} keys ({PAIRS:,} pairs x show, latest, roi).")
+    report.note(
+        f"cache rebuild wrote {written:,} keys ({PAIRS:,} pairs x show, recent, latest, roi)."
+    )
     return url
 
 

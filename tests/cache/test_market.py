@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from marketdata.cache import maintenance, market
-from marketdata.cache.keys import latest_key, pair_keys, roi_key, show_key
+from marketdata.cache.keys import latest_key, recent_key, roi_key, show_key
 from marketdata.domain import Interval, RunStatus
 from marketdata.errors import DatabaseUnavailableError
 from marketdata.pipeline import IngestRequest, Mode, run_ingest
@@ -95,10 +95,17 @@ def test_an_ingest_writes_each_pairs_keys_as_json_after_its_commit(make_app):
 
 
 def market_values(app):
-    """Every market key's value, without when it was stored."""
+    """Every market key's value as a reader sees it (a `show` value followed by its `recent`
+    one, which is left out), without when it was stored."""
     keys = sorted(app.cache.scan("market:*"))
     values = app.cache.get_many(keys)
-    return {k: {f: v for f, v in values[k].items() if f != "stored_at"} for k in keys}
+    seen = {}
+    for key in keys:
+        if key.endswith(":show"):
+            seen[key] = market.combined(values[key], values.get(key[: -len("show")] + "recent"))
+        elif not key.endswith(":recent"):
+            seen[key] = values[key]
+    return {k: {f: v for f, v in value.items() if f != "stored_at"} for k, value in seen.items()}
 
 
 @pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
@@ -119,35 +126,98 @@ def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, b
 
 
 @pytest.mark.parametrize("refetched", [0, 1], ids=["new-only", "refetched-last"])
-@pytest.mark.parametrize("trusted", [True, False])
-def test_an_incremental_run_extends_the_pairs_cached_value_by_the_rows_it_wrote(
-    make_app, trusted, refetched
+def test_an_incremental_run_writes_the_rows_it_wrote_after_the_pairs_cached_value(
+    make_app, refetched
 ):
-    """No read of the pair's newest rows: its previous value (this database's, ending at the
-    row before the new ones or at the stored candle the run fetched again) followed by them.
-    A mark planted in a kept row of that value survives the run, which only an extension can
-    do; a value of another database is not extended. Either way what the run writes equals
-    `cache rebuild`'s but for the mark."""
+    """No read of the pair's newest rows and no rewrite of its `show` value: the run's rows
+    follow the pair's `recent` value (this database's, ending at the row before them or at
+    the stored candle the run fetched again). A mark planted in the `show` value survives
+    the run, and readers see what `cache rebuild` writes but for the mark."""
     app = make_app()
     first, day = 1_696_118_400, 86_400  # 2023-10-01
     ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
     key = show_key("BTC-USD", "1d")
     planted = app.cache.get(key)
     planted["columns"]["close"][50] = 12_345.0
-    if not trusted:
-        planted["database"] = "another"
     app.cache.set(key, planted, market.MARKET_TTL)
     since = first + (148 - refetched) * day
     ingest(app, symbols=["BTC-USD"], since=since, until=first + 150 * day)
-    extended = app.cache.get(key)
-    assert extended["newest"] == first + 149 * day and len(extended["columns"]["ts"]) == 100
-    assert (extended["columns"]["close"][48] == 12_345.0) is trusted  # two rows on
+    assert app.cache.get(key) == planted
+    recent = app.cache.get(recent_key("BTC-USD", "1d"))
+    assert recent["after"] == first + 147 * day
+    assert recent["columns"]["ts"] == [first + d * day for d in range(148 - refetched, 150)]
+    seen = market_values(app)[key]
+    assert seen["newest"] == first + 149 * day and len(seen["columns"]["ts"]) == 100
+    assert seen["columns"]["close"][48] == 12_345.0  # two rows on
+    assert show(app, "BTC-USD").source == "cache"
     written = market_values(app)
     maintenance.rebuild(app)
     rebuilt = market_values(app)
-    if trusted:
-        rebuilt[key]["columns"]["close"][48] = 12_345.0
+    rebuilt[key]["columns"]["close"][48] = 12_345.0
     assert rebuilt == written
+
+
+def test_another_databases_recent_value_is_not_extended_the_show_value_is(make_app):
+    """A `recent` value that is not this database's is ignored: the run extends the `show`
+    value alone (the planted mark survives) and writes it with an empty `recent` one."""
+    app = make_app()
+    first, day = 1_696_118_400, 86_400
+    ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
+    key, more = show_key("BTC-USD", "1d"), recent_key("BTC-USD", "1d")
+    planted = app.cache.get(key)
+    planted["columns"]["close"][50] = 12_345.0
+    app.cache.set(key, planted, market.MARKET_TTL)
+    app.cache.set(more, app.cache.get(more) | {"database": "another"}, market.MARKET_TTL)
+    ingest(app, symbols=["BTC-USD"], since=first + 148 * day, until=first + 150 * day)
+    written = app.cache.get(key)
+    assert written["newest"] == first + 149 * day and written["columns"]["close"][48] == 12_345.0
+    recent = app.cache.get(more)
+    assert recent["columns"]["ts"] == [] and recent["after"] == written["newest"]
+    assert recent["database"] == app.cache.database
+
+
+def test_a_show_value_of_another_database_is_never_trusted_behind_a_recent_value(make_app):
+    """The run extends the pair's `recent` value without reading its `show` value; a reader
+    that finds that `show` value foreign reads the database, and writes both again."""
+    app = make_app()
+    first, day = 1_696_118_400, 86_400
+    ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
+    key = show_key("BTC-USD", "1d")
+    app.cache.set(key, app.cache.get(key) | {"database": "another"}, market.MARKET_TTL)
+    ingest(app, symbols=["BTC-USD"], since=first + 148 * day, until=first + 150 * day)
+    assert app.cache.get(key)["database"] == "another"
+    assert show(app, "BTC-USD").source == "database"
+    assert show(app, "BTC-USD").source == "cache"
+    written = market_values(app)
+    maintenance.rebuild(app)
+    assert market_values(app) == written
+
+
+@pytest.mark.parametrize("why", ["rows", "age"])
+def test_a_recent_value_is_folded_into_the_show_value_when_long_or_old(make_app, monkeypatch, why):
+    """Past RECENT_BARS rows, or behind a `show` value older than half its TTL (which only a
+    fold refreshes), the run writes a new `show` value and an empty `recent` one."""
+    monkeypatch.setattr(market, "RECENT_BARS", 2)
+    app = make_app()
+    first, day = 1_696_118_400, 86_400
+    ingest(app, symbols=["BTC-USD"], since=first, until=first + 140 * day)
+    key, more = show_key("BTC-USD", "1d"), recent_key("BTC-USD", "1d")
+    base = app.cache.get(key)
+    ingest(app, symbols=["BTC-USD"], since=first + 140 * day, until=first + 141 * day)
+    assert app.cache.get(key) == base and len(app.cache.get(more)["columns"]["ts"]) == 1
+    if why == "age":
+        app.clock = lambda: NOW + timedelta(seconds=market.MARKET_TTL / 2)
+    else:
+        ingest(app, symbols=["BTC-USD"], since=first + 141 * day, until=first + 142 * day)
+        assert app.cache.get(key) == base and len(app.cache.get(more)["columns"]["ts"]) == 2
+    ingest(app, symbols=["BTC-USD"], since=first + 142 * day, until=first + 143 * day)
+    folded = app.cache.get(key)
+    assert folded["newest"] == first + 142 * day
+    recent = app.cache.get(more)
+    assert recent["columns"]["ts"] == [] and recent["after"] == folded["newest"]
+    written = market_values(app)
+    maintenance.rebuild(app)
+    assert market_values(app) == written
 
 
 @pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
@@ -232,7 +302,11 @@ def test_a_replay_that_corrects_history_refreshes_the_keys(make_app):
     same_report(after, from_database(app, "BTC-USD", last=20))
     assert after.candles.close[-1] == pytest.approx(before.candles.close[-1] / 2)
     written = market_values(app)  # the history rewritten: what `cache rebuild` writes
-    assert set(written) == {*pair_keys("BTC-USD", Interval.D1), roi_key("BTC-USD")}
+    assert set(written) == {
+        show_key("BTC-USD", "1d"),
+        latest_key("BTC-USD", "1d"),
+        roi_key("BTC-USD"),
+    }
     maintenance.rebuild(app)
     rebuilt = market_values(app)
     assert {k: rebuilt[k] for k in written} == written
@@ -298,9 +372,9 @@ def test_rebuild_makes_every_key_equal_what_the_database_says(make_app):
     app.cache.set(show_key("BTC-USD", "1d"), {"garbage": True})
     app.cache.set("market:GONE-USD:1d:latest", {"ts": 0})
     result = maintenance.rebuild(app)
-    assert (result.pairs, result.written) == (6, 6 * 2 + 3)
+    assert (result.pairs, result.written) == (6, 6 * 3 + 3)  # show, recent, latest; roi
     # the ingest wrote only `latest` for 6h (outside ANALYTICS_INTERVALS: no stored indicators)
-    assert result.deleted == 3 * 3 + 3 + 1
+    assert result.deleted == 3 * 4 + 3 + 1
     assert app.cache.get("market:GONE-USD:1d:latest") is None
     for symbol in SYMBOLS:
         for interval in (Interval.D1, Interval.H6):
@@ -316,7 +390,7 @@ def test_rebuild_of_some_symbols_leaves_the_others_alone(make_app):
     ingest(app)
     app.cache.set("market:ETH-USD:1d:latest", {"ts": 0, "marker": 1})
     result = maintenance.rebuild(app, symbols=["btc-usd"])
-    assert (result.pairs, result.deleted, result.written) == (1, 3, 3)
+    assert (result.pairs, result.deleted, result.written) == (1, 4, 4)
     assert app.cache.get("market:ETH-USD:1d:latest") == {"ts": 0, "marker": 1}
 
 
@@ -327,7 +401,7 @@ def test_invalidate_everything_leaves_nothing_under_market_and_nothing_else_touc
     neighbour.cache.set("market:BTC-USD:1d:latest", {"ts": 1})
     app.cache.set("keep:me", 1)
     counts = maintenance.invalidate(app, ["market:*"])
-    assert counts == {"market:*": 3 * 3}
+    assert counts == {"market:*": 3 * 4}
     assert app.cache.count("market:*") == 0
     assert app.cache.get("keep:me") == 1
     assert neighbour.cache.get("market:BTC-USD:1d:latest") == {"ts": 1}
@@ -343,7 +417,7 @@ def test_stats_count_keys_by_kind_hits_and_misses(make_app):
     assert (app.metrics.counters["cache.hit"], app.metrics.counters["cache.miss"]) == (1, 1)
     app.close()
     stats = maintenance.stats(make_app())
-    assert stats.keys == {"latest": 3, "show": 3, "roi": 3, "other": 0}
+    assert stats.keys == {"latest": 3, "show": 3, "recent": 3, "roi": 3, "other": 0}
     assert (stats.hits, stats.misses) == (1, 1)
     assert stats.used_bytes and stats.used_bytes > 0
 

@@ -13,7 +13,7 @@ import redis
 from sqlalchemy.engine import make_url
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
-from marketdata.cache.keys import latest_key, show_key
+from marketdata.cache.keys import latest_key, recent_key, show_key
 from marketdata.config import load_settings
 from marketdata.context import AppContext
 from marketdata.errors import DatabaseUnavailableError
@@ -268,6 +268,26 @@ def test_a_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_war
     assert len(unreadable) == 1, caplog_warnings
     assert "cache value market:" in unreadable[0]
     # show wrote the pair's values again: the next reader is answered from the cache
+    assert show(build(), "BTC-USD").source == "cache"
+
+
+@pytest.mark.parametrize("raw", ["not json {", "wrong-newest", "another-database"])
+def test_a_recent_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_warnings):
+    """The `show` value alone would look current (nothing after it yet), but the `recent` value
+    beside it cannot be trusted: the database answers, and `show` writes both again."""
+    build, put = filled
+    key = recent_key("BTC-USD", "1d")
+    value = build().cache.get(key)
+    assert value["columns"]["ts"] == [] and value["after"] == value["newest"]
+    if raw == "wrong-newest":
+        raw = json.dumps(value | {"newest": value["newest"] + 86_400})
+    elif raw == "another-database":
+        raw = json.dumps(value | {"database": "another"})
+    put(key, raw)
+    app = build()
+    assert show(app, "BTC-USD").source == "database"
+    said = [w for w in caplog_warnings if f"cache value {key}" in w]
+    assert len(said) == 1, caplog_warnings
     assert show(build(), "BTC-USD").source == "cache"
 
 

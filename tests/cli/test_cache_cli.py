@@ -34,19 +34,20 @@ def json_of(args, env):
 def test_stats_rebuild_and_invalidate_report_what_they_did(env):
     stats = json_of(["cache", "stats"], env)
     assert stats["backend"] == "redis"
-    assert stats["keys"] == {"latest": 3, "show": 3, "roi": 3, "other": 0}
+    assert stats["keys"] == {"latest": 3, "show": 3, "recent": 3, "roi": 3, "other": 0}
     assert list(stats) == [
         *("backend", "location", "keys", "hits", "misses", "fallbacks", "used_bytes"),
     ]
     rebuilt = json_of(["rebuild-cache", "--symbols", "AAPL,BTC-USD"], env)
-    assert (rebuilt["pairs"], rebuilt["deleted"], rebuilt["written"]) == (2, 6, 6)
+    assert (rebuilt["pairs"], rebuilt["deleted"], rebuilt["written"]) == (2, 8, 8)
     dry = json_of(["cache", "invalidate", "market:AAPL:*", "--dry-run"], env)
-    assert dry == {"dry_run": True, "deleted": {"market:AAPL:*": 3}}
+    assert dry == {"dry_run": True, "deleted": {"market:AAPL:*": 4}}
     gone = json_of(["cache", "invalidate", "market:AAPL:*", "market:ETH-USD:roi"], env)
-    assert gone["deleted"] == {"market:AAPL:*": 3, "market:ETH-USD:roi": 1}
+    assert gone["deleted"] == {"market:AAPL:*": 4, "market:ETH-USD:roi": 1}
     assert json_of(["cache", "stats"], env)["keys"] == {
         "latest": 2,
         "show": 2,
+        "recent": 2,
         "roi": 1,
         "other": 0,
     }

@@ -20,7 +20,7 @@ class CacheStats:
     Attributes:
         backend: "redis", "disk" or "none".
         location: The Redis URL (password masked) or the disk cache's directory.
-        keys: Keys by kind ("latest", "show", "roi", "other") under `market:*`.
+        keys: Keys by kind ("latest", "show", "recent", "roi", "other") under `market:*`.
         hits: Reads answered by the cache, since the counters began.
         misses: Reads the cache could not answer.
         fallbacks: Times this host's runs fell back from Redis to the disk cache.

@@ -31,6 +31,16 @@ _SHOW_FIELDS: dict[str, type | tuple[type, ...]] = {
     "roi": dict,
 }
 
+_RECENT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "symbol": str,
+    "interval": str,
+    "provider": str,
+    "stored_at": str,
+    "base_stored_at": str,
+    "columns": dict,
+    "roi": dict,
+}
+
 Problem = Callable[[Any], "str | None"]
 
 
@@ -63,14 +73,42 @@ def show_problem(symbol: str, interval: str) -> Problem:
     """What is wrong with a `market:{symbol}:{interval}:show` value, None when nothing."""
 
     def problem(value: Any) -> str | None:
-        if (kind := _not_object(value)) is not None:
-            return kind
-        for name, kind_of in _SHOW_FIELDS.items():
-            if not isinstance(value.get(name), kind_of):
-                return f"an object without a valid {name!r}"
-        if (value["symbol"], value["interval"]) != (symbol, interval):
-            return f"an object for {value['symbol']} {value['interval']}"
+        if (why := _fields_problem(value, _SHOW_FIELDS, symbol, interval)) is not None:
+            return why
         return _columns_problem(value["columns"], value.get("newest")) or _roi_problem(value["roi"])
+
+    return problem
+
+
+def _fields_problem(
+    value: Any, fields: dict[str, type | tuple[type, ...]], symbol: str, interval: str
+) -> str | None:
+    """What is wrong with a pair's value before its columns: not an object, a field of
+    another type, another pair's."""
+    if (kind := _not_object(value)) is not None:
+        return kind
+    for name, kind_of in fields.items():
+        if not isinstance(value.get(name), kind_of):
+            return f"an object without a valid {name!r}"
+    if (value["symbol"], value["interval"]) != (symbol, interval):
+        return f"an object for {value['symbol']} {value['interval']}"
+    return None
+
+
+def recent_problem(symbol: str, interval: str) -> Problem:
+    """What is wrong with a `market:{symbol}:{interval}:recent` value, None when nothing."""
+
+    def problem(value: Any) -> str | None:
+        if (why := _fields_problem(value, _RECENT_FIELDS, symbol, interval)) is not None:
+            return why
+        if type(value.get("after")) is not int:
+            return "an object without a valid 'after'"
+        columns, newest = value["columns"], value.get("newest")
+        if not columns.get("ts"):  # no rows after its `show` value yet
+            if newest != value["after"] or any(columns.get(k) != [] for k in COLUMNS):
+                return "an object whose 'newest' is not its last candle"
+            return _roi_problem(value["roi"])
+        return _columns_problem(columns, newest) or _roi_problem(value["roi"])
 
     return problem
 

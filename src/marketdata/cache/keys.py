@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from marketdata.domain import Interval
 
 MARKET_PATTERN = "market:*"
-KINDS = ("latest", "show", "roi", "other")
+KINDS = ("latest", "show", "recent", "roi", "other")
 
 
 def latest_key(symbol: str, interval: str) -> str:
@@ -22,14 +22,23 @@ def show_key(symbol: str, interval: str) -> str:
     return f"market:{symbol}:{interval}:show"
 
 
+def recent_key(symbol: str, interval: str) -> str:
+    """The rows stored after a pair's `show` value (newest last) and the ROI as of the
+    newest of them: an incremental run writes this small value, not the whole `show` one,
+    and folds it into `show` now and then (see market.RECENT_BARS)."""
+    return f"market:{symbol}:{interval}:recent"
+
+
 def roi_key(symbol: str) -> str:
     """The ROI horizons of a symbol as of its latest daily close (`show SYMBOL`'s ROI line)."""
     return f"market:{symbol}:roi"
 
 
-def pair_keys(symbol: str, interval: Interval) -> tuple[str, str]:
-    """The keys a pair's refresh writes or, when it cannot, drops (`show`, `latest`)."""
-    return show_key(symbol, interval.value), latest_key(symbol, interval.value)
+def pair_keys(symbol: str, interval: Interval) -> tuple[str, str, str]:
+    """The keys a pair's refresh writes or, when it cannot, drops (`show`, `recent`,
+    `latest`)."""
+    name = interval.value
+    return show_key(symbol, name), recent_key(symbol, name), latest_key(symbol, name)
 
 
 def pair_pattern(symbol: str) -> str:
@@ -40,7 +49,7 @@ def pair_pattern(symbol: str) -> str:
 def kind_of(key: str) -> str:
     """Which of KINDS a key is."""
     parts = key.split(":")
-    if len(parts) == 4 and parts[0] == "market" and parts[3] in ("latest", "show"):
+    if len(parts) == 4 and parts[0] == "market" and parts[3] in ("latest", "show", "recent"):
         return parts[3]
     if len(parts) == 3 and parts[0] == "market" and parts[2] == "roi":
         return "roi"

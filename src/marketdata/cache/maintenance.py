@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from marketdata.cache.base import CacheStats, glob_regex
-from marketdata.cache.keys import MARKET_PATTERN, count_kinds, latest_key, roi_key, show_key
+from marketdata.cache.keys import (
+    MARKET_PATTERN,
+    count_kinds,
+    latest_key,
+    recent_key,
+    roi_key,
+    show_key,
+)
 from marketdata.domain import Interval, parse_symbols
 from marketdata.errors import InputError
 
@@ -83,7 +90,12 @@ def rebuild(
 
         raise nothing_stored(chosen, None)
     for symbol, name in stored:
-        keys = (show_key(symbol, name), latest_key(symbol, name), roi_key(symbol))
+        keys = (
+            show_key(symbol, name),
+            recent_key(symbol, name),
+            latest_key(symbol, name),
+            roi_key(symbol),
+        )
         if any(wanted.match(k) for k in keys):
             pairs.append((symbol, Interval.parse(name)))
     if dry_run:

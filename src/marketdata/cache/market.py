@@ -5,6 +5,11 @@ Per (symbol, interval) pair:
   outside ANALYTICS_INTERVALS, where none are stored) and `stored_at`;
 - `market:{symbol}:{interval}:show`: what `show` prints, the newest CACHED_BARS candles as
   columns with their indicators, and the ROI horizons;
+- `market:{symbol}:{interval}:recent`: the rows stored after the `show` value's newest
+  (`after`) and the ROI as of the newest of them. Readers see the two as one `show` value
+  (`combined`). An incremental run rewrites only this small value, so that its cache cost
+  follows the rows it wrote, not the CACHED_BARS rows kept; every RECENT_BARS rows (or when
+  the `show` value is half its TTL old) it folds them into a new `show` value instead;
 and per symbol `market:{symbol}:roi`: the ROI horizons as of the latest daily close.
 
 Every value carries `database`, the id of the database it was read from (see
@@ -15,6 +20,7 @@ database's, of the shape this version writes (see `checks`), and ends at the `la
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +31,15 @@ import numpy as np
 from loguru import logger
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
-from marketdata.cache.checks import PRICE_KEYS, latest_problem, show_problem, usable
-from marketdata.cache.keys import latest_key, pair_keys, roi_key, show_key
+from marketdata.cache.checks import (
+    COLUMNS,
+    PRICE_KEYS,
+    latest_problem,
+    recent_problem,
+    show_problem,
+    usable,
+)
+from marketdata.cache.keys import latest_key, pair_keys, recent_key, roi_key, show_key
 from marketdata.domain import DAY, Candles, Interval, epoch_of, utc_from_epoch
 
 if TYPE_CHECKING:
@@ -44,6 +57,11 @@ CACHED_BARS = 100
 """Candles kept per pair: `show --last` up to this, `compare --window` up to this - 1."""
 MARKET_TTL = 7 * DAY
 """Market keys expire unless a writer refreshes them (bounds staleness after an outage)."""
+RECENT_BARS = 24
+"""Rows a `recent` value holds at most: an incremental run that would make it longer (or
+finds the `show` value older than half MARKET_TTL) writes a new `show` value instead. A
+`show` value is decoded and encoded once every RECENT_BARS runs, not every run (~0.5 ms a
+pair, more than the rest of the run's cache work for it)."""
 
 
 def _iso(moment: datetime) -> str:
@@ -86,20 +104,55 @@ def pair_values(
             "columns": columns,
             "roi": report.roi,
         },
-        latest_key(report.symbol, interval): latest_value(
-            report.symbol,
-            interval,
-            {k: v[-1] for k, v in columns.items()},
-            stored_at,
-            database,
-            with_indicators=True,
+        # nothing after it yet (a `recent` value left from before would not follow it)
+        recent_key(report.symbol, interval): _recent(
+            report, newest, {k: [] for k in COLUMNS}, stored_at, stored_at, database
         ),
+    }
+    values |= _newest_values(report, {k: v[-1] for k, v in columns.items()}, stored_at, database)
+    return values
+
+
+def _recent(
+    report: ShowReport,
+    after: int,
+    columns: dict[str, list[Any]],
+    stored_at: str,
+    base_stored_at: str,
+    database: str,
+) -> dict[str, Any]:
+    """A `recent` value: `columns`, the rows after the `show` value ending at `after`
+    (stored at `base_stored_at`), and the report's ROI."""
+    return {
+        "symbol": report.symbol,
+        "interval": report.interval.value,
+        "after": after,
+        "newest": int(columns["ts"][-1]) if columns["ts"] else after,
+        "provider": report.candles.provider,
+        "stored_at": stored_at,
+        "base_stored_at": base_stored_at,
+        "database": database,
+        "columns": columns,
+        "roi": report.roi,
+    }
+
+
+def _newest_values(
+    report: ShowReport, row: dict[str, Any], stored_at: str, database: str
+) -> dict[str, Any]:
+    """The pair's `latest` value from its newest row (with indicators), and its symbol's
+    `roi` value for the daily interval."""
+    interval = report.interval.value
+    values = {
+        latest_key(report.symbol, interval): latest_value(
+            report.symbol, interval, row, stored_at, database, with_indicators=True
+        )
     }
     if report.interval is Interval.D1:
         values[roi_key(report.symbol)] = {
             "symbol": report.symbol,
             "interval": interval,
-            "as_of": _iso(utc_from_epoch(newest)),
+            "as_of": _iso(utc_from_epoch(int(row["ts"]))),
             "roi": report.roi,
             "stored_at": stored_at,
             "database": database,
@@ -181,7 +234,7 @@ class CachedShow:
 def read_show(cache: FallbackCache, symbol: str, interval: Interval, last: int) -> CachedShow:
     """The pair's cached report (one round trip), counting a hit or a miss; a value that is
     not this database's, or not of the shape written here, is a miss."""
-    found = cache.get_many([show_key(symbol, interval.value), latest_key(symbol, interval.value)])
+    found = cache.get_many(_read_keys(symbol, interval.value))
     value = _show_value(cache, found, symbol, interval.value)
     report = None if value is None else report_of(value, last)
     if value is None or report is None:
@@ -194,11 +247,47 @@ def read_show(cache: FallbackCache, symbol: str, interval: Interval, last: int) 
     return CachedShow(stale=report)
 
 
+def _read_keys(symbol: str, interval: str) -> list[str]:
+    """The keys a reader of a pair's `show` value fetches together."""
+    return [show_key(symbol, interval), recent_key(symbol, interval), latest_key(symbol, interval)]
+
+
 def _show_value(
     cache: FallbackCache, found: dict[str, Any], symbol: str, interval: str
 ) -> dict[str, Any] | None:
-    key = show_key(symbol, interval)
-    return usable(cache, key, found.get(key), show_problem(symbol, interval))
+    """The pair's `show` value followed by its `recent` rows (see `combined`); None when
+    either is there but cannot be trusted."""
+    key, more = show_key(symbol, interval), recent_key(symbol, interval)
+    show = usable(cache, key, found.get(key), show_problem(symbol, interval))
+    if show is None:
+        return None
+    recent = usable(cache, more, found.get(more), recent_problem(symbol, interval))
+    if recent is None and found.get(more) is not None:
+        return None  # a `recent` value it cannot use (said once): the database answers
+    return combined(show, recent)
+
+
+def combined(show: dict[str, Any], recent: dict[str, Any] | None) -> dict[str, Any]:
+    """A `show` value followed by the `recent` one that follows it (its `after` is the `show`
+    value's newest; its rows replace any from their first on), as one `show` value of the
+    newest CACHED_BARS rows and the `recent` one's ROI. Any other `recent` value (none, one
+    left from before the `show` value was written) is ignored: the `show` value alone is then
+    current only if it reaches the `latest` candle."""
+    if recent is None or recent["after"] != show["newest"]:
+        return show
+    base, rows = show["columns"], recent["columns"]
+    cut = bisect_left(base["ts"], rows["ts"][0]) if rows["ts"] else len(base["ts"])
+    total = cut + len(rows["ts"])
+    keep = max(0, total - CACHED_BARS)
+    columns = {k: (base[k][:cut] + rows[k])[keep:] for k in COLUMNS}
+    return show | {
+        "newest": recent["newest"],
+        "complete": bool(show["complete"]) and total <= CACHED_BARS,
+        "provider": recent["provider"],
+        "stored_at": recent["stored_at"],
+        "columns": columns,
+        "roi": recent["roi"],
+    }
 
 
 def _is_current(cache: FallbackCache, show: dict[str, Any], found: dict[str, Any]) -> bool:
@@ -226,7 +315,7 @@ def read_closes(cache: FallbackCache, symbols: Sequence[str], window: int) -> Ca
     whole history, at least `window` + 1 common days (the newest common days of the cached
     tails are the newest common days of the whole histories)."""
     daily = Interval.D1.value
-    keys = [k for s in symbols for k in (show_key(s, daily), latest_key(s, daily))]
+    keys = [k for s in symbols for k in _read_keys(s, daily)]
     found = cache.get_many(keys)
     maybe = [_show_value(cache, found, s, daily) for s in symbols]
     shows: list[dict[str, Any]] = [v for v in maybe if v is not None]
@@ -425,9 +514,15 @@ def refresh_committed(
     try:
         if cache.name == "none" or not pairs:
             return  # nothing to refresh: spare the reads
-        extended = _extended_tails(cache, pairs)
-        values, drop = _committed_values(cache.database, conn, settings, pairs, extended)
-        cache.set_many(values, MARKET_TTL, drop=drop)
+        appended = _appended_once(pairs)
+        recent = _recent_values(
+            cache, conn, appended, {(p.symbol, p.interval): p.now for p in pairs}
+        )
+        left = [p for p in pairs if (p.symbol, p.interval) not in recent.pairs]
+        folded = {k: v for k, v in appended.items() if k not in recent.pairs}
+        extended = _extended_tails(cache, folded)
+        values, drop = _committed_values(cache.database, conn, settings, left, extended)
+        cache.set_many(values | recent.values, MARKET_TTL, drop=drop)
     except (MarketdataError, SQLAlchemyError) as exc:
         from marketdata.cache.fallback import describe
         from marketdata.redact import scrub
@@ -508,38 +603,129 @@ def _read_newest(
     return found
 
 
-def _extended_tails(
-    cache: FallbackCache, pairs: Sequence[Committed]
-) -> dict[tuple[str, Interval], _Tail]:
-    """The newest rows of the pairs that committed rows after all their stored ones, from
-    their cached `show` values (one round trip) extended by those rows, without a read.
-
-    A value is extended only when it is this database's, of this version's shape, and was
-    current before the commit (the trust `show` gives it: see `_ends_before`), and only for
-    a pair that committed once in the group (a second commit followed the first's rows)."""
+def _appended_once(pairs: Sequence[Committed]) -> dict[tuple[str, Interval], Appended]:
+    """The rows each pair committed after all its stored ones, of the pairs that committed
+    once in the group (a second commit followed the first's rows)."""
     once = Counter((p.symbol, p.interval) for p in pairs)
-    wanted = {
+    return {
         (p.symbol, p.interval): p.appended
         for p in pairs
         if p.appended is not None and once[(p.symbol, p.interval)] == 1
     }
-    if not wanted:
-        return {}
-    keys = {pair: show_key(pair[0], pair[1].value) for pair in wanted}
-    found = cache.get_many(list(keys.values()))
-    tails: dict[tuple[str, Interval], _Tail] = {}
-    for pair, appended in wanted.items():
+
+
+class _Recent(NamedTuple):
+    """The keys of the pairs whose `recent` values an incremental run extended."""
+
+    values: dict[str, Any]
+    pairs: set[tuple[str, Interval]]
+
+
+def _recent_values(
+    cache: FallbackCache,
+    conn: Connection,
+    appended: dict[tuple[str, Interval], Appended],
+    now: dict[tuple[str, Interval], datetime],
+) -> _Recent:
+    """The `recent`, `latest` and `roi` values of the pairs whose `recent` value (one round
+    trip) the rows they committed extend, with their ROI anchors read in one go; a pair's
+    `show` value is neither read nor written.
+
+    A `recent` value is extended only when it is this database's and of this version's
+    shape, was current before the commit (see `_ends_before`), stays within RECENT_BARS and
+    follows a `show` value younger than half MARKET_TTL (which this does not refresh)."""
+    from marketdata.analytics.roi import anchors, roi_from
+    from marketdata.reports import ShowReport
+    from marketdata.storage.candles import anchor_closes_many
+
+    keys = {pair: recent_key(pair[0], pair[1].value) for pair in appended}
+    found = cache.get_many(list(keys.values())) if keys else {}
+    extended: dict[tuple[str, Interval], tuple[dict[str, Any], dict[str, list[Any]]]] = {}
+    for pair, wrote in appended.items():
         value = found.get(keys[pair])
         if value is None or value.get("database") != cache.database:
             continue
-        if show_problem(pair[0], pair[1].value)(value) is not None:
+        if recent_problem(pair[0], pair[1].value)(value) is not None:
             continue
-        if not _ends_before(int(value["newest"]), appended):
+        if not _ends_before(int(value["newest"]), wrote):
             continue
-        tail = _extend(value, appended.rows)
+        columns = _followed(value["columns"], wrote.rows)
+        young = epoch_of(now[pair]) - _epoch_of_iso(value["base_stored_at"]) < MARKET_TTL / 2
+        if len(columns["ts"]) <= RECENT_BARS and young:
+            extended[pair] = value, columns
+    marks = {pair: anchors(int(appended[pair].rows.ts[-1])) for pair in extended}
+    then = anchor_closes_many(conn, marks) if marks else {}
+    values: dict[str, Any] = {}
+    for (symbol, interval), (value, columns) in extended.items():
+        rows = appended[(symbol, interval)].rows
+        roi = roi_from(float(rows.close[-1]), then[(symbol, interval)])
+        report = ShowReport(symbol, interval, rows, roi, computed=False)
+        stored_at = _iso(now[(symbol, interval)])
+        base_at, database = value["base_stored_at"], cache.database
+        values[recent_key(symbol, interval.value)] = _recent(
+            report, value["after"], columns, stored_at, base_at, database
+        )
+        newest = {k: column[-1] for k, column in columns.items()}
+        values |= _newest_values(report, newest, stored_at, database)
+    return _Recent(values, set(extended))
+
+
+def _followed(columns: dict[str, list[Any]], rows: Candles) -> dict[str, list[Any]]:
+    """A `recent` value's columns followed by newer rows (which replace its rows from their
+    first on)."""
+    cut = bisect_left(columns["ts"], int(rows.ts[0]))
+    assert rows.indicators is not None
+    new = {"ts": rows.ts.tolist()}
+    new |= {k: getattr(rows, k).tolist() for k in PRICE_KEYS}
+    new |= {k: rows.indicators[k].tolist() for k in INDICATOR_NAMES}
+    return {k: columns[k][:cut] + new[k] for k in COLUMNS}
+
+
+def _epoch_of_iso(stamp: str) -> int:
+    return epoch_of(datetime.fromisoformat(stamp))
+
+
+def _extended_tails(
+    cache: FallbackCache, appended: dict[tuple[str, Interval], Appended]
+) -> dict[tuple[str, Interval], _Tail]:
+    """The newest rows of the pairs that committed rows after all their stored ones, from
+    their cached `show` and `recent` values (one round trip) extended by those rows, without
+    a read.
+
+    A value is extended only when it is this database's, of this version's shape, and was
+    current before the commit (the trust `show` gives it: see `_ends_before`)."""
+    if not appended:
+        return {}
+    keys = {pair: _read_keys(pair[0], pair[1].value)[:2] for pair in appended}
+    found = cache.get_many([k for pair_keys in keys.values() for k in pair_keys])
+    tails: dict[tuple[str, Interval], _Tail] = {}
+    for pair, wrote in appended.items():
+        value = _show_value_of(cache.database, found, pair)
+        if value is None or not _ends_before(int(value["newest"]), wrote):
+            continue
+        tail = _extend(value, wrote.rows)
         if tail is not None:
             tails[pair] = tail
     return tails
+
+
+def _show_value_of(
+    database: str, found: dict[str, Any], pair: tuple[str, Interval]
+) -> dict[str, Any] | None:
+    """A writer's `_show_value`: the pair's `show` value (followed by its `recent` one) when
+    both are this database's and of this version's shape, without a warning."""
+    symbol, interval = pair[0], pair[1].value
+    show = found.get(show_key(symbol, interval))
+    if show is None or show.get("database") != database:
+        return None
+    if show_problem(symbol, interval)(show) is not None:
+        return None
+    recent = found.get(recent_key(symbol, interval))
+    if recent is not None and recent.get("database") != database:
+        recent = None
+    if recent is not None and recent_problem(symbol, interval)(recent) is not None:
+        recent = None
+    return combined(show, recent)
 
 
 def _ends_before(newest: int, appended: Appended) -> bool:
@@ -677,8 +863,8 @@ def _latest_values(
     stamps: dict[tuple[str, Interval], str],
     near: dict[tuple[str, Interval], int],
 ) -> tuple[dict[str, Any], list[str]]:
-    """`latest` of pairs outside ANALYTICS_INTERVALS (one query), and their `show` keys to
-    drop; pairs with nothing stored are left alone."""
+    """`latest` of pairs outside ANALYTICS_INTERVALS (one query), and their `show` and
+    `recent` keys to drop; pairs with nothing stored are left alone."""
     values: dict[str, Any] = {}
     drop: list[str] = []
     newest_rows = _read_newest(conn, {k: near[k] for k in stamps}, 1, indicators=False)
@@ -689,5 +875,5 @@ def _latest_values(
         values[latest_key(symbol, interval.value)] = latest_value(
             symbol, interval.value, row, stored_at, database, with_indicators=False
         )
-        drop.append(show_key(symbol, interval.value))
+        drop += [show_key(symbol, interval.value), recent_key(symbol, interval.value)]
     return values, drop

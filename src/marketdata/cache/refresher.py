@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from marketdata.cache.fallback import FallbackCache
     from marketdata.config import Settings
 
-GATHER_SECONDS = 0.5
+GATHER_SECONDS = 2.0
 """How long the refresher waits for more committed pairs to refresh with the first: a group
-costs a few statements and a round trip whatever its size, so writing pairs one by one as
-they commit (an incremental run commits one every ~20 ms) costs the run's threads the CPU
-of ~200 refreshes, gathering them that of ~10. The run's end does not wait for the window:
-it ends the gathering, and waits only for the last group's reads and writes."""
+costs a few statements (its ROI anchors: ~5 ms of this process's CPU) and a round trip
+whatever its size, so writing pairs one by one as they commit (an incremental run commits
+one every ~12 ms) costs the run's threads the CPU of ~200 refreshes, gathering them for 2 s
+that of ~2 (for 0.5 s, ~6: a third of an incremental run's whole cache cost). The run's end
+does not wait for the window: it ends the gathering, and waits only for the last group's
+reads and writes."""
 GATHER_PAIRS = 200
 """At most this many pairs a group."""
 DRAIN_SECONDS = 30.0

@@ -3,7 +3,6 @@ batched upserts on SQLite. Only rows that changed are ever rewritten."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -524,8 +523,15 @@ def anchor_closes_many(
     from marketdata.storage.partitions import period_of
 
     oldest = _oldest_periods(conn, marks) if _any_unbounded(marks) else {}
+    floors: dict[tuple[Interval, int], int] = {}  # the pairs of a run share their bounds
+
+    def floor_of(interval: Interval, bound: int) -> int:
+        if (interval, bound) not in floors:
+            floors[(interval, bound)] = period_of(interval, bound - 1).start
+        return floors[(interval, bound)]
+
     wanted = [
-        _Lookup(pair, key, mark, period_of(pair[1], mark.bound - 1).start)
+        _Lookup(pair, key, mark, floor_of(pair[1], mark.bound))
         if mark.bound is not None
         else _Lookup(pair, key, mark, None, oldest.get(pair[1]))
         for pair, pair_marks in marks.items()
@@ -537,7 +543,7 @@ def anchor_closes_many(
     for lookup, value in zip(wanted, look(conn, wanted), strict=True):
         found[lookup.pair][lookup.key] = value
         if value is None and (lookup.floor is not None or lookup.ceiling is not None):
-            again.append(dataclasses.replace(lookup, floor=None, ceiling=None))
+            again.append(_Lookup(lookup.pair, lookup.key, lookup.mark, None))
     for lookup, value in zip(again, look(conn, again), strict=True):
         found[lookup.pair][lookup.key] = value
     return found
@@ -621,6 +627,10 @@ def _anchor_lookup_lateral(conn: Connection, wanted: Sequence[_Lookup]) -> list[
     from marketdata.storage.partitions import period_of
 
     groups: dict[tuple[Interval, int | None, int | None, bool], list[int]] = {}
+    # bounds bound as text: psycopg formats a datetime in Python (~10 us), and the pairs of
+    # a run share their few bounds
+    marks = {w.mark for w in wanted if w.mark.bound is not None}
+    before = {m: _before(m).isoformat() for m in marks}
     for index, lookup in enumerate(wanted):
         first = lookup.mark.bound is None  # since inception
         key = (lookup.pair[1], lookup.floor, lookup.ceiling, first)
@@ -641,7 +651,7 @@ def _anchor_lookup_lateral(conn: Connection, wanted: Sequence[_Lookup]) -> list[
         params["symbols"] = [wanted[index].pair[0] for index in indexes]
         listed = "unnest(CAST(:symbols AS text[])) WITH ORDINALITY AS v(s, i)"
         if not first:
-            params["bounds"] = [_before(wanted[index].mark) for index in indexes]
+            params["bounds"] = [before[wanted[index].mark] for index in indexes]
             listed = (
                 "unnest(CAST(:symbols AS text[]), CAST(:bounds AS timestamptz[])) "
                 "WITH ORDINALITY AS v(s, b, i)"
