@@ -163,13 +163,20 @@ class AppContext:
                 # degrades (once, with the cache: one RedisOutage per command)
                 self._redis = redis_client(self.settings.redis_url)
         outage = self.redis_outage
-        return redis_limiter_factory(
+        shared = redis_limiter_factory(
             self._redis,
             f"{self.settings.cache_prefix}marketdata:ratelimit:",
             sleep=sleep,
             redis_down=outage.event,
             on_error=outage.report,
         )
+
+        def build(provider: str, limit: RateLimit) -> RateLimiter:
+            if limit.shared:
+                return shared(provider, limit)
+            return LocalRateLimiter(limit, sleep=sleep)
+
+        return build
 
     def close(self) -> None:
         """Release the engine's connections, the Redis client, and the alert and metrics

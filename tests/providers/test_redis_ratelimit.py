@@ -262,3 +262,29 @@ def test_losing_redis_is_logged_once_and_the_local_bucket_continues_from_the_spe
     assert len(coinbase) >= 14 and sum(coinbase) >= 1.3
     # kraken never reached Redis: it starts empty too, and its failure is not logged again
     assert kraken == pytest.approx([0.1] * 5)
+
+
+def test_a_local_sources_limit_stays_in_the_process_with_redis_configured(
+    app_factory, redis_url, client, prefix
+):
+    """Synthetic and CSV sources spend no service's budget: with REDIS_URL set their runs ask
+    Redis nothing for their limit, while a provider of a public service shares its bucket."""
+    from marketdata.pipeline import IngestRequest, run_ingest
+    from marketdata.providers.coinbase import CoinbaseProvider
+    from marketdata.providers.csvfile import CsvProvider
+    from marketdata.providers.synthetic import SyntheticProvider
+
+    cache_prefix = prefix.removesuffix("ratelimit:")
+    app = app_factory(redis_url=redis_url, cache_prefix=cache_prefix)
+    try:
+        run_ingest(app, IngestRequest(symbols=["BTC-USD"], providers=["synthetic"]))
+        assert list(client.scan_iter(match=f"{cache_prefix}marketdata:ratelimit:*")) == []
+        with app.provider_context({}) as ctx:
+            for cls in (SyntheticProvider, CsvProvider):
+                limiter = ctx.limiter_factory(cls.name, cls.rate_limit)
+                assert not isinstance(limiter, RedisRateLimiter)
+            shared = ctx.limiter_factory(CoinbaseProvider.name, CoinbaseProvider.rate_limit)
+            assert isinstance(shared, RedisRateLimiter)
+    finally:
+        app.cache.delete_pattern("*")
+        app.close()

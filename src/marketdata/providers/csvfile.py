@@ -42,7 +42,7 @@ class CsvProvider(BaseProvider):
     # A whole file is read at once, so there are no pages.
     max_rows_per_request: ClassVar[int] = 1_000_000_000
     # Local disk: no limit worth the name.
-    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10_000.0, burst=10_000)
+    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10_000.0, burst=10_000, shared=False)
     root: Path = Path("data")
 
     def locate(self, symbol: str, interval: Interval) -> Path:

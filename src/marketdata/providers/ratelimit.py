@@ -11,10 +11,16 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class RateLimit:
-    """A provider's documented public limit: sustained requests per second and burst size."""
+    """A provider's documented public limit: sustained requests per second and burst size.
+
+    `shared` is False for a local source (a file, a generator), whose limit is no service's
+    budget: its limiter stays in the process even with REDIS_URL set, sparing a Redis round
+    trip per request.
+    """
 
     per_second: float
     burst: int
+    shared: bool = True
 
     def __str__(self) -> str:
         return f"{self.per_second:g}/s burst {self.burst}"

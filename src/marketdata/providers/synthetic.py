@@ -54,7 +54,7 @@ class SyntheticProvider(BaseProvider):
     # Generated in memory: one "request" covers a million bars.
     max_rows_per_request: ClassVar[int] = 1_000_000
     # No service behind it; the limit only has to never get in the way.
-    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10_000.0, burst=10_000)
+    rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10_000.0, burst=10_000, shared=False)
     seed: int = 42
 
     def map_symbol(self, symbol: str) -> str:
