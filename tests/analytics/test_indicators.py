@@ -532,16 +532,17 @@ def test_price_ratios_beyond_float_range_leave_only_their_windows_undefined(
     assert_same_columns(tail, rows_from(full, 280), rtol=1e-12)
 
 
-@pytest.mark.parametrize(("low", "high"), [(1e306, 3e306), (1e307, 1.7e308)])
+@pytest.mark.parametrize(("one", "other"), [(1e306, 3e306), (3e306, 1e306), (1e307, 1.7e308)])
 def test_closes_near_the_float_maximum_have_finite_moving_averages_on_both_paths(
-    paths_taken: list[str], low: float, high: float
+    paths_taken: list[str], one: float, other: float
 ) -> None:
-    """Closes taking turns at `low` and `high` are valid (positive, finite), and every moving
-    average window holds as many of each. Running sums of a few hundred such closes less a
-    centre leave float64 (inf, inf - inf = NaN, and RuntimeWarnings, errors in this suite)
-    unless they are summed scaled down; the short tail equals the full recompute."""
-    close = np.where(np.arange(LOOKBACK + 10) % 2 == 0, low, high)
-    middle = low / 2 + high / 2
+    """Closes taking turns at `one` and `other` are valid (positive, finite), and every
+    moving average window holds as many of each. Running sums of a few hundred such closes
+    less a centre (the first or the last close: below or above the others) leave float64 (inf,
+    inf - inf = NaN, and RuntimeWarnings, errors in this suite) unless they are summed scaled
+    down; the short tail equals the full recompute."""
+    close = np.where(np.arange(LOOKBACK + 10) % 2 == 0, one, other)
+    middle = one / 2 + other / 2
 
     full = compute_indicators(close, periods_per_year=365.0)
 
