@@ -530,3 +530,26 @@ def test_price_ratios_beyond_float_range_leave_only_their_windows_undefined(
     full = compute_indicators(close[:285], periods_per_year=ppy)
     assert paths_taken == ["short tail", "general", "general"]
     assert_same_columns(tail, rows_from(full, 280), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("one", "other"), [(1e306, 3e306), (3e306, 1e306), (1e307, 1.7e308)])
+def test_closes_near_the_float_maximum_have_finite_moving_averages_on_both_paths(
+    paths_taken: list[str], one: float, other: float
+) -> None:
+    """Closes taking turns at `one` and `other` are valid (positive, finite), and every
+    moving average window holds as many of each. Running sums of a few hundred such closes
+    less a centre (the first or the last close: below or above the others) leave float64 (inf,
+    inf - inf = NaN, and RuntimeWarnings, errors in this suite) unless they are summed scaled
+    down; the short tail equals the full recompute."""
+    close = np.where(np.arange(LOOKBACK + 10) % 2 == 0, one, other)
+    middle = one / 2 + other / 2
+
+    full = compute_indicators(close, periods_per_year=365.0)
+
+    for window, average in zip(SMA_WINDOWS, (full.sma_20, full.sma_50, full.sma_200), strict=True):
+        assert np.isnan(average[: window - 1]).all(), window
+        np.testing.assert_allclose(average[window - 1 :], middle, rtol=1e-12, err_msg=str(window))
+    paths_taken.clear()
+    tail = tail_of(close, 10, 365.0)
+    assert paths_taken == ["short tail"]
+    assert_same_columns(tail, rows_from(full, LOOKBACK), rtol=1e-12)

@@ -10,10 +10,16 @@ import pytest
 
 from marketdata.domain import DAY, Interval, Window
 from marketdata.errors import ProviderUnavailableError, SymbolNotListedError
-from marketdata.providers.base import BaseProvider, ProviderContext, unsupported_interval
+from marketdata.providers.base import (
+    BaseProvider,
+    ProviderContext,
+    bad_row,
+    unsupported_interval,
+)
 from marketdata.providers.coinbase import CoinbaseProvider
 from marketdata.providers.registry import provider_class
 from tests.fakes.limits import no_wait
+from tests.providers.expect import told
 
 
 def test_a_symbol_not_listed_names_provider_symbol_and_the_mapping_to_add(provider_context):
@@ -91,8 +97,6 @@ def test_an_http_error_shows_at_most_120_characters_of_a_body_and_nothing_for_no
 
 
 def test_a_bad_row_is_shown_whole_up_to_160_characters_then_cut_to_160():
-    from marketdata.providers.base import bad_row
-
     exact = "x" * 158  # its repr, quotes included, is 160 characters long
     assert bad_row("kraken", "BTC-USD", exact, "odd").message == (
         f"kraken sent a bad row for BTC-USD: odd in {exact!r}"
@@ -101,3 +105,17 @@ def test_a_bad_row_is_shown_whole_up_to_160_characters_then_cut_to_160():
     message = bad_row("kraken", "BTC-USD", longer, "odd").message
     assert message == f"kraken sent a bad row for BTC-USD: odd in {repr(longer)[:157]}..."
     assert len(message.split(" in ", 1)[1]) == 160
+
+
+def test_a_bad_row_error_carries_the_provider_and_symbol_and_names_both_on_one_line():
+    error = bad_row("binance", "ETH-USDT", [1704067200000, None], "a value is not a number")
+    assert told(error) == (
+        "BadPayloadError",
+        "binance sent a bad row for ETH-USDT: a value is not a number in [1704067200000, None]",
+        None,
+        "binance",
+        "ETH-USDT",
+    )
+    assert error.one_line() == (
+        "binance sent a bad row for ETH-USDT: a value is not a number in [1704067200000, None]"
+    )

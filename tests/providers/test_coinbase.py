@@ -248,6 +248,32 @@ def test_without_retry_after_each_wait_is_the_backoff_plus_a_jitter_under_half_a
     assert 1.0 < second < 1.5
 
 
+def test_outside_its_testing_mode_stamina_waits_nothing_itself_the_run_s_clock_waits(
+    fake, provider_for
+):
+    """The wait before a retry is taken on the run's cancellable clock, which a stop ends at
+    once; stamina is told to wait 0 s itself, as its own retry hooks report (an uncancellable
+    second of its own would show as 1.0)."""
+    import stamina
+    import stamina.instrumentation
+
+    scheduled: list[float] = []
+    hooks = stamina.instrumentation.get_on_retry_hooks()
+    fake.fail_next = [Reply(503, "busy", headers={"Retry-After": "3"}), Reply(500, "oops")]
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(provider_for, server.url)
+        stamina.set_testing(False)  # the autouse fixture's teardown leaves it off too
+        stamina.instrumentation.set_on_retry_hooks([lambda retry: scheduled.append(retry.wait_for)])
+        try:
+            provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+        finally:
+            stamina.instrumentation.set_on_retry_hooks(hooks)
+            stamina.set_testing(True, attempts=3)
+    assert slept[0] == 3.0
+    assert 1.0 < slept[1] < 1.5  # the second backoff, 1 s, plus a jitter
+    assert scheduled == [0.0, 0.0]
+
+
 def test_a_retried_error_carries_the_wait_its_retry_is_logged_with(fake, provider_for):
     """A failure that Retry-After says to retry records the wait it asked for (the log record
     of a scheduled retry reads it); the error finally raised carries it too."""

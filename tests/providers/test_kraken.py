@@ -156,6 +156,32 @@ def test_paging_stops_when_kraken_has_nothing_newer_committed(serve_fake, provid
     assert len(server.requests) == 3  # two pages, then one that brings nothing new
 
 
+def test_a_page_ending_on_the_window_s_last_bar_is_the_last_page_asked_for(
+    serve_fake, fake, provider_for
+):
+    """Kraken holds bars after the window, but a page whose last bar is the window's last
+    one completes it: no page beyond it is asked for."""
+    fake.page_rows = 5
+    start, end = TODAY - 20 * DAY, TODAY - 10 * DAY
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(start, end))
+    assert candles.ts.tolist() == list(range(start, end, DAY))
+    assert [int(r.query["since"]) for r in server.requests] == [start - 1, start + 4 * DAY]
+
+
+def test_a_first_page_without_a_closed_bar_is_followed_from_its_last_when_last_moves_on(
+    serve_fake, fake, provider_for
+):
+    """A first page holding only the still-open candle reaches no bar of the window; as its
+    `last` moved on, the next page is asked for from there, and it brings the window's end."""
+    first = TODAY - 2 * DAY
+    fake.fail_next = [Reply(200, ohlc([good_row(TODAY)], last=first))]
+    with serve_fake(fake) as server:
+        candles = provider_for(server.url).fetch("BTC-USD", Interval.D1, Window(first, TODAY))
+    assert candles.ts.tolist() == [TODAY - DAY]
+    assert [int(r.query["since"]) for r in server.requests] == [first - 1, first]
+
+
 def test_a_window_older_than_the_latest_720_candles_is_out_of_reach_before_any_request(
     serve_fake, fake, provider_for
 ):

@@ -214,9 +214,10 @@ def test_the_servers_own_reach_refusal_is_out_of_reach_too(serve_fake, fake, pro
     with serve_fake(fake) as server:
         provider = provider_for(server.url)
         provider.now = lambda: NOW - 5 * DAY  # our clock lags the server's
-        with pytest.raises(OutOfReachError, match="within the last 30 days"):
+        with pytest.raises(OutOfReachError, match="within the last 30 days") as caught:
             provider.fetch("BTC-USD", Interval.M1, Window(NOW - 33 * DAY, NOW - 32 * DAY))
     assert len(server.requests) == 1  # not retried
+    assert (caught.value.provider, caught.value.symbol) == ("yahoo", "BTC-USD")
 
 
 def test_data_does_not_exist_for_the_range_means_no_candles(serve_fake, fake, provider_for):
@@ -558,6 +559,22 @@ def test_the_intraday_reach_is_refused_to_the_second_with_the_first_day_to_ask(
         old = NOW - 40 * DAY
         assert len(provider.fetch("AAPL", Interval.M1, Window(old, old))) == 0
         assert len(server.requests) == 1
+
+
+def test_the_intraday_reach_is_measured_on_the_run_s_clock(serve_fake, fake, provider_context):
+    """Left as built, the provider tells Yahoo's intraday reach by the run's clock
+    (ProviderContext.clock), so pinning the run's clock pins the reach: by the clock of the
+    machine the window at the edge would be years out of reach."""
+    edge = NOW - 30 * DAY + 300
+    with serve_fake(fake) as server:
+        ctx = provider_context(yahoo_base_url=server.url)
+        ctx.limiter_factory = no_wait
+        ctx.clock = lambda: NOW
+        provider = YahooProvider(ctx)
+        provider.fetch("AAPL", Interval.M1, Window(edge, edge + 60))
+        with pytest.raises(OutOfReachError, match="starts 2024-02-14T12:04"):
+            provider.fetch("AAPL", Interval.M1, Window(edge - 60, edge))
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,13 @@ _TAIL_ROWS = np.arange(len(_TAIL_WINDOWS))[:, None, None]
 _VOLATILITY_WINDOWS = np.array(VOLATILITY_WINDOWS, dtype=np.float64)[:, None]
 _SMA_WINDOWS = np.array(SMA_WINDOWS, dtype=np.float64)[:, None]
 
+# A moving average's window sum comes from running sums of a few hundred closes less a centre:
+# closes this far from the centre (within a factor 2**10 of float64's largest) could make them
+# overflow. Such values are summed scaled down by _HUGE_SCALE (a power of two, so exactly) and
+# the averages scaled back.
+_HUGE = float(np.finfo(np.float64).max) / 2**10
+_HUGE_SCALE = 2.0**-11
+
 
 @dataclass(frozen=True, slots=True)
 class Indicators:
@@ -242,7 +249,7 @@ def _short_tail(close: FloatArray, m: int, periods_per_year: float, peak: float)
     results would all be thrown away but the last m.
     """
     n = len(close)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         ratio = close[1:] / close[:-1]
         log_return = np.log(ratio)
         if not np.isfinite(log_return).all():  # a ratio beyond float64: see _volatilities
@@ -256,6 +263,10 @@ def _short_tail(close: FloatArray, m: int, periods_per_year: float, peak: float)
         # up to it sums to exactly zero, and its average is exactly that price.
         centre = float(close[-1])
         np.subtract(close, centre, out=values[2, 1:])
+        # clean closes lie no further from the centre (one of them) than the largest does
+        scale = _sum_scale(float(close.max()))
+        if scale != 1.0:
+            values[2] *= scale
         running = np.cumsum(values, axis=1)
         # ends: the running-sum index just past each new row; sums[row, window, i] is the sum
         # of the window's values ending at new row i. A window of zero returns adds nothing
@@ -265,7 +276,7 @@ def _short_tail(close: FloatArray, m: int, periods_per_year: float, peak: float)
         s1, s2 = sums[0], sums[1]
         w = _VOLATILITY_WINDOWS
         volatility = np.sqrt(np.maximum((s2 - s1 * s1 / w) / (w - 1), 0.0) * periods_per_year)
-        average = sums[2] / _SMA_WINDOWS + centre
+        average = sums[2] / (_SMA_WINDOWS * scale) + centre
         return_ = ratio[-m:] - 1.0
     return Indicators(
         return_=return_,
@@ -333,16 +344,28 @@ def _moving_averages(close: FloatArray, clean: bool) -> list[FloatArray]:
     # out exactly at their level.
     centre = _first_finite(close, finite)
     values = close - centre if finite is None else np.where(finite, close - centre, 0.0)
+    scale = _sum_scale(max(values.max(initial=0.0), -values.min(initial=0.0)))
+    if scale != 1.0:
+        values *= scale
     sums = _block_cumsum(values)
     result = []
     for window in SMA_WINDOWS:
         average = _window_sums(sums, len(close), window)
         average /= window
+        if scale != 1.0:
+            average /= scale
         average += centre
         if finite is not None:
             average[_windows_hit(~finite, window)] = np.nan
         result.append(average)
     return result
+
+
+def _sum_scale(largest: float) -> float:
+    """What to multiply closes less a centre by before summing them (and divide their sums
+    by), given the largest magnitude among them: 1.0, or _HUGE_SCALE when running sums of
+    a few hundred of them could overflow."""
+    return _HUGE_SCALE if largest > _HUGE else 1.0
 
 
 def _drawdown(close: FloatArray, prior_peak: float) -> FloatArray:
