@@ -33,9 +33,13 @@ INGEST_TARGET = 1.05
 INGEST_SYMBOLS = 200
 INGEST_DAYS = 365
 INGEST_ROUNDS = int(os.environ.get("BENCH_CACHE_ROUNDS", "7"))
-"""Rounds of the ingest lines (no cache, Redis, dead Redis back to back): each ratio is the
-median of the rounds' own ratios, so a machine that slows or speeds up between rounds moves
-both sides of a ratio alike."""
+"""Rounds of the first-ingest lines (no cache, Redis, dead Redis back to back): the ratio is
+the median of the rounds' own ratios, so a machine that slows or speeds up between rounds
+moves both sides of a ratio alike."""
+INCREMENTAL_RUNS = 26
+"""Incremental runs a side, one new day each, the sides alternating: more than RECENT_BARS,
+so that the Redis side's refresher folds every pair's `recent` value into its `show` value
+once, as a timer's runs do every RECENT_BARS days."""
 DAY = 86_400
 FIRST_DAY = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -215,50 +219,63 @@ def _warm_show(url: str, report: Report, redis_url: str) -> None:
 # ------------------------------------------------------------------------------------ ingest
 
 
-def _ingest_once(
-    url: str, redis_url: str | None, prefix: str, *, backend: str = "redis"
-) -> tuple[float, float, float, float]:
-    """A first ingest of every pair's year, then an incremental run (one new candle a pair,
-    whose keys the background refresher writes); the seconds of each, then the CPU seconds
-    of this process in each (every thread's: the refresher's too)."""
+def _ingest_app(url: str, redis_url: str | None, prefix: str) -> Any:
+    """The app of one run (a new process's, as a timer starts it): no cache at all as the
+    reference, else REDIS_URL's cache."""
     from marketdata.cache.fallback import FallbackCache, NoCache
-    from marketdata.domain import Interval
-    from marketdata.pipeline import IngestRequest, run_ingest
 
-    with connect(url) as conn:
-        conn.execute("TRUNCATE candles, ingestion_runs CASCADE")
     settings: dict[str, Any] = {"cache_prefix": prefix, "ingestion_concurrency": 1}
     if redis_url:
         settings["redis_url"] = redis_url
     app = _app(url, **settings)
-    if not redis_url:  # no cache at all: the reference
+    if not redis_url:
         app._cache = FallbackCache(None, NoCache, app.redis_outage, app.metrics)
-    symbols = [f"I{i:03d}-USD" for i in range(INGEST_SYMBOLS)]
+    app.engine()
+    return app
+
+
+def _timed_run(url: str, app: Any, days: tuple[int, int], backend: str | None, *, new: int) -> Run:
+    """One ingest of the pairs' days [first, last), `new` of them not stored yet, after a
+    checkpoint (so that the one the previous run's writes call for does not land in this
+    one): its seconds and this process's CPU seconds (every thread's: the background
+    refresher's too)."""
+    from marketdata.domain import Interval
+    from marketdata.pipeline import IngestRequest, run_ingest
+
     request = IngestRequest(
-        symbols=symbols,
+        symbols=[f"I{i:03d}-USD" for i in range(INGEST_SYMBOLS)],
         intervals=[Interval.D1],
         providers=["synthetic"],
-        since=FIRST_DAY,
-        until=FIRST_DAY + INGEST_DAYS * DAY,
+        since=FIRST_DAY + days[0] * DAY,
+        until=FIRST_DAY + days[1] * DAY,
     )
-    later = dataclasses.replace(
-        request,
-        since=FIRST_DAY + (INGEST_DAYS - 1) * DAY,
-        until=FIRST_DAY + (INGEST_DAYS + 1) * DAY,
-    )
+    with connect(url) as conn:
+        conn.execute("CHECKPOINT")
+    started, used = time.perf_counter(), time.process_time()
+    result = run_ingest(app, request)
+    run = Run(time.perf_counter() - started, time.process_time() - used)
+    if result.rows_inserted != INGEST_SYMBOLS * new:
+        raise BenchError(f"ingest inserted {result.rows_inserted} rows")
+    if backend is not None and app.cache.name != backend:
+        raise BenchError(f"the ingest's cache was {app.cache.name}, not {backend}")
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    seconds: float
+    cpu: float
+
+
+def _first_ingest(url: str, redis_url: str | None, prefix: str, backend: str = "redis") -> Run:
+    """A first ingest of every pair's year into an emptied database."""
+    with connect(url) as conn:
+        conn.execute("TRUNCATE candles, ingestion_runs CASCADE")
+    app = _ingest_app(url, redis_url, prefix)
     try:
-        app.engine()
-        seconds, cpu = [], []
-        for run, rows in ((request, INGEST_DAYS), (later, 1)):
-            started, used = time.perf_counter(), time.process_time()
-            result = run_ingest(app, run)
-            seconds.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - used)
-            if result.rows_inserted != INGEST_SYMBOLS * rows:
-                raise BenchError(f"ingest inserted {result.rows_inserted} rows")
-        if redis_url and app.cache.name != backend:
-            raise BenchError(f"the ingest's cache was {app.cache.name}, not {backend}")
-        return seconds[0], seconds[1], cpu[0], cpu[1]
+        return _timed_run(
+            url, app, (0, INGEST_DAYS), backend if redis_url else None, new=INGEST_DAYS
+        )
     finally:
         app.close()
 
@@ -266,58 +283,50 @@ def _ingest_once(
 def _ingest(server: Server, report: Report, redis_url: str) -> None:
     url = server.create("cache_ingest")
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    without, with_redis, dead = [], [], []
-    later_without, later_redis = [], []
-    cpu: dict[str, list[float]] = {"without": [], "redis": [], "later without": [], "later": []}
+    runs: dict[str | None, list[Run]] = {None: [], redis_url: []}
+    dead: list[Run] = []
     dead_url = f"redis://127.0.0.1:{_closed_port()}/0"
     try:
         for round_ in range(1, INGEST_ROUNDS + 1):
-            log(f"cache: ingest without a cache, with Redis, with a dead Redis, round {round_} ...")
-            first, later, first_cpu, later_cpu = _ingest_once(url, None, prefix)
-            without.append(first)
-            later_without.append(later)
-            cpu["without"].append(first_cpu)
-            cpu["later without"].append(later_cpu)
-            first, later, first_cpu, later_cpu = _ingest_once(url, redis_url, prefix)
-            with_redis.append(first)
-            later_redis.append(later)
-            cpu["redis"].append(first_cpu)
-            cpu["later"].append(later_cpu)
-            dead.append(_ingest_once(url, dead_url, prefix, backend="disk")[0])
+            log(f"cache: first ingest without a cache, with Redis, with a dead Redis, {round_} ...")
+            # which side goes first alternates: the server's work after a run's writes
+            # (autovacuum, say) then burdens each side alike
+            for side in (None, redis_url) if round_ % 2 else (redis_url, None):
+                runs[side].append(_first_ingest(url, side, prefix))
+            dead.append(_first_ingest(url, dead_url, prefix, backend="disk"))
+        later = _incremental(server, redis_url, f"{prefix}later:")
     finally:
         cleaner = _app(url, redis_url=redis_url, cache_prefix=prefix)
         cleaner.cache.delete_pattern("*")
         cleaner.close()
     rows = INGEST_SYMBOLS * INGEST_DAYS
-    base, cached = median(without), median(with_redis)
+    without, with_redis = runs[None], runs[redis_url]
+    base = median([r.seconds for r in without])
     report.add(Figure(f"ingest {INGEST_SYMBOLS} daily pairs, no cache", base, rows, "1 (ref)"))
     ratio = _paired(with_redis, without)
     report.add(
         Figure(
             f"ingest {INGEST_SYMBOLS} daily pairs, Redis cache",
-            cached,
+            median([r.seconds for r in with_redis]),
             rows,
             f"{ratio:.3f}x no cache",
             target=f"<= {INGEST_TARGET:g}x",
             passed=ratio <= INGEST_TARGET,
         )
     )
-    # the incremental run: every pair's keys read back by the background refresher (the
+    # the incremental runs: every pair's keys written by the background refresher (the
     # write path too: the same target)
-    base_later, cached_later = median(later_without), median(later_redis)
-    later_ratio = _paired(later_redis, later_without)
+    name = f"incremental run, {INGEST_SYMBOLS} daily pairs (1 new candle each)"
     report.add(
         Figure(
-            f"incremental run, {INGEST_SYMBOLS} daily pairs (1 new candle each), no cache",
-            base_later,
-            INGEST_SYMBOLS,
-            "1 (ref)",
+            f"{name}, no cache", median([r.seconds for r in later[None]]), INGEST_SYMBOLS, "1 (ref)"
         )
     )
+    later_ratio = _paired(later[redis_url], later[None])
     report.add(
         Figure(
-            f"incremental run, {INGEST_SYMBOLS} daily pairs (1 new candle each), Redis cache",
-            cached_later,
+            f"{name}, Redis cache",
+            median([r.seconds for r in later[redis_url]]),
             INGEST_SYMBOLS,
             f"{later_ratio:.3f}x no cache",
             target=f"<= {INGEST_TARGET:g}x",
@@ -325,36 +334,58 @@ def _ingest(server: Server, report: Report, redis_url: str) -> None:
         )
     )
     report.note(
-        f"ratios: the median of {INGEST_ROUNDS} rounds' own (BENCH_CACHE_ROUNDS); each "
-        f"round's, first ingest {_listed(with_redis, without)}, incremental run "
-        f"{_listed(later_redis, later_without)}."
+        f"first ingest: the median of {INGEST_ROUNDS} rounds' own ratios (BENCH_CACHE_ROUNDS), "
+        f"{_listed(with_redis, without)}; incremental run: of {INCREMENTAL_RUNS} consecutive "
+        f"runs' (a timer's day after day, the cache folding its `recent` values once), "
+        f"{_listed(later[redis_url], later[None])}."
     )
     report.note(
-        "ingest's own CPU (this process, every thread; median of the rounds' ratios) with "
-        f"Redis vs no cache: first ingest {_paired(cpu['redis'], cpu['without']):.3f}x, "
-        f"incremental run {_paired(cpu['later'], cpu['later without']):.3f}x."
+        "ingest's own CPU (this process, every thread; median of the paired ratios) with "
+        f"Redis vs no cache: first ingest {_paired(with_redis, without, cpu=True):.3f}x, "
+        f"incremental run {_paired(later[redis_url], later[None], cpu=True):.3f}x."
     )
     # a dead Redis falls back to the disk cache: its cost is the disk cache's plus the
     # failure itself, which the target bounds (seconds, not a ratio: it is a fixed cost)
-    extra = median(dead) - base
+    dead_seconds = median([r.seconds for r in dead])
     report.add(
         Figure(
             f"ingest {INGEST_SYMBOLS} daily pairs, REDIS_URL dead (disk cache)",
-            median(dead),
+            dead_seconds,
             rows,
-            f"{extra:+.2f} s vs no cache",
+            f"{dead_seconds - base:+.2f} s vs no cache",
             target="informational",
         )
     )
 
 
-def _paired(measured: list[float], reference: list[float]) -> float:
-    """The median of each round's ratio of `measured` to `reference`."""
-    return median([m / r for m, r in zip(measured, reference, strict=True)])
+def _incremental(server: Server, redis_url: str, prefix: str) -> dict[str | None, list[Run]]:
+    """INCREMENTAL_RUNS runs on each side, one day more each, alternating: a database of its
+    own per side (each first filled with the pairs' year), a new app per run."""
+    urls = {None: server.create("cache_later"), redis_url: server.create("cache_later_redis")}
+    runs: dict[str | None, list[Run]] = {None: [], redis_url: []}
+    for side, url in urls.items():
+        _first_ingest(url, side, prefix)
+    log(f"cache: {INCREMENTAL_RUNS} incremental runs without a cache and with Redis ...")
+    for day in range(INGEST_DAYS, INGEST_DAYS + INCREMENTAL_RUNS):
+        for side in (None, redis_url) if day % 2 else (redis_url, None):
+            app = _ingest_app(urls[side], side, prefix)
+            try:  # the day before too: a timer's run fetches its last stored candle again
+                runs[side].append(_timed_run(urls[side], app, (day - 1, day + 1), None, new=1))
+            finally:
+                app.close()
+    return runs
 
 
-def _listed(measured: list[float], reference: list[float]) -> str:
-    return ", ".join(f"{m / r:.2f}" for m, r in zip(measured, reference, strict=True))
+def _paired(measured: list[Run], reference: list[Run], *, cpu: bool = False) -> float:
+    """The median of each pair's ratio of `measured` to `reference` (seconds, or CPU)."""
+    if cpu:
+        return median([m.cpu / r.cpu for m, r in zip(measured, reference, strict=True)])
+    return median([m.seconds / r.seconds for m, r in zip(measured, reference, strict=True)])
+
+
+def _listed(measured: list[Run], reference: list[Run]) -> str:
+    pairs = zip(measured, reference, strict=True)
+    return ", ".join(f"{m.seconds / r.seconds:.2f}" for m, r in pairs)
 
 
 def _closed_port() -> int:
