@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import diskcache
+import numpy as np
 import pytest
 import redis
 from sqlalchemy.engine import make_url
@@ -16,10 +17,13 @@ from marketdata.analytics.indicators import INDICATOR_NAMES
 from marketdata.cache.keys import latest_key, recent_key, show_key
 from marketdata.config import load_settings
 from marketdata.context import AppContext
+from marketdata.domain import Interval
 from marketdata.errors import DatabaseUnavailableError
 from marketdata.observability.metrics import RecordingMetrics
 from marketdata.pipeline import IngestRequest, run_ingest
 from marketdata.reports import comparison_report, show
+from marketdata.storage.candles import read_candles
+from marketdata.storage.engine import connect
 from tests.cli.helpers import run
 from tests.cli.test_analytics_cli import INGEST, WINDOW, make_env
 from tests.fakes.redis_server import spare_port
@@ -289,6 +293,32 @@ def test_a_recent_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, cap
     said = [w for w in caplog_warnings if f"cache value {key}" in w]
     assert len(said) == 1, caplog_warnings
     assert show(build(), "BTC-USD").source == "cache"
+
+
+@pytest.mark.parametrize("kind", ["show", "recent"])
+@pytest.mark.parametrize("raw", ["not json {", "[1, 2]", "a-bad-stamp"])
+def test_an_incremental_run_over_a_value_it_cannot_use_refreshes_the_pair(filled, kind, raw):
+    """The writer extends only values of its own shape and database; over anything else it
+    folds or reads the database instead, never failing: the pair's `latest` value is the new
+    candle once the run ends, and `show` answers what the database holds."""
+    build, put = filled
+    key = (show_key if kind == "show" else recent_key)("BTC-USD", "1d")
+    if raw == "a-bad-stamp":  # a string where an ISO 8601 time belongs
+        field = "stored_at" if kind == "show" else "base_stored_at"
+        raw = json.dumps(build().cache.get(key) | {field: "yesterday"})
+    put(key, raw)
+    app = build()
+    app.clock = lambda: NOW + timedelta(days=1)
+    request = IngestRequest(symbols=["BTC-USD"], providers=["synthetic"], lookback_days=60)
+    assert run_ingest(app, request).rows_inserted == 1
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.D1, last=20, with_indicators=True)
+    assert app.cache.get(latest_key("BTC-USD", "1d"))["ts"] == int(stored.ts[-1])
+    for _ in range(2):  # the first may read the database (a `show` value it cannot use)
+        report = show(build(), "BTC-USD")
+        np.testing.assert_array_equal(report.candles.ts, stored.ts)
+        np.testing.assert_array_equal(report.candles.close, stored.close)
+    assert report.source == "cache"
 
 
 def test_an_unreadable_latest_value_leaves_the_show_value_to_outages(filled, caplog_warnings):

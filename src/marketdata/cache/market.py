@@ -34,6 +34,7 @@ from marketdata.analytics.indicators import INDICATOR_NAMES
 from marketdata.cache.checks import (
     COLUMNS,
     PRICE_KEYS,
+    Problem,
     latest_problem,
     recent_problem,
     show_problem,
@@ -642,16 +643,11 @@ def _recent_values(
     found = cache.get_many(list(keys.values())) if keys else {}
     extended: dict[tuple[str, Interval], tuple[dict[str, Any], dict[str, list[Any]]]] = {}
     for pair, wrote in appended.items():
-        value = found.get(keys[pair])
-        if value is None or value.get("database") != cache.database:
-            continue
-        if recent_problem(pair[0], pair[1].value)(value) is not None:
-            continue
-        if not _ends_before(int(value["newest"]), wrote):
+        value = _ours(found.get(keys[pair]), recent_problem(*_names(pair)), cache.database)
+        if value is None or not _ends_before(int(value["newest"]), wrote):
             continue
         columns = _followed(value["columns"], wrote.rows)
-        young = epoch_of(now[pair]) - _epoch_of_iso(value["base_stored_at"]) < MARKET_TTL / 2
-        if len(columns["ts"]) <= RECENT_BARS and young:
+        if len(columns["ts"]) <= RECENT_BARS and _young(value["base_stored_at"], now[pair]):
             extended[pair] = value, columns
     marks = {pair: anchors(int(appended[pair].rows.ts[-1])) for pair in extended}
     then = anchor_closes_many(conn, marks) if marks else {}
@@ -681,8 +677,27 @@ def _followed(columns: dict[str, list[Any]], rows: Candles) -> dict[str, list[An
     return {k: columns[k][:cut] + new[k] for k in COLUMNS}
 
 
-def _epoch_of_iso(stamp: str) -> int:
-    return epoch_of(datetime.fromisoformat(stamp))
+def _young(stored_at: str, now: datetime) -> bool:
+    """Whether a `show` value stored at `stored_at` (ISO 8601) is younger than half
+    MARKET_TTL at `now`: one that is not is refreshed by a fold before it expires."""
+    try:
+        stamp = datetime.fromisoformat(stored_at)
+    except ValueError:  # not written by this tool
+        return False
+    return stamp.tzinfo is not None and (now - stamp).total_seconds() < MARKET_TTL / 2
+
+
+def _names(pair: tuple[str, Interval]) -> tuple[str, str]:
+    return pair[0], pair[1].value
+
+
+def _ours(value: Any, problem: Problem, database: str) -> dict[str, Any] | None:
+    """`value` when it is of this version's shape and this database's: a writer's `usable`,
+    saying nothing (a reader says it)."""
+    if value is None or problem(value) is not None or value.get("database") != database:
+        return None
+    result: dict[str, Any] = value
+    return result
 
 
 def _extended_tails(
@@ -714,18 +729,12 @@ def _show_value_of(
 ) -> dict[str, Any] | None:
     """A writer's `_show_value`: the pair's `show` value (followed by its `recent` one) when
     both are this database's and of this version's shape, without a warning."""
-    symbol, interval = pair[0], pair[1].value
-    show = found.get(show_key(symbol, interval))
-    if show is None or show.get("database") != database:
+    symbol, interval = _names(pair)
+    show = _ours(found.get(show_key(symbol, interval)), show_problem(symbol, interval), database)
+    if show is None:
         return None
-    if show_problem(symbol, interval)(show) is not None:
-        return None
-    recent = found.get(recent_key(symbol, interval))
-    if recent is not None and recent.get("database") != database:
-        recent = None
-    if recent is not None and recent_problem(symbol, interval)(recent) is not None:
-        recent = None
-    return combined(show, recent)
+    more = found.get(recent_key(symbol, interval))
+    return combined(show, _ours(more, recent_problem(symbol, interval), database))
 
 
 def _ends_before(newest: int, appended: Appended) -> bool:
