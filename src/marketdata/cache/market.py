@@ -712,7 +712,7 @@ def _extended_tails(
     if not appended:
         return {}
     keys = {pair: _read_keys(pair[0], pair[1].value)[:2] for pair in appended}
-    found = cache.get_many([k for pair_keys in keys.values() for k in pair_keys])
+    found = cache.get_many([k for names in keys.values() for k in names])
     tails: dict[tuple[str, Interval], _Tail] = {}
     for pair, wrote in appended.items():
         value = _show_value_of(cache.database, found, pair)
