@@ -275,23 +275,29 @@ def test_a_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_war
     assert show(build(), "BTC-USD").source == "cache"
 
 
-@pytest.mark.parametrize("raw", ["not json {", "wrong-newest", "another-database"])
+@pytest.mark.parametrize(
+    "raw", ["not json {", "wrong-newest", "another-database", "a-close-without-its-ts"]
+)
 def test_a_recent_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_warnings):
     """The `show` value alone would look current (nothing after it yet), but the `recent` value
     beside it cannot be trusted: the database answers, and `show` writes both again."""
     build, put = filled
-    key = recent_key("BTC-USD", "1d")
+    key, named = recent_key("BTC-USD", "1d"), ""
     value = build().cache.get(key)
     assert value["columns"]["ts"] == [] and value["after"] == value["newest"]
     if raw == "wrong-newest":
         raw = json.dumps(value | {"newest": value["newest"] + 86_400})
     elif raw == "another-database":
         raw = json.dumps(value | {"database": "another"})
+    elif raw == "a-close-without-its-ts":
+        raw = json.dumps(value | {"columns": value["columns"] | {"close": [1.0]}})
+        named = "without a valid 'columns.close'"
     put(key, raw)
     app = build()
     assert show(app, "BTC-USD").source == "database"
     said = [w for w in caplog_warnings if f"cache value {key}" in w]
     assert len(said) == 1, caplog_warnings
+    assert named in said[0]
     assert show(build(), "BTC-USD").source == "cache"
 
 

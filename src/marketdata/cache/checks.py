@@ -105,7 +105,9 @@ def recent_problem(symbol: str, interval: str) -> Problem:
             return "an object without a valid 'after'"
         columns, newest = value["columns"], value.get("newest")
         if not columns.get("ts"):  # no rows after its `show` value yet
-            if newest != value["after"] or any(columns.get(k) != [] for k in COLUMNS):
+            if (name := next((k for k in COLUMNS if columns.get(k) != []), None)) is not None:
+                return f"an object without a valid 'columns.{name}'"
+            if newest != value["after"]:
                 return "an object whose 'newest' is not its last candle"
             return _roi_problem(value["roi"])
         return _columns_problem(columns, newest) or _roi_problem(value["roi"])
