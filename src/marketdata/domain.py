@@ -59,6 +59,10 @@ class Interval(Enum):
     H6 = "6h"
     D1 = "1d"
 
+    # members are singletons compared by identity: hash the identity in C, not the name in
+    # Python (Enum's own __hash__), as every (symbol, interval) key of a run's bookkeeping is
+    __hash__ = object.__hash__
+
     @property
     def seconds(self) -> int:
         """Length of one bar in seconds."""

@@ -41,6 +41,31 @@ def test_set_many_writes_and_drops_together_and_get_many_returns_only_present_ke
     assert cache.get_many([]) == {}
 
 
+def test_set_many_sets_every_key_with_its_expiry_across_batches(cache):
+    from marketdata.cache.redis_backend import SET_BATCH
+
+    many = {f"market:S{i}:1d:latest": {"close": i} for i in range(SET_BATCH + 7)}
+    cache.set_many(many, ttl=0.3)
+    cache.set_many({"market:KEPT:1d:latest": 1})  # no expiry
+    assert cache.get_many(list(many)) == many
+    time.sleep(0.45)
+    assert sorted(cache.scan("*")) == ["market:KEPT:1d:latest"]
+
+
+def test_set_many_reloads_its_script_after_the_server_forgot_it(prefix, redis_url):
+    import redis
+
+    from marketdata.cache.redis_backend import RedisCache, redis_client
+
+    cache = RedisCache(redis_client(redis_url), prefix, redis_url)
+    cache.set_many({"market:A:1d:latest": 1})
+    redis.Redis.from_url(redis_url).script_flush()  # as a restarted server does
+    cache.set_many({"market:B:1d:latest": 2}, drop=["market:A:1d:latest"])
+    assert cache.get_many(["market:A:1d:latest", "market:B:1d:latest"]) == {"market:B:1d:latest": 2}
+    cache.delete_pattern("*")
+    cache.close()
+
+
 def test_pattern_delete_removes_exactly_the_matching_keys_in_batches(cache):
     many = {f"market:S{i}:1d:latest": i for i in range(DELETE_BATCH * 2 + 7)}
     cache.set_many(many)

@@ -101,3 +101,31 @@ def test_a_refresh_writes_what_the_database_holds(make_app):
         newest = read_candles(conn, "BTC-USD", Interval.D1, last=1)
     assert app.cache.get(latest_key("BTC-USD", "1d"))["ts"] == int(newest.ts[-1])
     assert app.cache.get(show_key("BTC-USD", "1d"))["newest"] == int(newest.ts[-1])
+
+
+def test_pairs_are_written_in_full_groups_and_the_end_does_not_wait_out_the_window(
+    make_app, monkeypatch
+):
+    import time
+
+    from marketdata.cache import refresher as module
+
+    monkeypatch.setattr(module, "GATHER_SECONDS", 60.0)  # only a full group or the end wakes it
+    app = make_app()
+    ingested(app)
+    groups: list[int] = []
+
+    @contextmanager
+    def counted():  # one connection per group of pairs that need a read
+        groups.append(1)
+        with connect(app.engine(), app.target) as conn:
+            yield conn
+
+    refresher = Refresher(app.cache, counted, app.settings)
+    started = time.monotonic()
+    for _ in range(module.GATHER_PAIRS * 2 + 20):
+        refresher.submit(Committed("BTC-USD", Interval.D1, NOW))
+    refresher.drain()
+    assert time.monotonic() - started < 30
+    assert len(groups) == 3
+    assert app.cache.get(latest_key("BTC-USD", "1d")) is not None

@@ -9,6 +9,7 @@ with values that are not this database's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
@@ -138,6 +139,11 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
         return "an object without valid 'columns.ts'"
     if newest != stamps[-1] or type(newest) is not int:
         return "an object whose 'newest' is not its last candle"
+    listed: list[Any] = [columns.get(name) for name in COLUMNS[1:]]
+    if all(type(c) is list and len(c) == len(stamps) for c in listed) and _numbers_or_nulls(
+        chain.from_iterable(listed)
+    ):
+        return None  # the usual case in one pass over every value: then find what is wrong
     for name in COLUMNS[1:]:
         column = columns.get(name)
         if not isinstance(column, list) or len(column) != len(stamps):

@@ -649,7 +649,12 @@ def _recent_values(
         columns = _followed(value["columns"], wrote.rows)
         if len(columns["ts"]) <= RECENT_BARS and _young(value["base_stored_at"], now[pair]):
             extended[pair] = value, columns
-    marks = {pair: anchors(int(appended[pair].rows.ts[-1])) for pair in extended}
+    shared: dict[int, dict[str, Anchor]] = {}  # the pairs of a run share their newest time
+    marks = {
+        pair: shared.get(ts) or shared.setdefault(ts, anchors(ts))
+        for pair in extended
+        for ts in (int(appended[pair].rows.ts[-1]),)
+    }
     then = anchor_closes_many(conn, marks) if marks else {}
     values: dict[str, Any] = {}
     for (symbol, interval), (value, columns) in extended.items():

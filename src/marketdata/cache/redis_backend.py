@@ -18,6 +18,21 @@ from marketdata.cache.base import DELETE_BATCH, decode_stored, encode, escape_gl
 CONNECT_TIMEOUT = 0.3
 SOCKET_TIMEOUT = 0.5
 SCAN_COUNT = 1000
+SET_BATCH = 1000
+"""Keys one SET_MANY script sets: the script holds the server while it runs (~1 us a key)."""
+SET_MANY = """
+for i, key in ipairs(KEYS) do
+  if ARGV[1] == '' then
+    redis.call('SET', key, ARGV[i + 1])
+  else
+    redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+  end
+end
+return #KEYS
+"""
+"""SETs of many keys with one expiry in one command. A pipeline of SETs cost redis-py ~12 us
+of Python a key to build (~600 keys after an incremental run of 200 pairs: a tenth of the
+run's whole cache cost); one script command is built by hiredis in C."""
 
 
 def redis_client(url: str) -> redis.Redis[bytes]:
@@ -42,6 +57,7 @@ class RedisCache:
         self._client = client
         self._prefix = prefix
         self.location = location
+        self._set_many = client.register_script(SET_MANY)
 
     def get(self, key: str) -> Any | None:
         """The decoded value (Unreadable when not JSON), or None."""
@@ -62,15 +78,23 @@ class RedisCache:
     def set_many(
         self, values: Mapping[str, Any], ttl: float | None = None, *, drop: Iterable[str] = ()
     ) -> None:
-        """SETs and UNLINKs in one pipelined round trip.
+        """SETs (by SET_MANY, SET_BATCH keys a command) and UNLINKs in one pipelined round
+        trip (and one more to check that the script is loaded).
 
         Without MULTI/EXEC (a tenth of an ingest's cache cost): a reader that meets some of
         the new values and some of the old never trusts the old ones, because a `show`
         value counts only when it reaches its pair's `latest` candle.
         """
         pipe = self._client.pipeline(transaction=False)
-        for key, value in values.items():
-            pipe.set(self._prefix + key, encode(value), px=_ms(ttl))
+        expiry = _ms(ttl)
+        items = list(values.items())
+        for at in range(0, len(items), SET_BATCH):
+            batch = items[at : at + SET_BATCH]
+            self._set_many(
+                keys=[self._prefix + key for key, _ in batch],
+                args=["" if expiry is None else expiry, *(encode(value) for _, value in batch)],
+                client=pipe,
+            )
         dropped = [self._prefix + k for k in drop]
         if dropped:
             pipe.unlink(*dropped)

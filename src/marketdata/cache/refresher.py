@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
@@ -67,6 +66,8 @@ class Refresher:
         self._queue: queue.SimpleQueue[Committed | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
+        self._ready = threading.Event()  # a group is full, or the run ended
+        self._ending = threading.Event()  # the run ended: no more waiting for pairs
 
     def submit(self, pair: Committed) -> None:
         """Queue a pair whose transaction committed (starting the thread on first use)."""
@@ -75,11 +76,14 @@ class Refresher:
         with self._lock:
             if self._thread is None:
                 self._abandon.clear()
+                self._ending.clear()
                 self._thread = threading.Thread(
                     target=with_log_context(self._work), name="cache-refresh", daemon=True
                 )
                 self._thread.start()
             self._queue.put(pair)
+            if self._queue.qsize() >= GATHER_PAIRS:
+                self._ready.set()
 
     def drain(self, *, abandon: bool = False) -> None:
         """Wait until every queued pair is written; with `abandon` (a stopped run) drop the
@@ -91,6 +95,8 @@ class Refresher:
             if abandon:
                 self._abandon.set()
             self._queue.put(None)
+            self._ending.set()
+            self._ready.set()
         thread.join(DRAIN_SECONDS)
         if thread.is_alive():
             logger.warning(
@@ -108,12 +114,18 @@ class Refresher:
 
     def _gather(self, first: Committed) -> tuple[list[Committed], bool]:
         """`first` and the pairs that commit within GATHER_SECONDS of it (up to GATHER_PAIRS),
-        as one group; True when the run's end came with them."""
+        as one group; True when the run's end came with them.
+
+        The thread sleeps through the window, woken early only by a full group or the run's
+        end: waiting on the queue itself woke it at every commit (~10 ms of CPU a run of
+        200 pairs)."""
+        if self._queue.qsize() < GATHER_PAIRS - 1 and not self._ending.is_set():
+            self._ready.wait(GATHER_SECONDS)
+        self._ready.clear()
         pairs = [first]
-        deadline = time.monotonic() + GATHER_SECONDS
         while len(pairs) < GATHER_PAIRS:
             try:
-                more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                more = self._queue.get_nowait()
             except queue.Empty:
                 break
             if more is None:
