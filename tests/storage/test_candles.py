@@ -386,3 +386,35 @@ def test_the_newest_candles_of_a_pair_current_or_stale_are_the_last_n(app_factor
     assert current.indicators is None
     assert list(stale.rows()) == list(expected.rows()) and len(stale) == 3
     assert stale.indicators is not None
+
+
+def test_an_array_literal_binds_every_string_as_itself(pg_database):
+    import psycopg
+
+    from marketdata.storage.candles import array_text
+
+    values = ["NULL", "null", "", " spaced ", 'a"b', "back\\slash", "x,y", "{z}", "BTC-USD", "é"]
+    with psycopg.connect(pg_database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        for listed in (values, values[-1:], []):
+            row = conn.execute("SELECT CAST(%s AS text[])", [array_text(listed)]).fetchone()
+            assert row is not None and row[0] == listed
+
+
+def test_symbols_that_read_as_sql_words_are_found_by_the_batched_lookups(app_factory):
+    from marketdata.analytics.roi import anchors
+    from marketdata.storage.candles import anchor_closes_many
+
+    app = app_factory()
+    symbols = ["NULL", "^GSPC", "BRK.B"]
+    for i, symbol in enumerate(symbols):
+        write(app, batch(10, symbol=symbol, close=1.0 + i))
+    newest = START + 9 * 60
+    with connect(app.engine(), app.target) as conn:
+        lasts = last_ts_many(conn, symbols, Interval.M1)
+        latest = read_latest_many(conn, [(s, Interval.M1) for s in symbols], 2, now=newest + 60)
+        closes = anchor_closes_many(conn, {(s, Interval.M1): anchors(newest) for s in symbols})
+    assert lasts == dict.fromkeys(symbols, newest)
+    assert {pair[0]: len(rows) for pair, rows in latest.items()} == dict.fromkeys(symbols, 2)
+    assert {pair[0]: got["inception"] for pair, got in closes.items()} == {
+        s: 1.0 + i for i, s in enumerate(symbols)
+    }
