@@ -369,7 +369,7 @@ def _ingest(server: Server, report: Report, redis_url: str) -> None:
     report.note(
         f"first ingest: the median of {INGEST_ROUNDS} rounds' own ratios (BENCH_CACHE_ROUNDS), "
         f"{_listed(with_redis, without)}; incremental run: of {INCREMENTAL_RUNS} consecutive "
-        f"runs' (a timer's day after day, the cache folding its `recent` values once), "
+        f"runs' (a timer's day after day, the cache folding its `recent` values twice), "
         f"{_listed(later[redis_url], later[None])}."
     )
     report.note(
