@@ -395,7 +395,8 @@ def test_an_array_literal_binds_every_string_as_itself(pg_database):
 
     values = ["NULL", "null", "", " spaced ", 'a"b', "back\\slash", "x,y", "{z}", "BTC-USD", "é"]
     with psycopg.connect(pg_database.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        for listed in (values, values[-1:], []):
+        # a quote alone and a backslash alone must each be escaped
+        for listed in (values, ['a"b', "c"], ["back\\slash"], values[-1:], []):
             row = conn.execute("SELECT CAST(%s AS text[])", [array_text(listed)]).fetchone()
             assert row is not None and row[0] == listed
 
