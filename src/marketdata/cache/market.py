@@ -650,11 +650,12 @@ def _recent_values(
         if len(columns["ts"]) <= RECENT_BARS and _young(value["base_stored_at"], now[pair]):
             extended[pair] = value, columns
     shared: dict[int, dict[str, Anchor]] = {}  # the pairs of a run share their newest time
-    marks = {
-        pair: shared.get(ts) or shared.setdefault(ts, anchors(ts))
-        for pair in extended
-        for ts in (int(appended[pair].rows.ts[-1]),)
-    }
+    marks: dict[tuple[str, Interval], dict[str, Anchor]] = {}
+    for pair in extended:
+        last = int(appended[pair].rows.ts[-1])
+        if last not in shared:
+            shared[last] = anchors(last)
+        marks[pair] = shared[last]
     then = anchor_closes_many(conn, marks) if marks else {}
     values: dict[str, Any] = {}
     for (symbol, interval), (value, columns) in extended.items():
