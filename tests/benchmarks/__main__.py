@@ -1,5 +1,6 @@
 """`python -m tests.benchmarks [NAME...]` (what `make bench` runs): start-up, ingest,
-analytics, metrics and cache figures; names pick some of them (`make bench BENCH=cache`)."""
+analytics, metrics and cache figures; names pick some of them (`make bench BENCH=cache`), and
+`instructions` (the cache's cost in instructions, under valgrind) runs only when named."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import analytics, cache, ingest, metrics, partitioned, startup
+from tests.benchmarks import (
+    analytics,
+    cache,
+    ingest,
+    instructions,
+    metrics,
+    partitioned,
+    startup,
+)
 from tests.benchmarks.common import BenchError, Report, Server, log, render
 
 
@@ -38,6 +47,8 @@ def main() -> int:
             cache.run(server, report)
         if "partitioned" in chosen:
             partitioned.run(server, report)
+        if "instructions" in chosen:  # long (valgrind): only when named
+            instructions.run(server, report)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

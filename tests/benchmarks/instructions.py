@@ -1,0 +1,167 @@
+"""What the cache adds to an incremental run's own work, counted in instructions.
+
+`make bench BENCH=cache` times the write path with Redis configured against no cache, but on a
+shared host single runs' ratios spread from 0.75 to 1.78, so a few percent are lost in the
+noise. This counts instead the instructions the ingest's process executes in the run
+(every thread's: the pairs', the background refresher's), under valgrind's callgrind, which
+counts the same for the same work whatever else the machine does. It is slow (valgrind
+runs Python ~50x slower), so it is a bench of its own: `make bench BENCH=instructions`.
+
+What it does not count: the servers' work (PostgreSQL's is the same on both sides; Redis's is
+the cache's: a few commands a group of 50 pairs) and the time threads wait for each other (the
+GIL), which the timed bench sees. Instruction counts still move by up to 0.9% between runs of
+the same work (a run still depends on timing: when threads wake, what the sockets hold), hence
+the median of several runs a side.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from tests.benchmarks import cache
+from tests.benchmarks.common import BenchError, Figure, Report, Server, connect, log, median
+
+RUNS = int(os.environ.get("BENCH_INSTRUCTION_RUNS", "3"))
+"""Runs a side; instruction counts differ between runs of the same work by under 1%."""
+TARGET = cache.INGEST_TARGET
+SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
+
+
+def run(server: Server, report: Report) -> None:
+    """Instructions of incremental runs with Redis vs no cache; adds the figures."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise BenchError("valgrind (callgrind) is not installed: the instruction bench needs it")
+    redis_url = os.environ.get("TEST_REDIS_URL", cache.DEFAULT_REDIS_URL)
+    cache._check_redis(redis_url)
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    urls = {None: server.create("cg_later"), redis_url: server.create("cg_later_redis")}
+    counts: dict[str | None, list[int]] = {None: [], redis_url: []}
+    try:
+        for side, url in urls.items():
+            cache._first_ingest(url, side, prefix)
+        # each counted run follows a warm-up run in its process: two days a run
+        for day in range(cache.INGEST_DAYS, cache.INGEST_DAYS + 2 * RUNS, 2):
+            for side in (None, redis_url) if day % 4 else (redis_url, None):
+                shown = "Redis" if side else "no cache"
+                log(f"instructions: incremental run of day {day + 1}, {shown} ...")
+                counts[side].append(_counted_run(urls[side], side, prefix, day))
+    finally:
+        cleaner = cache._app(urls[redis_url], redis_url=redis_url, cache_prefix=prefix)
+        cleaner.cache.delete_pattern("*")
+        cleaner.close()
+    without, with_redis = counts[None], counts[redis_url]
+    ratio = median(with_redis) / median(without)
+    name = f"incremental run, {cache.INGEST_SYMBOLS} daily pairs (1 new candle each)"
+    report.add(
+        Figure(f"{name}, no cache: instructions", rows=cache.INGEST_SYMBOLS, ratio="1 (ref)")
+    )
+    report.add(
+        Figure(
+            f"{name}, Redis cache: instructions",
+            rows=cache.INGEST_SYMBOLS,
+            ratio=f"{ratio:.4f}x no cache",
+            target=f"<= {TARGET:g}x",
+            passed=ratio <= TARGET,
+        )
+    )
+    report.note(
+        "instructions of the ingest's process in an incremental run (callgrind, every "
+        f"thread; the median of {RUNS} runs a side, BENCH_INSTRUCTION_RUNS), no cache: "
+        f"{', '.join(f'{c:,}' for c in without)}; Redis cache: "
+        f"{', '.join(f'{c:,}' for c in with_redis)}."
+    )
+
+
+def _counted_run(url: str, redis_url: str | None, prefix: str, day: int) -> int:
+    """The instructions of one incremental run (a new process under callgrind)."""
+    folder = Path(tempfile.mkdtemp(prefix="marketdata-callgrind-"))
+    out = folder / "callgrind.out"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        "-m",
+        "tests.benchmarks.instructions",
+        "--child",
+        url,
+        redis_url or "",
+        prefix,
+        str(day),
+    ]
+    # the same hash seed on both sides: set and dict layouts, and so the work, stay the same
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    try:
+        done = subprocess.run(command, env=env, capture_output=True)
+        if done.returncode != 0:
+            # valgrind's own lines start with ==PID==: the child's error is the last other line
+            lines = done.stderr.decode(errors="replace").splitlines()
+            ours = [line for line in lines if line.strip() and not line.startswith("==")]
+            raise BenchError(f"a counted run failed: {ours[-1] if ours else done.returncode}")
+        dumped = out.with_name(f"{out.name}.1")  # the dump at the run's end (see _child)
+        found = SUMMARY.search(dumped.read_bytes())
+        if found is None:
+            raise BenchError(f"no instruction count in {dumped.name}")
+        return int(found.group(1))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _child(url: str, redis_url: str, prefix: str, day: int) -> None:
+    """Under callgrind: the incremental run of `day` to warm this process up, then that of
+    the day after counted (counters zeroed before it, dumped after): a new app each, as the
+    timed bench runs them, so neither side counts the imports and one-off set-up of a first
+    run in a process (most of what a cold run adds is imports: the cache's, redis-py)."""
+    from marketdata.cache import refresher
+
+    # valgrind slows the run ~50x: the refresher's 2 s window would cut a real run's groups of
+    # 50 pairs (committed in ~0.6 s) into groups of a few, each with its own statements
+    refresher.GATHER_SECONDS = 3600.0
+    refresher.DRAIN_SECONDS = 3600.0
+    _incremental_run(url, redis_url, prefix, day, counted=False)
+    _incremental_run(url, redis_url, prefix, day + 1, counted=True)
+
+
+def _incremental_run(url: str, redis_url: str, prefix: str, day: int, *, counted: bool) -> None:
+    """One run of a new app over `day` and the day before (stored), `day` new."""
+    from marketdata.domain import Interval
+    from marketdata.pipeline import IngestRequest, run_ingest
+
+    app = cache._ingest_app(url, redis_url or None, prefix)
+    request = IngestRequest(
+        symbols=[f"I{i:03d}-USD" for i in range(cache.INGEST_SYMBOLS)],
+        intervals=[Interval.D1],
+        providers=["synthetic"],
+        since=cache.FIRST_DAY + (day - 1) * cache.DAY,
+        until=cache.FIRST_DAY + (day + 1) * cache.DAY,
+    )
+    with connect(url) as conn:
+        conn.execute("CHECKPOINT")
+    if counted:
+        _callgrind("-z")
+    result = run_ingest(app, request)
+    if counted:
+        _callgrind("-d")
+    app.close()
+    if result.rows_inserted != cache.INGEST_SYMBOLS:
+        raise BenchError(f"ingest inserted {result.rows_inserted} rows")
+    if redis_url and app.cache.name != "redis":
+        raise BenchError(f"the ingest's cache was {app.cache.name}, not redis")
+
+
+def _callgrind(flag: str) -> None:
+    """Zero (-z) or dump (-d) this process's callgrind counters."""
+    subprocess.run(["callgrind_control", flag, str(os.getpid())], check=True, capture_output=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        url, redis_url, prefix, day = sys.argv[2:6]
+        _child(url, redis_url, prefix, int(day))
