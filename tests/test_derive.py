@@ -133,6 +133,8 @@ def test_refreshing_after_history_stored_without_indicators_measures_drawdown_fr
         hours = first + np.arange(24, dtype=np.int64) * 3600
         write_candles(conn, pair("BTC-USD", Interval.H1, hours, np.full(24, 700.0)), now)
         assert refresh_after(conn, "BTC-USD", Interval.D1, int(ts[239])) == 10
+        # after the newest row there is nothing to recompute, and nothing is counted
+        assert refresh_after(conn, "BTC-USD", Interval.D1, int(ts[-1])) == 0
     candles = stored(app)
     full = compute_indicators(candles.close, periods_per_year=bars_per_year("BTC-USD", Interval.D1))
     peaks = np.r_[np.full(7, 300.0), np.full(3, 400.0)]
