@@ -18,6 +18,10 @@ import pytest
 from tests.fakes.server import Reply, serve
 
 EVERY_2S = "*/2 * * * * *"  # a seconds field in front: a test cannot wait for minutes
+EVERY_5S = "*/5 * * * * *"
+"""For a test that needs the scheduler idle between runs: a run is a new process, seen to
+take 1.7 to 2.3 s from start to exit on a 2-core machine, which left no idle second between
+fires 2 s apart."""
 
 
 class Scheduler:
@@ -65,12 +69,18 @@ class Scheduler:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
-    def idle_with_margin(self, margin: float = 1.0) -> int:
+    def idle_with_margin(self, margin: float = 1.0, timeout: float = 60) -> int:
         """Wait until the scheduler is idle with its next run at least `margin` seconds away
         (runs that end just before the next fire are passed over); the count of log lines
-        then, so that later lines can be told apart."""
+        then, so that later lines can be told apart. Fails after `timeout` seconds: when
+        every run ends less than `margin` before the next fire, no idle time ever comes."""
+        deadline = time.monotonic() + timeout
         seen = sum(1 for line in list(self.lines) if "next run at" in line)
         while True:
+            if time.monotonic() > deadline:
+                self.kill()
+                shown = "\n".join(self.lines)
+                pytest.fail(f"never idle {margin} s before a run within {timeout} s:\n{shown}")
             self.wait_for(r"next run at", count=max(seen, 1))
             lines = list(self.lines)
             nexts = [m for line in lines if (m := re.search(r"next run at (\S+)", line))]
@@ -131,13 +141,13 @@ def test_runs_never_overlap_and_sigterm_interrupts_the_run_in_flight(scheduler_e
 def test_a_pause_is_made_up_by_one_run_and_sigterm_when_idle_exits_0(scheduler_env):
     # a quick run: the synthetic provider needs no network
     env = {**scheduler_env, "INGESTION_PROVIDER": "synthetic"}
-    scheduler = Scheduler(env, "--cron", EVERY_2S)
+    scheduler = Scheduler(env, "--cron", EVERY_5S)
     try:
         scheduler.wait_for(r"finished in", count=1)
         # stop it while idle, well before its next run (a loaded machine may have run late)
         idle = scheduler.idle_with_margin()
         scheduler.proc.send_signal(signal.SIGSTOP)
-        time.sleep(5)  # at least two fires pass
+        time.sleep(11)  # at least two fires pass
         resumed = datetime.now().astimezone()
         scheduler.proc.send_signal(signal.SIGCONT)
         scheduler.wait_for(r"finished in", count=2)
