@@ -239,10 +239,26 @@ def _ingest_app(url: str, redis_url: str | None, prefix: str) -> Any:
 
 
 def _timed_run(url: str, app: Any, days: tuple[int, int], backend: str | None, *, new: int) -> Run:
+    """One ingest of the pairs' days (see ingest_days): its seconds and this process's CPU
+    seconds (every thread's: the background refresher's too)."""
+    times: list[float] = []
+    ingest_days(url, app, days, backend, new=new, around=_timed(times))
+    return Run(*times, sum(_refresh_cpu))
+
+
+def ingest_days(
+    url: str,
+    app: Any,
+    days: tuple[int, int],
+    backend: str | None,
+    *,
+    new: int,
+    around: contextlib.AbstractContextManager[object] | None = None,
+) -> None:
     """One ingest of the pairs' days [first, last), `new` of them not stored yet, after a
     checkpoint (so that the one the previous run's writes call for does not land in this
-    one): its seconds and this process's CPU seconds (every thread's: the background
-    refresher's too)."""
+    one), `around` (a measurement) entered for the ingest alone; checks what it wrote and
+    that its cache was `backend` (when set)."""
     from marketdata.domain import Interval
     from marketdata.pipeline import IngestRequest, run_ingest
 
@@ -255,15 +271,21 @@ def _timed_run(url: str, app: Any, days: tuple[int, int], backend: str | None, *
     )
     with connect(url) as conn:
         conn.execute("CHECKPOINT")
-    _refresh_cpu.clear()
-    started, used = time.perf_counter(), time.process_time()
-    result = run_ingest(app, request)
-    run = Run(time.perf_counter() - started, time.process_time() - used, sum(_refresh_cpu))
+    with around or contextlib.nullcontext():
+        result = run_ingest(app, request)
     if result.rows_inserted != INGEST_SYMBOLS * new:
         raise BenchError(f"ingest inserted {result.rows_inserted} rows")
     if backend is not None and app.cache.name != backend:
         raise BenchError(f"the ingest's cache was {app.cache.name}, not {backend}")
-    return run
+
+
+@contextlib.contextmanager
+def _timed(times: list[float]) -> Iterator[None]:
+    """Append the seconds and the process's CPU seconds of the block to `times`."""
+    _refresh_cpu.clear()
+    started, used = time.perf_counter(), time.process_time()
+    yield
+    times += [time.perf_counter() - started, time.process_time() - used]
 
 
 @dataclasses.dataclass(frozen=True)
