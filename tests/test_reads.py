@@ -345,6 +345,56 @@ def test_roi_anchor_with_no_candle_in_its_partition_falls_back_to_an_earlier_one
     assert report.roi["30d"] == close[-1] / close[len(oct_) - 1] - 1.0
 
 
+def test_roi_anchors_of_pairs_with_anchors_of_their_own_and_holes_equal_their_histories(
+    app_factory,
+):
+    """Pairs looked up together, two sharing one set of anchors and two with their own (their
+    newest times differ), some without a row in the partition that holds a bound (looked up
+    again without that window: found earlier, or not at all): each close is the last at or
+    before the anchor's bound in the pair's whole history, the first for inception."""
+    from marketdata.analytics.roi import anchors
+    from marketdata.storage.candles import anchor_closes_many, write_candles
+
+    app = app_factory()
+    start, day = 1_672_531_200, 86_400  # 2023-01-01; daily partitions are years
+    days = {
+        "A-USD": np.arange(0, 700),  # every day to 2024-11-30
+        "B-USD": np.r_[0:100, 600:690],  # no row of 2024 before late August
+        "C-USD": np.arange(400, 650),  # from February 2024 only
+        "D-USD": np.arange(0, 700, 9),  # every ninth day
+    }
+    history = {
+        symbol: (start + numbers.astype(np.int64) * day, 10.0 + i + np.arange(len(numbers)) / 7)
+        for i, (symbol, numbers) in enumerate(days.items())
+    }
+    with app.engine().begin() as conn:
+        for symbol, (stamps, close) in history.items():
+            batch = Candles(symbol, Interval.D1, "x", stamps, close, close, close, close, close)
+            write_candles(conn, batch, NOW)
+    shared = anchors(start + 699 * day)
+    marks = {("A-USD", Interval.D1): shared, ("D-USD", Interval.D1): shared}
+    marks |= {(s, Interval.D1): anchors(int(history[s][0][-1])) for s in ("B-USD", "C-USD")}
+
+    with connect(app.engine(), app.target) as conn:
+        found = anchor_closes_many(conn, marks)
+
+    assert found.keys() == marks.keys()
+    for (symbol, _), wanted in marks.items():
+        stamps, close = history[symbol]
+        expected: dict[str, float | None] = {}
+        for key, mark in wanted.items():
+            at = 1
+            if mark.bound is not None:
+                side = "right" if mark.inclusive else "left"
+                at = int(np.searchsorted(stamps, mark.bound, side=side))
+            expected[key] = float(close[at - 1]) if at else None
+        assert found[(symbol, Interval.D1)] == expected, symbol
+    # the holes were met: B's 180 days back lie in 2024 before its first row of that year,
+    # C's 365 days back before its first row of all
+    assert found[("B-USD", Interval.D1)]["180d"] == float(history["B-USD"][1][99])
+    assert found[("C-USD", Interval.D1)]["365d"] is None
+
+
 def test_roi_anchors_of_more_pairs_than_one_statement_holds_equal_each_pairs_own(app_factory):
     """The cache's ROI lookups of many pairs at once (one SQLite statement holds 800
     anchors, 100 pairs' worth): every pair's closes at its anchors, as looked up for

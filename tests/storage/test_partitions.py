@@ -348,7 +348,7 @@ def planned_reads(app, work) -> list[str]:
 
 def lookups(plan: str) -> list[str]:
     """A plan cut into its scalar subqueries (ROI's anchors are one each), or itself."""
-    return [part for part in re.split(r"InitPlan \d+", plan) if " on candles_" in part]
+    return [part for part in re.split(r"(?:InitPlan|SubPlan) \d+", plan) if " on candles_" in part]
 
 
 def test_show_and_the_indicator_tail_plan_only_the_partitions_they_read(app_factory):
