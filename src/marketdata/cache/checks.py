@@ -140,10 +140,14 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
     if newest != stamps[-1] or type(newest) is not int:
         return "an object whose 'newest' is not its last candle"
     listed: list[Any] = [columns.get(name) for name in COLUMNS[1:]]
-    if all(type(c) is list and len(c) == len(stamps) for c in listed) and _numbers_or_nulls(
-        chain.from_iterable(listed)
+    # the usual case in a few passes in C (an incremental run checks the `recent` value of
+    # each pair it extends): then find what is wrong
+    if (
+        set(map(type, listed)) == {list}
+        and set(map(len, listed)) == {len(stamps)}
+        and _numbers_or_nulls(chain.from_iterable(listed))
     ):
-        return None  # the usual case in one pass over every value: then find what is wrong
+        return None
     for name in COLUMNS[1:]:
         column = columns.get(name)
         if not isinstance(column, list) or len(column) != len(stamps):

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -67,6 +68,12 @@ pair, more than the rest of the run's cache work for it)."""
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=256)
+def _iso_epoch(ts: int) -> str:
+    """`_iso` of a candle's time: the pairs of a run share their newest one."""
+    return _iso(utc_from_epoch(ts))
 
 
 # ------------------------------------------------------------------------------ values
@@ -153,7 +160,7 @@ def _newest_values(
         values[roi_key(report.symbol)] = {
             "symbol": report.symbol,
             "interval": interval,
-            "as_of": _iso(utc_from_epoch(int(row["ts"]))),
+            "as_of": _iso_epoch(int(row["ts"])),
             "roi": report.roi,
             "stored_at": stored_at,
             "database": database,
@@ -176,7 +183,7 @@ def latest_value(
         "symbol": symbol,
         "interval": interval,
         "ts": ts,
-        "time": _iso(utc_from_epoch(ts)),
+        "time": _iso_epoch(ts),
         **{k: row[k] for k in PRICE_KEYS},
         "indicators": {k: row[k] for k in INDICATOR_NAMES} if with_indicators else None,
         "stored_at": stored_at,
