@@ -23,6 +23,12 @@ from typing import Any
 TARGET = 0.90
 # mutmut's record of every test's duration, in the folder its test runs start in
 STATS = Path("mutmut-stats.json")
+LEDGER = Path(__file__).with_name("mutation-ledger.json")
+"""The results of earlier runs (committed): a run takes hours more than a session has, and
+mutmut's own record (mutants/) does not outlive a checkout."""
+KEPT = {"killed": "1", "survived": "0", "timeout": "36", "caught by type check": "37"}
+"""The results the ledger keeps, by status, as the exit code mutmut reads back. Not kept: no
+test reaching a mutant (a test added since may), suspicious, not run."""
 
 
 def main(names: list[str]) -> int:
@@ -55,6 +61,7 @@ def main(names: list[str]) -> int:
             "HYPOTHESIS_PROFILE": "mutation",
         }
         children = os.environ.get("MUTATION_CHILDREN", "2")
+        print(f"ledger: {seed()} results of earlier runs")
         run = subprocess.run(
             [sys.executable, "-m", "tests.mutation", "--run", "--max-children", children, *names],
             env=env,
@@ -62,11 +69,77 @@ def main(names: list[str]) -> int:
         if run.returncode not in (0, 1):  # 1: some mutants survived
             return run.returncode
     finally:
+        print(f"ledger: {record()} results kept in {LEDGER.name}")
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
         admin.dispose()
         shutil.rmtree(folder, ignore_errors=True)
     return report()
+
+
+def seed() -> int:
+    """Write the ledger's results into mutants/ for the files that have no record there yet;
+    the number of results written. mutmut keeps a result while the function it mutated
+    hashes the same (it runs every mutant of a changed function again), and runs only the
+    mutants without one, unless they are named (`make mutation MUTANTS=...`)."""
+    if not LEDGER.exists():
+        return 0
+    written = 0
+    for path, entry in json.loads(LEDGER.read_text()).items():
+        meta = Path("mutants") / f"{path}.meta"
+        if meta.exists() or not Path(path).exists():  # recorded here, or a file gone since
+            continue
+        codes = {
+            f"{function}__mutmut_{number}": int(code)
+            for function, by_code in entry["results"].items()
+            for code, numbers in by_code.items()
+            for number in numbers
+        }
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        empty: dict[str, Any] = {}
+        meta.write_text(
+            json.dumps(
+                {
+                    "exit_code_by_key": codes,
+                    "hash_by_function_name": entry["hashes"],
+                    "type_check_error_by_key": empty,
+                    "durations_by_key": empty,
+                    "estimated_durations_by_key": empty,
+                }
+            )
+        )
+        written += len(codes)
+    return written
+
+
+def record() -> int:
+    """Keep mutmut's results in mutants/ in the ledger (those of KEPT), with the hash of
+    every function of their files; the number of results kept. The ledger lists, per file
+    and function, the mutants' numbers by exit code."""
+    from mutmut.stats import status_by_exit_code
+
+    ledger: dict[str, Any] = json.loads(LEDGER.read_text()) if LEDGER.exists() else {}
+    for meta in sorted(Path("mutants/src").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        results: dict[str, dict[str, list[int]]] = {}
+        for key, code in data["exit_code_by_key"].items():
+            kept = KEPT.get(status_by_exit_code[code])
+            if kept is not None:
+                function, _, number = key.rpartition("__mutmut_")
+                results.setdefault(function, {}).setdefault(kept, []).append(int(number))
+        for by_code in results.values():
+            for numbers in by_code.values():
+                numbers.sort()
+        path = str(meta.relative_to("mutants").with_suffix(""))
+        ledger[path] = {"hashes": data["hash_by_function_name"], "results": results}
+    if ledger:
+        LEDGER.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+    return sum(
+        len(numbers)
+        for entry in ledger.values()
+        for by_code in entry["results"].values()
+        for numbers in by_code.values()
+    )
 
 
 def quickest_first(items: list[Any]) -> None:

@@ -1,0 +1,67 @@
+"""`make mutation`'s ledger: the results of a run outlive the checkout it ran in, so the
+next run goes on from them (mutmut runs only the mutants without a result)."""
+
+from __future__ import annotations
+
+import json
+
+from tests import mutation
+
+
+def test_a_runs_results_go_through_the_ledger_into_the_next_checkouts_record(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mutation, "LEDGER", tmp_path / "ledger.json")
+    source = tmp_path / "src/marketdata/gaps.py"
+    source.parent.mkdir(parents=True)
+    source.touch()
+    meta = tmp_path / "mutants/src/marketdata/gaps.py.meta"
+    meta.parent.mkdir(parents=True)
+    hashes = {"x_gaps_in": "ab12", "xǁGapǁ__init__": "cd34"}
+    codes = {
+        "marketdata.gaps.x_gaps_in__mutmut_1": 1,  # killed
+        "marketdata.gaps.x_gaps_in__mutmut_2": 0,  # survived
+        "marketdata.gaps.x_gaps_in__mutmut_3": 37,  # rejected by mypy
+        "marketdata.gaps.x_gaps_in__mutmut_4": -24,  # timed out (SIGXCPU)
+        "marketdata.gaps.x_gaps_in__mutmut_10": 3,  # killed (pytest's internal error)
+        "marketdata.gaps.xǁGapǁ__init____mutmut_1": 33,  # no test reached it: not kept
+        "marketdata.gaps.xǁGapǁ__init____mutmut_2": None,  # not run yet: not kept
+    }
+    meta.write_text(
+        json.dumps(
+            {
+                "exit_code_by_key": codes,
+                "hash_by_function_name": hashes,
+                "type_check_error_by_key": {},
+                "durations_by_key": {},
+                "estimated_durations_by_key": {},
+            }
+        )
+    )
+
+    assert mutation.record() == 5
+    assert json.loads(mutation.LEDGER.read_text()) == {
+        "src/marketdata/gaps.py": {
+            "hashes": hashes,
+            "results": {
+                "marketdata.gaps.x_gaps_in": {"0": [2], "1": [1, 10], "36": [4], "37": [3]}
+            },
+        }
+    }
+
+    meta.unlink()  # a new checkout: mutants/ is gone, the ledger is committed
+    assert mutation.seed() == 5
+    seeded = json.loads(meta.read_text())
+    assert seeded["hash_by_function_name"] == hashes
+    assert seeded["exit_code_by_key"] == {
+        "marketdata.gaps.x_gaps_in__mutmut_1": 1,
+        "marketdata.gaps.x_gaps_in__mutmut_2": 0,
+        "marketdata.gaps.x_gaps_in__mutmut_3": 37,
+        "marketdata.gaps.x_gaps_in__mutmut_4": 36,
+        "marketdata.gaps.x_gaps_in__mutmut_10": 1,
+    }
+    # a record mutmut keeps in this checkout is never overwritten by the ledger's, and a
+    # file gone since is not seeded
+    assert mutation.seed() == 0
+    meta.unlink()
+    source.unlink()
+    assert mutation.seed() == 0 and not meta.exists()
