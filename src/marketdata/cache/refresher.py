@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 GATHER_SECONDS = 2.0
 """How long the refresher waits for more committed pairs to refresh with the first: a group
-costs a few statements (its ROI anchors: ~5 ms of this process's CPU) and a round trip
+costs a few statements (its ROI anchors: one, ~1.5 ms of this process's CPU) and a round trip
 whatever its size, so writing pairs one by one as they commit (an incremental run commits
 one every ~12 ms) costs the run's threads the CPU of ~200 refreshes, gathering them for 2 s
 (or GATHER_PAIRS) that of ~4 (for 0.5 s, ~6 for 200 pairs). The run's end does not wait for
