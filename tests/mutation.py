@@ -277,4 +277,7 @@ if __name__ == "__main__":
         run_mutmut(sys.argv[2:])
     if "--typecheck" in sys.argv:
         sys.exit(typecheck())
-    sys.exit(report() if "--report" in sys.argv else main(sys.argv[1:]))
+    try:
+        sys.exit(report() if "--report" in sys.argv else main(sys.argv[1:]))
+    except KeyboardInterrupt:  # stopped by hand: the ledger kept what was run (see main)
+        sys.exit(130)
