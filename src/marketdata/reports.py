@@ -158,8 +158,10 @@ def show_report(
         )
         latest = history.with_indicators(derived.columns()).take(slice(-last, None))
     # ROI as of the latest candle shown, should a write have landed between the two reads
-    history = history.take(history.ts <= latest.ts[-1])
-    return ShowReport(symbol, interval, latest, roi(history.ts, history.close), computed)
+    # (views up to it: the history is in ts order)
+    end = int(np.searchsorted(history.ts, latest.ts[-1], side="right"))
+    then = roi(history.ts[:end], history.close[:end])
+    return ShowReport(symbol, interval, latest, then, computed)
 
 
 def aggregates(app: AppContext, symbol: str, period: str, last: int | None = None) -> AggregateBars:

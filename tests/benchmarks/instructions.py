@@ -1,4 +1,6 @@
-"""What the cache adds to an incremental run's own work, counted in instructions.
+"""What the cache adds to an ingest's own work, counted in instructions: an incremental run
+(one new day of every pair) and a first ingest (every pair's year into an empty database, as
+a backfill of new pairs is).
 
 `make bench BENCH=cache` times the write path with Redis configured against no cache, but on a
 shared host single runs' ratios spread from 0.75 to 1.78, so a few percent are lost in the
@@ -28,40 +30,69 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.benchmarks import cache
-from tests.benchmarks.common import BenchError, Figure, Report, Server, log, median
+from tests.benchmarks.common import BenchError, Figure, Report, Server, connect, log, median
 
 RUNS = int(os.environ.get("BENCH_INSTRUCTION_RUNS", "3"))
 """Runs a side; instruction counts of the same work differ between runs by up to 1.7%."""
 TARGET = cache.INGEST_TARGET
+WARM_DAYS = 5
+"""Days of the first ingest that warms up a counted one's process: imports and set-up."""
 SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
 _URL, _REDIS_URL = "MARKETDATA_BENCH_URL", "MARKETDATA_BENCH_REDIS_URL"  # to a counted run
 
 
 def run(server: Server, report: Report) -> None:
-    """Instructions of incremental runs with Redis vs no cache; adds the figures."""
+    """Instructions of incremental runs and of first ingests with Redis vs no cache; adds
+    the figures."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise BenchError("valgrind (callgrind) is not installed: the instruction bench needs it")
     redis_url = os.environ.get("TEST_REDIS_URL", cache.DEFAULT_REDIS_URL)
     cache._check_redis(redis_url)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     urls = {None: server.create("cg_later"), redis_url: server.create("cg_later_redis")}
-    counts: dict[str | None, list[int]] = {None: [], redis_url: []}
     try:
-        for side, url in urls.items():
-            cache._first_ingest(url, side, prefix)
-        # each counted run follows a warm-up run in its process: two days a run
-        for day in range(cache.INGEST_DAYS, cache.INGEST_DAYS + 2 * RUNS, 2):
-            for side in (None, redis_url) if day % 4 else (redis_url, None):
-                shown = "Redis" if side else "no cache"
-                log(f"instructions: incremental run of day {day + 1}, {shown} ...")
-                counts[side].append(_counted_run(urls[side], side, prefix, day))
+        _incremental(urls, redis_url, prefix, report)
+        _first(urls, redis_url, prefix, report)
     finally:
         cleaner = cache._app(urls[redis_url], redis_url=redis_url, cache_prefix=prefix)
         cleaner.cache.delete_pattern("*")
         cleaner.close()
-    without, with_redis = counts[None], counts[redis_url]
-    ratio = median(with_redis) / median(without)
+
+
+def _incremental(urls: dict[str | None, str], redis_url: str, prefix: str, report: Report) -> None:
+    """Incremental runs of one new day each, the sides alternating, after a first ingest."""
+    counts: dict[str | None, list[int]] = {None: [], redis_url: []}
+    for side, url in urls.items():
+        cache._first_ingest(url, side, prefix)
+    # each counted run follows a warm-up run in its process: two days a run
+    for day in range(cache.INGEST_DAYS, cache.INGEST_DAYS + 2 * RUNS, 2):
+        for side in (None, redis_url) if day % 4 else (redis_url, None):
+            shown = "Redis" if side else "no cache"
+            log(f"instructions: incremental run of day {day + 1}, {shown} ...")
+            counts[side].append(_counted_run(urls[side], side, prefix, "incremental", day))
     name = f"incremental run, {cache.INGEST_SYMBOLS} daily pairs (1 new candle each)"
+    _figures(report, name, counts[None], counts[redis_url], "an incremental run")
+
+
+def _first(urls: dict[str | None, str], redis_url: str, prefix: str, report: Report) -> None:
+    """First ingests of every pair's year into an emptied database, the sides alternating;
+    each Redis run under a prefix of its own, so that no key of an earlier run is there."""
+    counts: dict[str | None, list[int]] = {None: [], redis_url: []}
+    for round_ in range(RUNS):
+        for side in (None, redis_url) if round_ % 2 else (redis_url, None):
+            shown = "Redis" if side else "no cache"
+            log(f"instructions: first ingest {round_ + 1} of {RUNS}, {shown} ...")
+            own = f"{prefix}first{round_}:"
+            counts[side].append(_counted_run(urls[side], side, own, "first", 0))
+    name = f"first ingest, {cache.INGEST_SYMBOLS} daily pairs x {cache.INGEST_DAYS} days"
+    _figures(report, name, counts[None], counts[redis_url], "a first ingest")
+
+
+def _figures(
+    report: Report, name: str, without: list[int], with_redis: list[int], what: str
+) -> None:
+    """The two sides' figures and the counts behind them."""
+    ratio = median(with_redis) / median(without)
     report.add(
         Figure(f"{name}, no cache: instructions", rows=cache.INGEST_SYMBOLS, ratio="1 (ref)")
     )
@@ -75,15 +106,16 @@ def run(server: Server, report: Report) -> None:
         )
     )
     report.note(
-        "instructions of the ingest's process in an incremental run (callgrind, every "
-        f"thread; the median of {RUNS} runs a side, BENCH_INSTRUCTION_RUNS), no cache: "
+        f"instructions of the ingest's process in {what} (callgrind, every thread; the "
+        f"median of {RUNS} runs a side, BENCH_INSTRUCTION_RUNS), no cache: "
         f"{', '.join(f'{c:,}' for c in without)}; Redis cache: "
         f"{', '.join(f'{c:,}' for c in with_redis)}."
     )
 
 
-def _counted_run(url: str, redis_url: str | None, prefix: str, day: int) -> int:
-    """The instructions of one incremental run (a new process under callgrind)."""
+def _counted_run(url: str, redis_url: str | None, prefix: str, kind: str, day: int) -> int:
+    """The instructions of one run of `kind` (incremental or first; a new process under
+    callgrind)."""
     folder = Path(tempfile.mkdtemp(prefix="marketdata-callgrind-"))
     out = folder / "callgrind.out"
     command = [
@@ -94,6 +126,7 @@ def _counted_run(url: str, redis_url: str | None, prefix: str, day: int) -> int:
         "-m",
         "tests.benchmarks.instructions",
         "--child",
+        kind,
         prefix,
         str(day),
     ]
@@ -116,19 +149,41 @@ def _counted_run(url: str, redis_url: str | None, prefix: str, day: int) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _child(url: str, redis_url: str, prefix: str, day: int) -> None:
-    """Under callgrind: the incremental run of `day` to warm this process up, then that of
-    the day after counted (counters zeroed before it, dumped after): a new app each, as the
-    timed bench runs them, so neither side counts the imports and one-off set-up of a first
-    run in a process (most of what a cold run adds is imports: the cache's, redis-py)."""
+def _child(kind: str, url: str, redis_url: str, prefix: str, day: int) -> None:
+    """Under callgrind: a run to warm this process up, then the run of `kind` counted
+    (counters zeroed before it, dumped after): a new app each, as the timed bench runs them,
+    so neither side counts the imports and one-off set-up of a first run in a process (most
+    of what a cold run adds is imports: the cache's, redis-py).
+
+    An incremental run of `day` warms up the count of that of the day after; a first ingest
+    of a few days (into an emptied database, then emptied again) warms up the count of a
+    first ingest of the whole year."""
     from marketdata.cache import refresher
 
     # valgrind slows the run ~50x: the refresher's 2 s window would cut a real run's groups of
     # 50 pairs (committed in ~0.6 s) into groups of a few, each with its own statements
     refresher.GATHER_SECONDS = 3600.0
     refresher.DRAIN_SECONDS = 3600.0
-    _incremental_run(url, redis_url, prefix, day, counted=False)
-    _incremental_run(url, redis_url, prefix, day + 1, counted=True)
+    if kind == "first":
+        _first_run(url, redis_url, f"{prefix}warm:", WARM_DAYS, counted=False)
+        _first_run(url, redis_url, prefix, cache.INGEST_DAYS, counted=True)
+    else:
+        _incremental_run(url, redis_url, prefix, day, counted=False)
+        _incremental_run(url, redis_url, prefix, day + 1, counted=True)
+
+
+def _first_run(url: str, redis_url: str, prefix: str, days: int, *, counted: bool) -> None:
+    """One first ingest by a new app of every pair's first `days` days, into an emptied
+    database."""
+    with connect(url) as conn:
+        conn.execute("TRUNCATE candles, ingestion_runs CASCADE")
+    app = cache._ingest_app(url, redis_url or None, prefix)
+    try:
+        backend = "redis" if redis_url else None
+        around = _counted() if counted else None
+        cache.ingest_days(url, app, (0, days), backend, new=days, around=around)
+    finally:
+        app.close()
 
 
 def _incremental_run(url: str, redis_url: str, prefix: str, day: int, *, counted: bool) -> None:
@@ -158,5 +213,5 @@ def _callgrind(flag: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        prefix, day = sys.argv[2:4]
-        _child(os.environ[_URL], os.environ[_REDIS_URL], prefix, int(day))
+        kind, prefix, day = sys.argv[2:5]
+        _child(kind, os.environ[_URL], os.environ[_REDIS_URL], prefix, int(day))

@@ -141,3 +141,31 @@ def test_a_redis_client_names_itself_without_reading_package_metadata(redis_url,
         assert info.formatted_name == f"redis-py(marketdata_v{__version__})"
     finally:
         client.close()
+
+
+def test_a_redis_client_sends_large_values_as_they_are_and_framed_as_hiredis_frames_them(
+    redis_url,
+):
+    """A command carrying a `show`-sized value is framed around it, the value not copied
+    (hiredis copied each twice), into the same bytes hiredis's packing gives; Redis stores
+    what was sent, and small commands still go through hiredis."""
+    import hiredis
+
+    from marketdata.cache.redis_backend import LARGE, redis_client
+
+    client = redis_client(redis_url)
+    key = "marketdata-test:large"
+    try:
+        packer = client.connection_pool.get_connection()._command_packer
+        large = b'{"close":[' + b"1.25," * LARGE + b"2.5]}"
+        args = ("EVALSHA", "0" * 40, 2, "k1", "k2", 604800000, large, b"{}")
+        chunks = packer.pack(*args)
+        assert any(chunk is large for chunk in chunks)
+        assert b"".join(chunks) == hiredis.pack_command(args)
+        small = ("SET", key, b"{}")
+        assert packer.pack(*small) == [hiredis.pack_command(small)]
+        client.set(key, large)
+        assert client.get(key) == large
+    finally:
+        client.delete(key)
+        client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -40,9 +41,22 @@ def anchors(latest: int) -> dict[str, Anchor]:
     LIMIT 1`), so ROI costs the same whatever the length of the history.
     """
     marks = {key: Anchor(latest - seconds) for key, seconds in HORIZONS.items()}
-    marks["ytd"] = Anchor(int(_year_start(np.int64(latest))), inclusive=False)
+    marks["ytd"] = Anchor(_year_start(latest), inclusive=False)
     marks["inception"] = Anchor(None)
     return marks
+
+
+def positions(stamps: ArrayLike, marks: dict[str, Anchor]) -> dict[str, int]:
+    """Per anchor with a bound, how many of `stamps` (ascending, whole seconds) come before
+    it: the candle it looks back to is the one before that position (none at 0).
+
+    One search for every bound: a search each was most of the ROI of a cached pair."""
+    keys, limits = [], []
+    for key, mark in marks.items():
+        if mark.bound is not None:  # stamps are whole seconds: "at or before b" is "< b + 1"
+            keys.append(key)
+            limits.append(mark.bound + mark.inclusive)
+    return dict(zip(keys, np.searchsorted(stamps, limits).tolist(), strict=True))
 
 
 def roi_from(now: float, then: dict[str, float | None]) -> dict[str, float | None]:
@@ -81,21 +95,21 @@ def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
         raise ValueError("ts and close must have the same length")
     if not len(stamps):
         return dict.fromkeys(ROI_KEYS)
+    marks = anchors(int(stamps[-1]))
+    found = positions(stamps, marks)
     then: dict[str, float | None] = {}
-    for key, anchor in anchors(int(stamps[-1])).items():
-        if anchor.bound is None:
-            index = 0
-        else:
-            at = np.searchsorted(stamps, anchor.bound, side="right" if anchor.inclusive else "left")
-            index = int(at) - 1
+    for key in marks:
+        index = found[key] - 1 if key in found else 0  # no bound: the first candle of all
         then[key] = float(closes[index]) if index >= 0 else None
     return roi_from(float(closes[-1]), then)
 
 
-def _year_start(epoch: np.int64) -> np.int64:
-    """Epoch seconds of January 1 00:00 UTC of the year holding epoch."""
-    year = np.datetime64(int(epoch), "s").astype("datetime64[Y]")
-    return np.int64(year.astype("datetime64[s]").astype(np.int64))
+@lru_cache(maxsize=64)
+def _year_start(epoch: int) -> int:
+    """Epoch seconds of January 1 00:00 UTC of the year holding epoch (the pairs of a run
+    share their newest candle's year)."""
+    year = np.datetime64(epoch, "s").astype("datetime64[Y]")
+    return int(year.astype("datetime64[s]").astype(np.int64))
 
 
 def _growth(now: float, then: float) -> float | None:

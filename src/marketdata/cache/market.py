@@ -856,13 +856,9 @@ def _anchors_within(
     does not reach. The tail is the pair's newest stored rows without a gap, so the last of
     them before a bound is the last of all when one of them is before it; with the whole
     history in hand every anchor is answered (None: no row before the bound)."""
-    keys, limits = [], []
-    for key, mark in marks.items():
-        if mark.bound is not None:  # stamps are whole seconds: "at or before b" is "< b + 1"
-            keys.append(key)
-            limits.append(mark.bound + mark.inclusive)
-    # one search for every bound (one each cost the refresh more than its Redis round trip)
-    at_of = dict(zip(keys, np.searchsorted(tail.rows.ts, limits).tolist(), strict=True))
+    from marketdata.analytics.roi import positions
+
+    at_of = positions(tail.rows.ts, marks)
     known: dict[str, float | None] = {}
     beyond: dict[str, Anchor] = {}
     for key, mark in marks.items():
