@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from numpy.typing import NDArray
 
-from marketdata.analytics.roi import ROI_KEYS, roi
+from marketdata.analytics.roi import ROI_KEYS, Anchor, anchors, positions, roi
 
 DAY = 86_400
 HORIZON_DAYS = {"1d": 1, "7d": 7, "30d": 30, "90d": 90, "180d": 180, "365d": 365}
@@ -164,3 +164,21 @@ def test_roi_matches_pandas_when_history_is_shorter_than_the_long_horizons() -> 
 def test_columns_of_different_lengths_are_rejected() -> None:
     with pytest.raises(ValueError, match="same length"):
         roi(daily(epoch(2024, 1, 1), 3), np.ones(2))
+
+
+def test_anchors_are_shared_between_calls_for_one_latest_candle_and_cannot_be_changed() -> None:
+    """Cached anchors: a caller that changed them would change every later ROI."""
+    latest = 1_700_006_400
+    marks = anchors(latest)
+    assert anchors(latest) is marks
+    with pytest.raises(TypeError):
+        marks["1d"] = Anchor(0)  # type: ignore[index]
+    assert positions(np.array([latest - 2 * 86_400, latest], dtype=np.int64), latest) == {
+        "1d": 1,
+        "7d": 0,
+        "30d": 0,
+        "90d": 0,
+        "180d": 0,
+        "365d": 0,
+        "ytd": 0,
+    }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 _DAY = 86_400
 
@@ -34,28 +36,38 @@ class Anchor:
     inclusive: bool = True
 
 
-def anchors(latest: int) -> dict[str, Anchor]:
+@lru_cache(maxsize=64)
+def anchors(latest: int) -> Mapping[str, Anchor]:
     """The candle each ROI key compares the latest close (at `latest`) with, per ROI_KEYS.
 
     A store answers each anchor with one indexed lookup (`ts <= bound ORDER BY ts DESC
-    LIMIT 1`), so ROI costs the same whatever the length of the history.
+    LIMIT 1`), so ROI costs the same whatever the length of the history. Read-only and
+    cached: the pairs of a run share their newest candle, and building the anchors was
+    most of the ROI of a pair whose history is in hand.
     """
     marks = {key: Anchor(latest - seconds) for key, seconds in HORIZONS.items()}
     marks["ytd"] = Anchor(_year_start(latest), inclusive=False)
     marks["inception"] = Anchor(None)
-    return marks
+    return MappingProxyType(marks)
 
 
-def positions(stamps: ArrayLike, marks: dict[str, Anchor]) -> dict[str, int]:
-    """Per anchor with a bound, how many of `stamps` (ascending, whole seconds) come before
-    it: the candle it looks back to is the one before that position (none at 0).
+@lru_cache(maxsize=64)
+def _limits(latest: int) -> tuple[tuple[str, ...], NDArray[np.int64]]:
+    """The keys of `anchors(latest)` that have a bound, and for each the first time after
+    the candles it may look back to (stamps are whole seconds: "at or before b" is "< b + 1")."""
+    bounded = {k: m.bound + m.inclusive for k, m in anchors(latest).items() if m.bound is not None}
+    limits = np.array(list(bounded.values()), dtype=np.int64)
+    limits.flags.writeable = False  # shared by every call with this `latest`
+    return tuple(bounded), limits
+
+
+def positions(stamps: ArrayLike, latest: int) -> dict[str, int]:
+    """Per anchor of `anchors(latest)` with a bound, how many of `stamps` (ascending, whole
+    seconds) come before it: the candle it looks back to is the one before that position
+    (none at 0).
 
     One search for every bound: a search each was most of the ROI of a cached pair."""
-    keys, limits = [], []
-    for key, mark in marks.items():
-        if mark.bound is not None:  # stamps are whole seconds: "at or before b" is "< b + 1"
-            keys.append(key)
-            limits.append(mark.bound + mark.inclusive)
+    keys, limits = _limits(latest)
     return dict(zip(keys, np.searchsorted(stamps, limits).tolist(), strict=True))
 
 
@@ -95,12 +107,12 @@ def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
         raise ValueError("ts and close must have the same length")
     if not len(stamps):
         return dict.fromkeys(ROI_KEYS)
-    marks = anchors(int(stamps[-1]))
-    found = positions(stamps, marks)
-    then: dict[str, float | None] = {}
-    for key in marks:
-        index = found[key] - 1 if key in found else 0  # no bound: the first candle of all
-        then[key] = float(closes[index]) if index >= 0 else None
+    latest = int(stamps[-1])
+    found = positions(stamps, latest)
+    then = {key: float(closes[at - 1]) if at else None for key, at in found.items()}
+    for key, mark in anchors(latest).items():
+        if mark.bound is None:  # the first candle of all
+            then[key] = float(closes[0])
     return roi_from(float(closes[-1]), then)
 
 

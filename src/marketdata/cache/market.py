@@ -656,13 +656,8 @@ def _recent_values(
         columns = _followed(value["columns"], wrote.rows)
         if len(columns["ts"]) <= RECENT_BARS and _young(value["base_stored_at"], now[pair]):
             extended[pair] = value, columns
-    shared: dict[int, dict[str, Anchor]] = {}  # the pairs of a run share their newest time
-    marks: dict[tuple[str, Interval], dict[str, Anchor]] = {}
-    for pair in extended:
-        last = int(appended[pair].rows.ts[-1])
-        if last not in shared:
-            shared[last] = anchors(last)
-        marks[pair] = shared[last]
+    # the pairs of a run share their newest time, and so (cached) one mapping of anchors
+    marks = {pair: anchors(int(appended[pair].rows.ts[-1])) for pair in extended}
     then = anchor_closes_many(conn, marks) if marks else {}
     values: dict[str, Any] = {}
     for (symbol, interval), (value, columns) in extended.items():
@@ -827,14 +822,14 @@ def _tail_values(
 ) -> dict[str, Any]:
     """The keys of derived pairs from their tails and the ROI anchors the tails do not
     reach (read for all of them in one query)."""
-    from marketdata.analytics.roi import anchors, roi_from
+    from marketdata.analytics.roi import roi_from
     from marketdata.reports import ShowReport
     from marketdata.storage.candles import anchor_closes_many
 
     then: dict[tuple[str, Interval], dict[str, float | None]] = {}
     beyond: dict[tuple[str, Interval], dict[str, Anchor]] = {}
     for pair, tail in tails.items():
-        then[pair], beyond[pair] = _anchors_within(tail, anchors(int(tail.rows.ts[-1])))
+        then[pair], beyond[pair] = _anchors_within(tail, int(tail.rows.ts[-1]))
     for pair, closes in anchor_closes_many(conn, {k: v for k, v in beyond.items() if v}).items():
         then[pair] |= closes
     values: dict[str, Any] = {}
@@ -849,19 +844,18 @@ def _tail_values(
     return values
 
 
-def _anchors_within(
-    tail: _Tail, marks: dict[str, Anchor]
-) -> tuple[dict[str, float | None], dict[str, Anchor]]:
-    """The anchor closes (see `anchor_closes_many`) the tail answers, and the anchors it
-    does not reach. The tail is the pair's newest stored rows without a gap, so the last of
-    them before a bound is the last of all when one of them is before it; with the whole
-    history in hand every anchor is answered (None: no row before the bound)."""
-    from marketdata.analytics.roi import positions
+def _anchors_within(tail: _Tail, latest: int) -> tuple[dict[str, float | None], dict[str, Anchor]]:
+    """The anchor closes (see `anchor_closes_many`) of the anchors of `latest` that the
+    tail answers, and the anchors it does not reach. The tail is the pair's newest stored
+    rows without a gap, so the last of them before a bound is the last of all when one of
+    them is before it; with the whole history in hand every anchor is answered (None: no
+    row before the bound)."""
+    from marketdata.analytics.roi import anchors, positions
 
-    at_of = positions(tail.rows.ts, marks)
+    at_of = positions(tail.rows.ts, latest)
     known: dict[str, float | None] = {}
     beyond: dict[str, Anchor] = {}
-    for key, mark in marks.items():
+    for key, mark in anchors(latest).items():
         index: int | None
         if mark.bound is None:  # the first row of all
             index = 0 if tail.complete else None
