@@ -352,3 +352,21 @@ def test_rebuild_leaves_a_pair_being_ingested_alone(app):
 def test_rebuild_of_symbols_with_nothing_stored_is_no_data(app):
     with pytest.raises(NoDataError, match="nothing stored for NOPE-USD"):
         rebuild_analytics(app, ["NOPE-USD"])
+
+
+def test_show_report_gives_roi_as_of_the_newest_candle_it_shows_not_a_newer_one_read_since():
+    from marketdata.analytics.indicators import compute_indicators
+    from marketdata.analytics.roi import roi
+    from marketdata.domain import Candles
+    from marketdata.reports import show_report
+
+    ts = TODAY - DAY * np.arange(400)[::-1]
+    close = 100 + np.arange(400.0)
+    bare = Candles.from_columns("BTC-USD", Interval.D1, "synthetic", ts, *[close] * 5)
+    history = bare.with_indicators(compute_indicators(close, periods_per_year=365).columns())
+    shown = history.take(slice(-11, -1))  # a write landed after these were read: one more
+    report = show_report("BTC-USD", Interval.D1, history, shown, 10)
+    assert report.roi == roi(ts[:-1], close[:-1]) != roi(ts, close)
+    assert report.candles is shown
+    newest = show_report("BTC-USD", Interval.D1, history, history.take(slice(-10, None)), 10)
+    assert newest.roi == roi(ts, close)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -159,8 +160,12 @@ def show_report(
         latest = history.with_indicators(derived.columns()).take(slice(-last, None))
     # ROI as of the latest candle shown, should a write have landed between the two reads
     # (views up to it: the history is in ts order)
-    end = int(np.searchsorted(history.ts, latest.ts[-1], side="right"))
-    then = roi(history.ts[:end], history.close[:end])
+    newest = latest.ts[-1]
+    if history.ts[-1] == newest:  # as from one read: no search
+        then = roi(history.ts, history.close)
+    else:
+        end = int(history.ts.searchsorted(newest, side="right"))
+        then = roi(history.ts[:end], history.close[:end])
     return ShowReport(symbol, interval, latest, then, computed)
 
 
@@ -444,7 +449,7 @@ def never_derived(latest: Candles, stored: int) -> bool:
     the same NaN).
     """
     assert latest.indicators is not None
-    return stored > 1 and bool(np.isnan(latest.indicators["log_return"][-1]))
+    return stored > 1 and math.isnan(latest.indicators["log_return"][-1])
 
 
 def nothing_stored(

@@ -23,6 +23,24 @@ def test_nan_is_stored_as_null_so_other_programs_can_read_it(cache):
     assert cache.get("market:X:1d:latest") == {"sma_200": None, "vol": [None, 1.0]}
 
 
+def test_numpy_columns_are_stored_as_their_values_strided_views_too(cache):
+    import numpy as np
+
+    grid = np.arange(12, dtype=np.float64).reshape(3, 4)
+    grid[0, 1] = np.nan
+    column = grid[:, 1]  # a view with a stride: orjson writes only contiguous arrays itself
+    assert not column.flags.c_contiguous
+    value = {"close": column, "ts": np.arange(3, dtype=np.int64), "newest": grid[2, 3]}
+    cache.set_many({"market:X:1d:show": value})
+    assert cache.get("market:X:1d:show") == {
+        "close": [None, 5.0, 9.0],
+        "ts": [0, 1, 2],
+        "newest": 11.0,
+    }
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        cache.set("market:X:1d:latest", {"when": object()})
+
+
 def test_a_value_expires_after_its_ttl(cache):
     cache.set("market:A:1d:latest", 1, ttl=0.2)
     cache.set("market:B:1d:latest", 2)

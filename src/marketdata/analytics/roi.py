@@ -38,7 +38,8 @@ class Anchor:
 
 @lru_cache(maxsize=64)
 def anchors(latest: int) -> Mapping[str, Anchor]:
-    """The candle each ROI key compares the latest close (at `latest`) with, per ROI_KEYS.
+    """The candle each ROI key compares the latest close (at `latest`) with, in ROI_KEYS
+    order (those without a bound last: `roi` relies on it).
 
     A store answers each anchor with one indexed lookup (`ts <= bound ORDER BY ts DESC
     LIMIT 1`), so ROI costs the same whatever the length of the history. Read-only and
@@ -53,32 +54,30 @@ def anchors(latest: int) -> Mapping[str, Anchor]:
 
 @lru_cache(maxsize=64)
 def _limits(latest: int) -> tuple[tuple[str, ...], NDArray[np.int64]]:
-    """The keys of `anchors(latest)` that have a bound, and for each the first time after
-    the candles it may look back to (stamps are whole seconds: "at or before b" is "< b + 1")."""
-    bounded = {k: m.bound + m.inclusive for k, m in anchors(latest).items() if m.bound is not None}
+    """The keys of `anchors(latest)`, those with a bound first (in ROI_KEYS order, as
+    `anchors` gives them), and for each of those the first time after the candles it may
+    look back to (stamps are whole seconds: "at or before b" is "< b + 1")."""
+    marks = anchors(latest)
+    bounded = {k: m.bound + m.inclusive for k, m in marks.items() if m.bound is not None}
     limits = np.array(list(bounded.values()), dtype=np.int64)
     limits.flags.writeable = False  # shared by every call with this `latest`
-    return tuple(bounded), limits
+    return (*bounded, *(k for k in marks if k not in bounded)), limits
 
 
-def positions(stamps: ArrayLike, latest: int) -> dict[str, int]:
+def positions(stamps: NDArray[np.int64], latest: int) -> dict[str, int]:
     """Per anchor of `anchors(latest)` with a bound, how many of `stamps` (ascending, whole
     seconds) come before it: the candle it looks back to is the one before that position
     (none at 0).
 
     One search for every bound: a search each was most of the ROI of a cached pair."""
     keys, limits = _limits(latest)
-    return dict(zip(keys, np.searchsorted(stamps, limits).tolist(), strict=True))
+    return dict(zip(keys[: len(limits)], stamps.searchsorted(limits).tolist(), strict=True))
 
 
 def roi_from(now: float, then: dict[str, float | None]) -> dict[str, float | None]:
     """ROI per key of ROI_KEYS from the latest close and the close at each key's anchor
     (None where the history does not reach back that far)."""
-    result: dict[str, float | None] = {}
-    for key in ROI_KEYS:
-        close = then.get(key)
-        result[key] = None if close is None else _growth(now, close)
-    return result
+    return dict(zip(ROI_KEYS, _growths(now, [then.get(key) for key in ROI_KEYS]), strict=True))
 
 
 def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
@@ -107,13 +106,14 @@ def roi(ts: ArrayLike, close: ArrayLike) -> dict[str, float | None]:
         raise ValueError("ts and close must have the same length")
     if not len(stamps):
         return dict.fromkeys(ROI_KEYS)
-    latest = int(stamps[-1])
-    found = positions(stamps, latest)
-    then = {key: float(closes[at - 1]) if at else None for key, at in found.items()}
-    for key, mark in anchors(latest).items():
-        if mark.bound is None:  # the first candle of all
-            then[key] = float(closes[0])
-    return roi_from(float(closes[-1]), then)
+    keys, limits = _limits(int(stamps[-1]))
+    at = stamps.searchsorted(limits)
+    # the close before each bound (None where no candle lies before it), then the first
+    # close for each key without a bound
+    before = zip(at.tolist(), closes[at - 1].tolist(), strict=True)
+    then = [close if found else None for found, close in before]
+    then += [float(closes[0])] * (len(keys) - len(limits))
+    return dict(zip(keys, _growths(float(closes[-1]), then), strict=True))
 
 
 @lru_cache(maxsize=64)
@@ -124,9 +124,12 @@ def _year_start(epoch: int) -> int:
     return int(year.astype("datetime64[s]").astype(np.int64))
 
 
-def _growth(now: float, then: float) -> float | None:
-    """now / then - 1, or None if that is not a finite number."""
-    if then == 0:
-        return None
-    value = now / then - 1.0
-    return value if math.isfinite(value) else None
+def _growths(now: float, then: list[float | None]) -> list[float | None]:
+    """now / close - 1 for each close, None where the close is missing or zero or that is
+    not a finite number. One loop for all keys, not a call per key: every pair's cache
+    values hold a ROI."""
+    result: list[float | None] = []
+    for close in then:
+        value = now / close - 1.0 if close else math.nan
+        result.append(value if math.isfinite(value) else None)
+    return result

@@ -95,9 +95,9 @@ def pair_values(
     interval = report.interval.value
     # numpy columns as they are: the encoder writes them (NaN as null) at C speed, where
     # lists of Python floats were most of a `cache rebuild`'s own time
-    columns: dict[str, Any] = {"ts": np.ascontiguousarray(candles.ts)}
-    columns |= {k: np.ascontiguousarray(getattr(candles, k)) for k in PRICE_KEYS}
-    columns |= {k: np.ascontiguousarray(candles.indicators[k]) for k in INDICATOR_NAMES}
+    columns: dict[str, Any] = {"ts": candles.ts}
+    columns |= {k: getattr(candles, k) for k in PRICE_KEYS}
+    columns |= {k: candles.indicators[k] for k in INDICATOR_NAMES}
     newest = int(candles.ts[-1])
     values: dict[str, Any] = {
         show_key(report.symbol, interval): {
@@ -114,15 +114,17 @@ def pair_values(
         },
         # nothing after it yet (a `recent` value left from before would not follow it)
         recent_key(report.symbol, interval): _recent(
-            report, newest, {k: [] for k in COLUMNS}, stored_at, stored_at, database
+            report, interval, newest, {k: [] for k in COLUMNS}, stored_at, stored_at, database
         ),
     }
-    values |= _newest_values(report, {k: v[-1] for k, v in columns.items()}, stored_at, database)
+    newest_row = {k: v[-1] for k, v in columns.items()}
+    values |= _newest_values(report, interval, newest_row, stored_at, database)
     return values
 
 
 def _recent(
     report: ShowReport,
+    interval: str,
     after: int,
     columns: dict[str, list[Any]],
     stored_at: str,
@@ -130,10 +132,11 @@ def _recent(
     database: str,
 ) -> dict[str, Any]:
     """A `recent` value: `columns`, the rows after the `show` value ending at `after`
-    (stored at `base_stored_at`), and the report's ROI."""
+    (stored at `base_stored_at`), and the report's ROI (`interval` is the report's, as
+    text: an Enum's `.value` costs a Python call, and the callers have it)."""
     return {
         "symbol": report.symbol,
-        "interval": report.interval.value,
+        "interval": interval,
         "after": after,
         "newest": int(columns["ts"][-1]) if columns["ts"] else after,
         "provider": report.candles.provider,
@@ -146,11 +149,10 @@ def _recent(
 
 
 def _newest_values(
-    report: ShowReport, row: dict[str, Any], stored_at: str, database: str
+    report: ShowReport, interval: str, row: dict[str, Any], stored_at: str, database: str
 ) -> dict[str, Any]:
     """The pair's `latest` value from its newest row (with indicators), and its symbol's
-    `roi` value for the daily interval."""
-    interval = report.interval.value
+    `roi` value for the daily interval (`interval` as in `_recent`)."""
     values = {
         latest_key(report.symbol, interval): latest_value(
             report.symbol, interval, row, stored_at, database, with_indicators=True
@@ -416,7 +418,9 @@ def history_values(
 
     symbol, interval = history.symbol, history.interval
     tail = history.take(slice(-CACHED_BARS, None)) if derived else None
-    report = show_report(symbol, interval, history.with_indicators(None), tail, CACHED_BARS)
+    # show_report reads only the history's times and closes (its indicators are computed
+    # again when `tail` has none)
+    report = show_report(symbol, interval, history, tail, CACHED_BARS)
     complete = len(history) <= CACHED_BARS
     return pair_values(report, complete=complete, stored_at=stored_at, database=database)
 
@@ -666,11 +670,12 @@ def _recent_values(
         report = ShowReport(symbol, interval, rows, roi, computed=False)
         stored_at = _iso(now[(symbol, interval)])
         base_at, database = value["base_stored_at"], cache.database
-        values[recent_key(symbol, interval.value)] = _recent(
-            report, value["after"], columns, stored_at, base_at, database
+        name = interval.value
+        values[recent_key(symbol, name)] = _recent(
+            report, name, value["after"], columns, stored_at, base_at, database
         )
         newest = {k: column[-1] for k, column in columns.items()}
-        values |= _newest_values(report, newest, stored_at, database)
+        values |= _newest_values(report, name, newest, stored_at, database)
     return _Recent(values, set(extended))
 
 
