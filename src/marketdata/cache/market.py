@@ -114,12 +114,17 @@ def pair_values(
         },
         # nothing after it yet (a `recent` value left from before would not follow it)
         recent_key(report.symbol, interval): _recent(
-            report, interval, newest, {k: [] for k in COLUMNS}, stored_at, stored_at, database
+            report, interval, newest, _NO_ROWS, stored_at, stored_at, database
         ),
     }
     newest_row = {k: v[-1] for k, v in columns.items()}
     values |= _newest_values(report, interval, newest_row, stored_at, database)
     return values
+
+
+_NO_ROWS: dict[str, list[Any]] = {k: [] for k in COLUMNS}
+"""The columns of a `recent` value with no rows: shared by every pair's (only ever encoded,
+never changed)."""
 
 
 def _recent(

@@ -139,15 +139,16 @@ class RedisCache:
         value counts only when it reaches its pair's `latest` candle.
         """
         pipe = self._client.pipeline(transaction=False)
-        expiry = _ms(ttl)
-        items = list(values.items())
-        for at in range(0, len(items), SET_BATCH):
-            batch = items[at : at + SET_BATCH]
-            self._set_many(
-                keys=[self._prefix + key for key, _ in batch],
-                args=["" if expiry is None else expiry, *(encode_bytes(v) for _, v in batch)],
-                client=pipe,
-            )
+        expiry = "" if (ms := _ms(ttl)) is None else ms
+        encoded = [(self._prefix + key, encode_bytes(value)) for key, value in values.items()]
+        # values of LARGE bytes or more apart: a command carrying one is framed in Python
+        # (see _Packer), so the small ones are framed by hiredis, in C, in commands of their own
+        small = [item for item in encoded if len(item[1]) < LARGE]
+        large = [item for item in encoded if len(item[1]) >= LARGE]
+        for items in (small, large):
+            for at in range(0, len(items), SET_BATCH):
+                keys, raws = zip(*items[at : at + SET_BATCH], strict=True)
+                self._set_many(keys=keys, args=[expiry, *raws], client=pipe)
         dropped = [self._prefix + k for k in drop]
         if dropped:
             pipe.unlink(*dropped)
