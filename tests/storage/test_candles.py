@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -419,3 +422,82 @@ def test_symbols_that_read_as_sql_words_are_found_by_the_batched_lookups(app_fac
     assert {pair[0]: got["inception"] for pair, got in closes.items()} == {
         s: 1.0 + i for i, s in enumerate(symbols)
     }
+
+
+@contextmanager
+def selects(engine) -> Iterator[list[tuple[str, list[Any]]]]:
+    """The SELECT statements run on `engine` within the block, each with its parameters."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, list[Any]]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            bound = parameters.values() if isinstance(parameters, Mapping) else parameters
+            seen.append((statement, list(bound)))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _bounded(seen: list[tuple[str, list[Any]]]) -> list[bool]:
+    """Per statement, whether it reads from a lower time bound on."""
+    return ["ts >=" in statement for statement, _ in seen]
+
+
+def test_the_newest_candles_of_a_pair_are_read_from_its_newest_partitions_first(app_factory):
+    """On PostgreSQL `read_latest` reads from `recent_floor` on (planned over the newest
+    partitions), and again without it only when that finds fewer rows than asked for;
+    SQLite has no partitions: one read, unbounded."""
+    from marketdata.domain import utc_from_epoch
+    from marketdata.storage.candles import read_latest, recent_floor
+
+    app = app_factory()
+    write(app, batch(10))
+    now = START + 10 * 60
+    engine = app.engine()
+    with connect(engine, app.target) as conn:
+        postgresql = conn.dialect.name == "postgresql"
+        with selects(engine) as exact:  # all ten rows lie after the floor: one read
+            assert len(read_latest(conn, "BTC-USD", Interval.M1, 10, now=now)) == 10
+        with selects(engine) as short:  # fewer than asked for: read again, unbounded
+            assert len(read_latest(conn, "BTC-USD", Interval.M1, 11, now=now)) == 10
+    if postgresql:
+        assert _bounded(exact) == [True] and _bounded(short) == [True, False]
+        assert utc_from_epoch(recent_floor(Interval.M1, now, 10)) in exact[0][1]
+    else:
+        assert _bounded(exact) == _bounded(short) == [False]
+
+
+def test_the_newest_candles_of_many_pairs_are_one_statement_bounded_on_postgresql(app_factory):
+    """`read_latest_many`: one statement for the pairs (on PostgreSQL a LATERAL read from
+    `recent_floor` on), and one more, unbounded, for the pairs it found too few rows of."""
+    from marketdata.domain import utc_from_epoch
+    from marketdata.storage.candles import recent_floor
+
+    app = app_factory()
+    current = ["BTC-USD", "ETH-USD", "SOL-USD"]
+    for symbol in current:
+        write(app, batch(10, symbol=symbol))
+    write(app, batch(10, start=START - 100 * 86_400, symbol="ADA-USD"))  # stale
+    now = START + 10 * 60
+    engine = app.engine()
+    with connect(engine, app.target) as conn:
+        postgresql = conn.dialect.name == "postgresql"
+        with selects(engine) as fresh:
+            found = read_latest_many(conn, [(s, Interval.M1) for s in current], 3, now=now)
+        with selects(engine) as mixed:
+            both = read_latest_many(
+                conn, [(s, Interval.M1) for s in ("BTC-USD", "ADA-USD")], 3, now=now
+            )
+    assert {pair[0]: len(rows) for pair, rows in found.items()} == dict.fromkeys(current, 3)
+    assert {pair[0]: len(rows) for pair, rows in both.items()} == {"BTC-USD": 3, "ADA-USD": 3}
+    if postgresql:
+        assert _bounded(fresh) == [True] and "LATERAL" in fresh[0][0]
+        assert utc_from_epoch(recent_floor(Interval.M1, now, 3)) in fresh[0][1]
+        assert _bounded(mixed) == [True, False]
+    else:
+        assert _bounded(fresh) == _bounded(mixed) == [False]

@@ -255,6 +255,7 @@ def _newest_rows(
     )
     if conn.dialect.name == "postgresql":
         return _newest_rows_lateral(conn, floors, last, columns, with_indicators)
+    # SQLite: no partitions to plan over, so no floors (read_latest_many gives none)
     pairs = list(floors)
     found: dict[tuple[str, Interval], Candles] = {}
     for at in range(0, len(pairs), _PAIRS_PER_STATEMENT):
@@ -262,15 +263,10 @@ def _newest_rows(
         members: list[str] = []
         params: dict[str, Any] = {"last": last}
         for i, (symbol, interval) in enumerate(part):
-            where = f"symbol = :s{i} AND interval = :v{i}"
             params |= {f"s{i}": symbol, f"v{i}": interval.value}
-            floor = floors[(symbol, interval)]
-            if floor is not None:
-                where += f" AND ts >= :f{i}"
-                params[f"f{i}"] = utc_from_epoch(floor)
             members.append(
-                f"SELECT * FROM (SELECT {columns} FROM candles WHERE {where} "
-                f"ORDER BY ts DESC LIMIT :last) AS m{i}"
+                f"SELECT * FROM (SELECT {columns} FROM candles WHERE symbol = :s{i} AND "
+                f"interval = :v{i} ORDER BY ts DESC LIMIT :last) AS m{i}"
             )
         statement = _typed(text(" UNION ALL ".join(members)), params)
         rows = sorted(conn.execute(statement, params).all(), key=_pair_order)
