@@ -215,16 +215,27 @@ def test_a_flat_benchmark_has_no_beta_volatility_ratio_or_correlation() -> None:
     assert result.relative_performance["BTC-USD"] == pytest.approx(result.roi["BTC-USD"])
 
 
-def test_a_symbol_with_constant_returns_has_exactly_zero_volatility_and_beta() -> None:
-    # Returns of 0.1 every day: their mean need not round to exactly 0.1, yet the variance is 0.
+@pytest.mark.parametrize(("rate", "window"), [(0.1, 6), (0.1, 5), (0.13, 6)])
+def test_a_symbol_with_constant_returns_has_exactly_zero_volatility_and_beta(
+    rate: float, window: int
+) -> None:
+    # The same log return every day: their mean need not round to that return (it is an ulp
+    # off for 0.1 over 5 days and 0.13 over 6), yet the variance is 0, whatever the other
+    # symbol's returns (the zeroing is per column, not of the whole matrix).
     series = {
-        "SPY": series_from_log_returns(BENCH_RETURNS),
-        "BOND": (series_from_log_returns([0.1] * 6)[0], 100.0 * np.exp(0.1) ** np.arange(7.0)),
+        "SPY": series_from_log_returns(BENCH_RETURNS[-window:]),
+        "BOND": (
+            series_from_log_returns([rate] * window)[0],
+            100.0 * np.exp(rate) ** np.arange(window + 1.0),
+        ),
     }
     bond_close = series["BOND"][1]
-    assert np.ptp(np.log(bond_close[1:] / bond_close[:-1])) == 0.0  # truly constant returns
+    bond_returns = np.log(bond_close[1:] / bond_close[:-1])
+    assert np.ptp(bond_returns) == 0.0  # truly constant returns
+    if (rate, window) != (0.1, 6):
+        assert bond_returns.mean() != bond_returns[0]  # the case the zeroing is for
 
-    result = compare(series, window=6, periods_per_year={"SPY": 252, "BOND": 252})
+    result = compare(series, window=window, periods_per_year={"SPY": 252, "BOND": 252})
 
     assert result.volatility["BOND"] == 0.0
     assert result.beta["BOND"] == 0.0
