@@ -58,7 +58,7 @@ def last_ts(
     value = conn.execute(query).scalar()
     if value is None:
         return None
-    return epoch_of(aware_utc(value))
+    return epoch_of(value)  # UTCDateTime makes it aware on both backends
 
 
 def last_ts_many(conn: Connection, symbols: list[str], interval: Interval) -> dict[str, int | None]:
@@ -76,7 +76,7 @@ def last_ts_many(conn: Connection, symbols: list[str], interval: Interval) -> di
         ),
         {"symbols": array_text(symbols), "interval": interval.value},
     )
-    return {symbol: None if value is None else epoch_of(aware_utc(value)) for symbol, value in rows}
+    return {symbol: None if value is None else epoch_of(value) for symbol, value in rows}
 
 
 def stored_values(
@@ -885,13 +885,6 @@ def _sqlite_update(conn: Connection, updates: Candles, now: datetime) -> None:
         for r in _records(updates, now)
     ]
     conn.execute(statement, params)
-
-
-def aware_utc(value: datetime | str) -> datetime:
-    """A stored timestamp as a UTC-aware datetime (SQLite's aggregates return text)."""
-    if isinstance(value, str):  # SQLite returns max() of a timestamp as text
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def count_candles(conn: Connection, symbol: str | None = None) -> int:

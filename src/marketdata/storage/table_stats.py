@@ -189,10 +189,7 @@ def _combined(name: str, interval: str | None, parts: list[TableStats]) -> Table
     )
 
 
-def _epoch(value: datetime | str | None) -> int | None:
-    """A min()/max() of ts as epoch seconds (SQLite returns its text form)."""
-    if value is None:
-        return None
-    from marketdata.storage.candles import aware_utc
-
-    return epoch_of(aware_utc(value))
+def _epoch(value: datetime | None) -> int | None:
+    """A min()/max() of ts as epoch seconds (aware on both backends: PostgreSQL's timestamptz,
+    UTCDateTime's result on SQLite)."""
+    return None if value is None else epoch_of(value)
