@@ -230,6 +230,21 @@ def test_the_newest_candles_of_many_pairs_equal_each_pairs_own_read(app_factory,
     _assert_each_as_read_alone(found, alone, with_indicators)
 
 
+def test_the_newest_candles_of_one_symbol_at_two_intervals_interleaved_in_time(app_factory):
+    """Rows of BTC-USD 1h and 1m read together whose times interleave (an hourly candle
+    between two minute ones, another at the same time as one): each pair gets its own rows,
+    not the runs of a sort by time alone."""
+    app = app_factory()
+    write(app, hourly("BTC-USD", START, [10.0, 11.0, 12.0]))  # START, +1 h, +2 h
+    write(app, batch(3, start=START + 7140))  # +1:59, +2:00, +2:01
+    pairs = [("BTC-USD", Interval.M1), ("BTC-USD", Interval.H1)]
+    with connect(app.engine(), app.target) as conn:
+        found = read_latest_many(conn, pairs, 3, now=START + 7300)
+        alone = {(s, iv): read_candles(conn, s, iv, last=3) for s, iv in pairs}
+    _assert_each_as_read_alone(found, alone, with_indicators=False)
+    assert found["BTC-USD", Interval.H1].ts.tolist() == [START, START + 3600, START + 7200]
+
+
 def _assert_each_as_read_alone(found, alone, with_indicators):
     """A many-pair read found exactly the pairs read alone, each with the same rows,
     provider, and indicators only when asked for."""
