@@ -296,6 +296,37 @@ def test_the_candle_before_a_time_is_the_single_newest_before_it_wherever_it_lie
     assert len(none) == 0
 
 
+@pytest.mark.parametrize(
+    ("before", "stored", "floor"),
+    [
+        # a partition's start: the one before it holds before - 1
+        ("2024-01-01T00:00:00", "2023-12-31", "2023-01-01"),
+        # a second past one: before - 1 is the start of its own partition
+        ("2024-01-01T00:00:01", "2024-01-01", "2024-01-01"),
+    ],
+)
+def test_the_candle_before_a_time_is_read_from_the_partition_of_the_second_before_it(
+    app_factory, before, stored, floor
+):
+    """`candle_before` finds a candle in the partition holding `before - 1` with one read,
+    bounded below by that partition's start (PostgreSQL plans that partition alone)."""
+    from marketdata.storage.candles import candle_before
+
+    app = app_factory()
+    write(app, daily("BTC-USD", ["2022-06-01", stored]))
+    at = int(datetime.fromisoformat(f"{before}+00:00").timestamp())
+    lowest = datetime.fromisoformat(f"{floor}T00:00:00+00:00")
+    engine = app.engine()
+    with connect(engine, app.target) as conn, selects(engine) as seen:
+        found = candle_before(conn, "BTC-USD", Interval.D1, at)
+    assert found.ts.tolist() == [
+        int(datetime.fromisoformat(f"{stored}T00:00:00+00:00").timestamp())
+    ]
+    assert _bounded(seen) == [True]
+    # the bound as the driver got it: a datetime (psycopg), or SQLite's text of it
+    assert any(v in (lowest, lowest.strftime("%Y-%m-%d %H:%M:%S.%f")) for v in seen[0][1])
+
+
 def test_timestamps_and_holes_come_in_time_order_whatever_order_the_rows_were_written(app_factory):
     """A pair's rows written middle third first, then the oldest, then the newest, with
     statistics that make PostgreSQL read the whole pair by a sequential scan (in the order
