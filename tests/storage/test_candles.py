@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from marketdata.analytics.indicators import INDICATOR_NAMES
 from marketdata.domain import Candles, Interval
 from marketdata.storage.candles import (
     count_candles,
@@ -323,8 +324,32 @@ def test_the_candle_before_a_time_is_read_from_the_partition_of_the_second_befor
         int(datetime.fromisoformat(f"{stored}T00:00:00+00:00").timestamp())
     ]
     assert _bounded(seen) == [True]
-    # the bound as the driver got it: a datetime (psycopg), or SQLite's text of it
-    assert any(v in (lowest, lowest.strftime("%Y-%m-%d %H:%M:%S.%f")) for v in seen[0][1])
+    assert _bound(lowest) & set(seen[0][1])
+
+
+def _bound(moment: datetime) -> set[Any]:
+    """A time as the driver gets it bound: a datetime (psycopg), or SQLite's text of it."""
+    return {moment, moment.strftime("%Y-%m-%d %H:%M:%S.%f")}
+
+
+def test_a_recompute_reads_only_the_stored_rows_it_may_update(app_factory):
+    """`update_indicators` compares new values with the stored rows from its first time to
+    its last (one read bounded on both sides), not with the pair's whole history."""
+    from marketdata.domain import utc_from_epoch
+    from marketdata.storage.candles import update_indicators
+
+    app = app_factory()
+    write(app, batch(10))
+    ts = START + np.arange(3, 6, dtype=np.int64) * 60
+    values = {name: np.full(3, 0.25) for name in INDICATOR_NAMES}
+    engine = app.engine()
+    with connect(engine, app.target) as conn, conn.begin(), selects(engine) as seen:
+        assert update_indicators(conn, "BTC-USD", Interval.M1, ts, values) == 3
+    assert len(seen) == 1
+    statement, bound = seen[0]
+    assert "ts >=" in statement and "ts <" in statement.replace("ts <=", "")
+    assert _bound(utc_from_epoch(int(ts[0]))) & set(bound)
+    assert _bound(utc_from_epoch(int(ts[-1]) + 1)) & set(bound)
 
 
 def test_timestamps_and_holes_come_in_time_order_whatever_order_the_rows_were_written(app_factory):
