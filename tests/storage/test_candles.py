@@ -332,6 +332,26 @@ def _bound(moment: datetime) -> set[Any]:
     return {moment, moment.strftime("%Y-%m-%d %H:%M:%S.%f")}
 
 
+def test_an_overlap_is_compared_with_the_stored_rows_of_its_span_alone(app_factory):
+    """Rows 3 to 5 of ten stored ones written again with a new close: those three are
+    updated. On SQLite the merge reads the stored rows from the overlap's first time to its
+    last (bounded on both sides), not the pair's whole history; PostgreSQL's merge joins a
+    staged copy instead."""
+    from marketdata.domain import utc_from_epoch
+
+    app = app_factory()
+    write(app, batch(10))
+    again = batch(10, close=1.75).take(slice(3, 6))
+    engine = app.engine()
+    with selects(engine) as seen:
+        stats = write(app, again)
+    assert (stats.inserted, stats.updated, stats.unchanged) == (0, 3, 0)
+    if engine.dialect.name == "sqlite":
+        spans = [set(bound) for statement, bound in seen if "ts >=" in statement]
+        low, high = utc_from_epoch(int(again.ts[0])), utc_from_epoch(int(again.ts[-1]) + 1)
+        assert any(_bound(low) & span and _bound(high) & span for span in spans)
+
+
 def test_a_recompute_reads_only_the_stored_rows_it_may_update(app_factory):
     """`update_indicators` compares new values with the stored rows from its first time to
     its last (one read bounded on both sides), not with the pair's whole history."""
