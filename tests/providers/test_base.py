@@ -11,9 +11,11 @@ import pytest
 from marketdata.domain import DAY, Interval, Window
 from marketdata.errors import ProviderUnavailableError, SymbolNotListedError
 from marketdata.providers.base import (
+    EPOCH_RANGE,
     BaseProvider,
     ProviderContext,
     bad_row,
+    epoch_int,
     unsupported_interval,
 )
 from marketdata.providers.coinbase import CoinbaseProvider
@@ -119,3 +121,21 @@ def test_a_bad_row_error_carries_the_provider_and_symbol_and_names_both_on_one_l
     assert error.one_line() == (
         "binance sent a bad row for ETH-USDT: a value is not a number in [1704067200000, None]"
     )
+
+
+@pytest.mark.parametrize("per_second", [1, 1000])
+def test_an_integer_time_is_taken_from_the_first_second_of_its_range_to_the_last(per_second):
+    """Both ends of EPOCH_RANGE in seconds and in milliseconds (floored to seconds): the
+    lower end is in, the upper end is out, and so is a unit past either."""
+    low, high = EPOCH_RANGE
+    assert epoch_int(low * per_second, per_second) == low
+    assert epoch_int(high * per_second - 1, per_second) == high - 1
+    for outside in (low * per_second - 1, high * per_second):
+        with pytest.raises(ValueError):
+            epoch_int(outside, per_second)
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "1", None])
+def test_only_a_json_integer_is_an_integer_time(value):
+    with pytest.raises(ValueError):
+        epoch_int(value)
