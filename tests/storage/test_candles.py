@@ -246,6 +246,24 @@ def test_the_newest_candles_of_one_symbol_at_two_intervals_interleaved_in_time(a
     assert found["BTC-USD", Interval.H1].ts.tolist() == [START, START + 3600, START + 7200]
 
 
+def test_pairs_read_together_each_name_the_provider_of_their_newest_row(app_factory):
+    """A pair whose newest row came from another provider than the rows before it, beside a
+    pair of one row: each pair read together names its own newest row's provider."""
+    from dataclasses import replace
+
+    app = app_factory()
+    write(app, batch(3))  # coinbase
+    write(app, replace(batch(1, start=START + 180), provider="kraken"))
+    write(app, replace(batch(1, symbol="ETH-USD"), provider="binance"))
+    pairs = [("BTC-USD", Interval.M1), ("ETH-USD", Interval.M1)]
+    with connect(app.engine(), app.target) as conn:
+        found = read_latest_many(conn, pairs, 3, now=START + 240)
+    assert {pair: candles.provider for pair, candles in found.items()} == {
+        ("BTC-USD", Interval.M1): "kraken",
+        ("ETH-USD", Interval.M1): "binance",
+    }
+
+
 def _assert_each_as_read_alone(found, alone, with_indicators):
     """A many-pair read found exactly the pairs read alone, each with the same rows,
     provider, and indicators only when asked for."""
