@@ -139,3 +139,31 @@ def test_an_integer_time_is_taken_from_the_first_second_of_its_range_to_the_last
 def test_only_a_json_integer_is_an_integer_time(value):
     with pytest.raises(ValueError):
         epoch_int(value)
+
+
+def test_the_http_client_sends_its_name_and_accepted_types_and_follows_a_redirect(
+    settings_factory,
+):
+    """`build_http_client`, the one client every provider uses: User-Agent and Accept on
+    every request, a redirect followed to its target, the read timeout the setting's and the
+    connect timeout at most 5 s."""
+    from marketdata.providers.base import USER_AGENT, build_http_client
+    from tests.fakes.server import Reply, serve
+
+    def handler(request):
+        if request.path == "/moved":
+            return Reply(301, headers={"Location": "/here"})
+        return Reply(200, {"ok": True})
+
+    with serve(handler) as server, build_http_client(settings_factory(http_timeout=7.5)) as http:
+        reply = http.get(f"{server.url}/moved")
+        assert http.timeout.read == 7.5
+        assert http.timeout.connect == 5.0
+    assert reply.status_code == 200 and reply.json() == {"ok": True}
+    assert [r.path for r in server.requests] == ["/moved", "/here"]
+    for request in server.requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert headers["user-agent"] == USER_AGENT
+        assert headers["accept"] == "application/json, text/csv;q=0.9"
+    with build_http_client(settings_factory(http_timeout=2.0)) as http:
+        assert (http.timeout.read, http.timeout.connect) == (2.0, 2.0)
