@@ -167,3 +167,19 @@ def test_the_http_client_sends_its_name_and_accepted_types_and_follows_a_redirec
         assert headers["accept"] == "application/json, text/csv;q=0.9"
     with build_http_client(settings_factory(http_timeout=2.0)) as http:
         assert (http.timeout.read, http.timeout.connect) == (2.0, 2.0)
+
+
+def test_a_success_closes_the_breaker_until_threshold_failures_in_a_row_again():
+    from marketdata.providers.base import CircuitBreaker
+
+    breaker = CircuitBreaker(threshold=3)
+    for _ in range(3):
+        breaker.failure()
+    assert breaker.open_after() == 3
+    breaker.success()
+    assert (breaker.failed_in_a_row, breaker.open_after()) == (0, None)
+    breaker.failure()
+    breaker.failure()
+    assert (breaker.failed_in_a_row, breaker.open_after()) == (2, None)
+    breaker.failure()
+    assert breaker.open_after() == 3
