@@ -115,23 +115,36 @@ def seed() -> int:
 def record() -> int:
     """Keep mutmut's results in mutants/ in the ledger (those of KEPT), with the hash of
     every function of their files; the number of results kept. The ledger lists, per file
-    and function, the mutants' numbers by exit code."""
+    and function, the mutants' numbers by exit code.
+
+    A result already in the ledger stays while its function hashes the same, unless this
+    run decided that mutant again: mutmut makes its record afresh when its configuration
+    changes, so mutants/ may hold only this run's results (the whole ledger was once
+    overwritten with the 66 results of one named run that way)."""
     from mutmut.stats import status_by_exit_code
 
     ledger: dict[str, Any] = json.loads(LEDGER.read_text()) if LEDGER.exists() else {}
     for meta in sorted(Path("mutants/src").rglob("*.py.meta")):
         data = json.loads(meta.read_text())
-        results: dict[str, dict[str, list[int]]] = {}
-        for key, code in data["exit_code_by_key"].items():
-            kept = KEPT.get(status_by_exit_code[code])
+        hashes: dict[str, str] = data["hash_by_function_name"]
+        path = str(meta.relative_to("mutants").with_suffix(""))
+        earlier = ledger.get(path, {"hashes": {}, "results": {}})
+        codes: dict[str, dict[int, str]] = {}  # function -> mutant number -> kept code
+        for function, by_code in earlier["results"].items():
+            name = function.rpartition(".")[2]
+            if name in hashes and earlier["hashes"].get(name) == hashes[name]:
+                for code, numbers in by_code.items():
+                    codes.setdefault(function, {}).update(dict.fromkeys(numbers, code))
+        for key, exit_code in data["exit_code_by_key"].items():
+            kept = KEPT.get(status_by_exit_code[exit_code])
             if kept is not None:
                 function, _, number = key.rpartition("__mutmut_")
-                results.setdefault(function, {}).setdefault(kept, []).append(int(number))
-        for by_code in results.values():
-            for numbers in by_code.values():
-                numbers.sort()
-        path = str(meta.relative_to("mutants").with_suffix(""))
-        ledger[path] = {"hashes": data["hash_by_function_name"], "results": results}
+                codes.setdefault(function, {})[int(number)] = kept
+        results: dict[str, dict[str, list[int]]] = {}
+        for function, by_number in codes.items():
+            for number, code in sorted(by_number.items()):
+                results.setdefault(function, {}).setdefault(code, []).append(number)
+        ledger[path] = {"hashes": hashes, "results": results}
     if ledger:
         LEDGER.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
     return sum(

@@ -65,3 +65,60 @@ def test_a_runs_results_go_through_the_ledger_into_the_next_checkouts_record(tmp
     meta.unlink()
     source.unlink()
     assert mutation.seed() == 0 and not meta.exists()
+
+
+def test_a_run_whose_mutants_folder_lost_earlier_results_keeps_them_in_the_ledger(
+    tmp_path, monkeypatch
+):
+    """mutmut makes its record afresh when its configuration changes, so a run may end with
+    only its own results in mutants/: the ledger keeps the earlier results of the functions
+    that hash the same (a result of this run replaces one of the same mutant), and drops
+    those of functions changed or gone since."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mutation, "LEDGER", tmp_path / "ledger.json")
+    mutation.LEDGER.write_text(
+        json.dumps(
+            {
+                "src/marketdata/gaps.py": {
+                    "hashes": {"x_gaps_in": "ab12", "x_holes": "ef56", "x_gone": "0000"},
+                    "results": {
+                        "marketdata.gaps.x_gaps_in": {"0": [2], "1": [1], "37": [3]},
+                        "marketdata.gaps.x_holes": {"1": [1, 2]},
+                        "marketdata.gaps.x_gone": {"1": [1]},
+                    },
+                }
+            }
+        )
+    )
+    meta = tmp_path / "mutants/src/marketdata/gaps.py.meta"
+    meta.parent.mkdir(parents=True)
+    hashes = {"x_gaps_in": "ab12", "x_holes": "9999"}  # x_holes changed, x_gone removed
+    codes = {
+        "marketdata.gaps.x_gaps_in__mutmut_1": None,  # lost here: the ledger's stays
+        "marketdata.gaps.x_gaps_in__mutmut_2": 1,  # a survivor killed by a new test
+        "marketdata.gaps.x_gaps_in__mutmut_3": None,
+        "marketdata.gaps.x_holes__mutmut_1": 0,  # run again after its change
+        "marketdata.gaps.x_holes__mutmut_2": None,
+    }
+    meta.write_text(
+        json.dumps(
+            {
+                "exit_code_by_key": codes,
+                "hash_by_function_name": hashes,
+                "type_check_error_by_key": {},
+                "durations_by_key": {},
+                "estimated_durations_by_key": {},
+            }
+        )
+    )
+
+    assert mutation.record() == 4
+    assert json.loads(mutation.LEDGER.read_text()) == {
+        "src/marketdata/gaps.py": {
+            "hashes": hashes,
+            "results": {
+                "marketdata.gaps.x_gaps_in": {"1": [1, 2], "37": [3]},
+                "marketdata.gaps.x_holes": {"0": [1]},
+            },
+        }
+    }
