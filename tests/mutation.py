@@ -17,6 +17,7 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +97,26 @@ def seed() -> int:
             for number in numbers
         }
         meta.parent.mkdir(parents=True, exist_ok=True)
-        empty: dict[str, Any] = {}
-        meta.write_text(
-            json.dumps(
-                {
-                    "exit_code_by_key": codes,
-                    "hash_by_function_name": entry["hashes"],
-                    "type_check_error_by_key": empty,
-                    "durations_by_key": empty,
-                    "estimated_durations_by_key": empty,
-                }
-            )
-        )
+        write_meta(meta, codes, entry["hashes"])
         written += len(codes)
     return written
+
+
+def write_meta(meta: Path, codes: Mapping[str, int | None], hashes: Mapping[str, str]) -> None:
+    """A file's record in mutants/ as mutmut writes it: its mutants' exit codes (None: not
+    run) and the hash of each function."""
+    empty: dict[str, Any] = {}
+    meta.write_text(
+        json.dumps(
+            {
+                "exit_code_by_key": codes,
+                "hash_by_function_name": hashes,
+                "type_check_error_by_key": empty,
+                "durations_by_key": empty,
+                "estimated_durations_by_key": empty,
+            }
+        )
+    )
 
 
 def record() -> int:

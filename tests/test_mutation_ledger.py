@@ -26,7 +26,7 @@ def test_a_runs_results_go_through_the_ledger_into_the_next_checkouts_record(tmp
         "marketdata.gaps.xǁGapǁ__init____mutmut_1": 33,  # no test reached it: not kept
         "marketdata.gaps.xǁGapǁ__init____mutmut_2": None,  # not run yet: not kept
     }
-    _write_meta(meta, codes, hashes)
+    mutation.write_meta(meta, codes, hashes)
 
     assert mutation.record() == 5
     assert json.loads(mutation.LEDGER.read_text()) == {
@@ -90,7 +90,7 @@ def test_a_run_whose_mutants_folder_lost_earlier_results_keeps_them_in_the_ledge
         "marketdata.gaps.x_holes__mutmut_1": 0,  # run again after its change
         "marketdata.gaps.x_holes__mutmut_2": None,
     }
-    _write_meta(meta, codes, hashes)
+    mutation.write_meta(meta, codes, hashes)
 
     assert mutation.record() == 4
     assert json.loads(mutation.LEDGER.read_text()) == {
@@ -102,18 +102,3 @@ def test_a_run_whose_mutants_folder_lost_earlier_results_keeps_them_in_the_ledge
             },
         }
     }
-
-
-def _write_meta(meta, codes, hashes):
-    """A mutmut record of one file, as mutmut writes it in mutants/."""
-    meta.write_text(
-        json.dumps(
-            {
-                "exit_code_by_key": codes,
-                "hash_by_function_name": hashes,
-                "type_check_error_by_key": {},
-                "durations_by_key": {},
-                "estimated_durations_by_key": {},
-            }
-        )
-    )
