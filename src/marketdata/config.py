@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     analytics_intervals: CommaList = Field(default_factory=lambda: ["1h", "1d"])
     cache_dir: Path | None = None
     cache_prefix: str = ""
+    cache_bars: int = Field(default=50, ge=1, le=1_000)
     alert_webhook_url: str | None = None
     alert_min_severity: Severity = "warning"
     alert_stale_after: str = "2h"

@@ -35,6 +35,9 @@ DESCRIPTIONS: dict[str, str] = {
     "Unset: a directory per database under $CACHE_DIRECTORY under systemd, else under the "
     "user's cache directory.",
     "cache_prefix": "Prefix of every Redis key the tool writes: one per database sharing a Redis.",
+    "cache_bars": "Candles cached per (symbol, interval): `show --last` up to this and "
+    "`compare --window` up to one less answer without the database. Each candle costs every "
+    "pair's cache write and Redis memory (~260 bytes of JSON).",
     "alert_webhook_url": "Webhook that receives alerts as JSON (its path is a secret).",
     "alert_min_severity": "Alerts below this severity are not sent.",
     "alert_stale_after": "A market is stale (an error alert after each run, `marketdata "

@@ -107,10 +107,10 @@ def show(
     symbol = parse_symbol(symbol)
     if last < 1:
         raise InputError(f"--last must be at least 1, not {last}")
-    cached = market.read_show(app.cache, symbol, interval, last)
+    cached = market.read_show(app.cache, symbol, interval, last, app.settings.cache_bars)
     if cached.fresh is not None:
         return cached.fresh
-    wanted = max(last, market.CACHED_BARS)
+    wanted = max(last, app.settings.cache_bars)
     try:
         with _reading(app, [symbol], interval) as conn:
             report = _show_from_database(app, conn, symbol, interval, wanted)
@@ -302,7 +302,7 @@ def comparison_report(
                 f"benchmark {benchmark} is not among the compared symbols {', '.join(chosen)}",
                 hint="add it to the symbols",
             )
-    cached = market.read_closes(app.cache, chosen, window)
+    cached = market.read_closes(app.cache, chosen, window, app.settings.cache_bars)
     if cached.fresh is not None:
         return ComparisonReport(
             _compare(cached.fresh, chosen, window, benchmark), "cache", cached.stored_at

@@ -12,6 +12,7 @@ import pytest
 
 from marketdata.cache import maintenance, market
 from marketdata.cache.keys import latest_key, recent_key, roi_key, show_key
+from marketdata.config import Settings
 from marketdata.domain import Interval, RunStatus
 from marketdata.errors import DatabaseUnavailableError
 from marketdata.pipeline import IngestRequest, Mode, run_ingest
@@ -22,6 +23,8 @@ from tests.fakes.redis_server import spare_port
 
 NOW = datetime(2024, 4, 10, 12, 0, tzinfo=UTC)
 SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
+BARS = Settings.model_fields["cache_bars"].default
+"""Candles cached per pair by default (CACHE_BARS)."""
 
 
 @pytest.fixture(params=["disk", "redis"])
@@ -60,7 +63,7 @@ def ingest(app, **kwargs):
     return result
 
 
-def from_database(app, symbol, interval=Interval.D1, last=market.CACHED_BARS):
+def from_database(app, symbol, interval=Interval.D1, last=BARS):
     with connect(app.engine(), app.target) as conn:
         history = read_candles(conn, symbol, interval)
         stored = read_candles(conn, symbol, interval, last=last, with_indicators=True)
@@ -102,16 +105,17 @@ def market_values(app):
     seen = {}
     for key in keys:
         if key.endswith(":show"):
-            seen[key] = market.combined(values[key], values.get(key[: -len("show")] + "recent"))
+            more = values.get(key[: -len("show")] + "recent")
+            seen[key] = market.combined(values[key], more, app.settings.cache_bars)
         elif not key.endswith(":recent"):
             seen[key] = values[key]
     return {k: {f: v for f, v in value.items() if f != "stored_at"} for k, value in seen.items()}
 
 
-@pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
+@pytest.mark.parametrize("bars", [BARS - 20, BARS, 3 * BARS])
 def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, bars):
     """The refresher writes them off the write path; `cache rebuild` reads them all again:
-    the same values (at exactly CACHED_BARS rows too, where `complete` turns)."""
+    the same values (at exactly CACHE_BARS rows too, where `complete` turns)."""
     app = make_app()
     first, day = 1_696_118_400, 86_400  # 2023-10-01
     ingest(app, symbols=SYMBOLS[:2], since=first, until=first + (bars - 2) * day)
@@ -138,7 +142,7 @@ def test_an_incremental_run_writes_the_rows_it_wrote_after_the_pairs_cached_valu
     ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
     key = show_key("BTC-USD", "1d")
     planted = app.cache.get(key)
-    planted["columns"]["close"][50] = 12_345.0
+    planted["columns"]["close"][BARS // 2] = 12_345.0
     app.cache.set(key, planted, market.MARKET_TTL)
     since = first + (148 - refetched) * day
     ingest(app, symbols=["BTC-USD"], since=since, until=first + 150 * day)
@@ -147,13 +151,13 @@ def test_an_incremental_run_writes_the_rows_it_wrote_after_the_pairs_cached_valu
     assert recent["after"] == first + 147 * day
     assert recent["columns"]["ts"] == [first + d * day for d in range(148 - refetched, 150)]
     seen = market_values(app)[key]
-    assert seen["newest"] == first + 149 * day and len(seen["columns"]["ts"]) == 100
-    assert seen["columns"]["close"][48] == 12_345.0  # two rows on
+    assert seen["newest"] == first + 149 * day and len(seen["columns"]["ts"]) == BARS
+    assert seen["columns"]["close"][BARS // 2 - 2] == 12_345.0  # two rows on
     assert show(app, "BTC-USD").source == "cache"
     written = market_values(app)
     maintenance.rebuild(app)
     rebuilt = market_values(app)
-    rebuilt[key]["columns"]["close"][48] = 12_345.0
+    rebuilt[key]["columns"]["close"][BARS // 2 - 2] = 12_345.0
     assert rebuilt == written
 
 
@@ -165,12 +169,15 @@ def test_another_databases_recent_value_is_not_extended_the_show_value_is(make_a
     ingest(app, symbols=["BTC-USD"], since=first, until=first + 148 * day)
     key, more = show_key("BTC-USD", "1d"), recent_key("BTC-USD", "1d")
     planted = app.cache.get(key)
-    planted["columns"]["close"][50] = 12_345.0
+    planted["columns"]["close"][BARS // 2] = 12_345.0
     app.cache.set(key, planted, market.MARKET_TTL)
     app.cache.set(more, app.cache.get(more) | {"database": "another"}, market.MARKET_TTL)
     ingest(app, symbols=["BTC-USD"], since=first + 148 * day, until=first + 150 * day)
     written = app.cache.get(key)
-    assert written["newest"] == first + 149 * day and written["columns"]["close"][48] == 12_345.0
+    assert (
+        written["newest"] == first + 149 * day
+        and written["columns"]["close"][BARS // 2 - 2] == 12_345.0
+    )
     recent = app.cache.get(more)
     assert recent["columns"]["ts"] == [] and recent["after"] == written["newest"]
     assert recent["database"] == app.cache.database
@@ -220,7 +227,7 @@ def test_a_recent_value_is_folded_into_the_show_value_when_long_or_old(make_app,
     assert market_values(app) == written
 
 
-@pytest.mark.parametrize("bars", [60, market.CACHED_BARS, 150])
+@pytest.mark.parametrize("bars", [BARS - 10, BARS, 3 * BARS])
 def test_one_group_refresh_of_several_pairs_writes_what_cache_rebuild_writes(make_app, bars):
     """The refresher writes the pairs queued meanwhile together (two reads, one round trip):
     the same values as `cache rebuild` for each, derived or not, whatever its length."""
@@ -336,9 +343,27 @@ def test_show_reads_the_database_when_a_newer_candle_was_stored_since(make_app):
 def test_show_more_candles_than_cached_reads_the_database(make_app):
     app = make_app()
     ingest(app)
-    assert show(app, "BTC-USD", last=market.CACHED_BARS).source == "cache"
-    report = show(app, "BTC-USD", last=market.CACHED_BARS + 1)
-    assert report.source == "database" and len(report.candles) == market.CACHED_BARS + 1
+    assert show(app, "BTC-USD", last=BARS).source == "cache"
+    report = show(app, "BTC-USD", last=BARS + 1)
+    assert report.source == "database" and len(report.candles) == BARS + 1
+
+
+@pytest.mark.parametrize("bars", [7, 120])
+def test_cache_bars_sets_how_many_candles_a_pair_keeps(make_app, bars):
+    """CACHE_BARS is what a pair's `show` value holds (what `cache rebuild` writes too):
+    `show --last` up to it and `compare --window` up to one less answer from the cache, one
+    more reads the database."""
+    app = make_app(cache_bars=bars)
+    ingest(app)
+    assert len(app.cache.get(show_key("BTC-USD", "1d"))["columns"]["ts"]) == bars
+    written = market_values(app)
+    maintenance.rebuild(app)
+    assert market_values(app) == written
+    crypto = SYMBOLS[:2]
+    assert comparison_report(app, crypto, bars - 1, None).source == "cache"
+    assert comparison_report(app, crypto, bars, None).source == "database"
+    assert show(app, "BTC-USD", last=bars).source == "cache"
+    assert show(app, "BTC-USD", last=bars + 1).source == "database"
 
 
 def test_show_never_answers_from_another_databases_cache_when_that_database_is_down(
@@ -363,7 +388,7 @@ def test_compare_from_the_cache_equals_compare_from_the_database(make_app):
     assert fresh.source == "database"
     assert dataclasses.asdict(cached.comparison) == dataclasses.asdict(fresh.comparison)
     # a window longer than the cached closes reach: the database answers
-    assert comparison_report(make_app(), SYMBOLS, market.CACHED_BARS, None).source == "database"
+    assert comparison_report(make_app(), SYMBOLS, BARS, None).source == "database"
 
 
 def test_rebuild_makes_every_key_equal_what_the_database_says(make_app):
@@ -413,7 +438,7 @@ def test_stats_count_keys_by_kind_hits_and_misses(make_app):
     app = make_app()
     ingest(app)
     show(app, "BTC-USD")
-    show(app, "BTC-USD", last=market.CACHED_BARS + 5)
+    show(app, "BTC-USD", last=BARS + 5)
     assert (app.metrics.counters["cache.hit"], app.metrics.counters["cache.miss"]) == (1, 1)
     app.close()
     stats = maintenance.stats(make_app())

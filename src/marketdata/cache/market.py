@@ -3,12 +3,12 @@
 Per (symbol, interval) pair:
 - `market:{symbol}:{interval}:latest`: the newest stored candle with its indicators (null
   outside ANALYTICS_INTERVALS, where none are stored) and `stored_at`;
-- `market:{symbol}:{interval}:show`: what `show` prints, the newest CACHED_BARS candles as
-  columns with their indicators, and the ROI horizons;
+- `market:{symbol}:{interval}:show`: what `show` prints, the newest CACHE_BARS candles (a
+  setting) as columns with their indicators, and the ROI horizons;
 - `market:{symbol}:{interval}:recent`: the rows stored after the `show` value's newest
   (`after`) and the ROI as of the newest of them. Readers see the two as one `show` value
   (`combined`). An incremental run rewrites only this small value, so that its cache cost
-  follows the rows it wrote, not the CACHED_BARS rows kept; every RECENT_BARS rows (or when
+  follows the rows it wrote, not the CACHE_BARS rows kept; every RECENT_BARS rows (or when
   the `show` value is half its TTL old) it folds them into a new `show` value instead;
 and per symbol `market:{symbol}:roi`: the ROI horizons as of the latest daily close.
 
@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     from marketdata.errors import MarketdataError
     from marketdata.reports import ShowReport
 
-CACHED_BARS = 100
-"""Candles kept per pair: `show --last` up to this, `compare --window` up to this - 1."""
 MARKET_TTL = 7 * DAY
 """Market keys expire unless a writer refreshes them (bounds staleness after an outage)."""
 RECENT_BARS = 24
@@ -85,7 +83,7 @@ def pair_values(
     """The keys of one pair (and its symbol's ROI for the daily interval) from its report.
 
     Args:
-        report: `show`'s report holding up to CACHED_BARS candles.
+        report: `show`'s report holding up to CACHE_BARS candles.
         complete: Whether those candles are the pair's whole history.
         stored_at: When the values were read from the database (ISO 8601).
         database: The id of the database they were read from.
@@ -246,11 +244,14 @@ class CachedShow:
     stale: ShowReport | None = None
 
 
-def read_show(cache: FallbackCache, symbol: str, interval: Interval, last: int) -> CachedShow:
-    """The pair's cached report (one round trip), counting a hit or a miss; a value that is
-    not this database's, or not of the shape written here, is a miss."""
+def read_show(
+    cache: FallbackCache, symbol: str, interval: Interval, last: int, bars: int
+) -> CachedShow:
+    """The pair's cached report of its newest `last` candles (one round trip; its value
+    seen as of `bars`, CACHE_BARS), counting a hit or a miss; a value that is not this
+    database's, or not of the shape written here, is a miss."""
     found = cache.get_many(_read_keys(symbol, interval.value))
-    value = _show_value(cache, found, symbol, interval.value)
+    value = _show_value(cache, found, symbol, interval.value, bars)
     report = None if value is None else report_of(value, last)
     if value is None or report is None:
         cache.count_read(False)
@@ -268,7 +269,7 @@ def _read_keys(symbol: str, interval: str) -> list[str]:
 
 
 def _show_value(
-    cache: FallbackCache, found: dict[str, Any], symbol: str, interval: str
+    cache: FallbackCache, found: dict[str, Any], symbol: str, interval: str, bars: int
 ) -> dict[str, Any] | None:
     """The pair's `show` value followed by its `recent` rows (see `combined`); None when
     either is there but cannot be trusted."""
@@ -279,25 +280,25 @@ def _show_value(
     recent = usable(cache, more, found.get(more), recent_problem(symbol, interval))
     if recent is None and found.get(more) is not None:
         return None  # a `recent` value it cannot use (said once): the database answers
-    return combined(show, recent)
+    return combined(show, recent, bars)
 
 
-def combined(show: dict[str, Any], recent: dict[str, Any] | None) -> dict[str, Any]:
+def combined(show: dict[str, Any], recent: dict[str, Any] | None, bars: int) -> dict[str, Any]:
     """A `show` value followed by the `recent` one that follows it (its `after` is the `show`
     value's newest; its rows replace any from their first on), as one `show` value of the
-    newest CACHED_BARS rows and the `recent` one's ROI. Any other `recent` value (none, one
-    left from before the `show` value was written) is ignored: the `show` value alone is then
-    current only if it reaches the `latest` candle."""
+    newest `bars` rows (CACHE_BARS) and the `recent` one's ROI. Any other `recent` value
+    (none, one left from before the `show` value was written) is ignored: the `show` value
+    alone is then current only if it reaches the `latest` candle."""
     if recent is None or recent["after"] != show["newest"]:
         return show
     base, rows = show["columns"], recent["columns"]
     cut = bisect_left(base["ts"], rows["ts"][0]) if rows["ts"] else len(base["ts"])
     total = cut + len(rows["ts"])
-    keep = max(0, total - CACHED_BARS)
+    keep = max(0, total - bars)
     columns = {k: (base[k][:cut] + rows[k])[keep:] for k in COLUMNS}
     return show | {
         "newest": recent["newest"],
-        "complete": bool(show["complete"]) and total <= CACHED_BARS,
+        "complete": bool(show["complete"]) and total <= bars,
         "provider": recent["provider"],
         "stored_at": recent["stored_at"],
         "columns": columns,
@@ -324,7 +325,9 @@ class CachedCloses:
     stored_at: str | None = None
 
 
-def read_closes(cache: FallbackCache, symbols: Sequence[str], window: int) -> CachedCloses:
+def read_closes(
+    cache: FallbackCache, symbols: Sequence[str], window: int, bars: int
+) -> CachedCloses:
     """Daily closes of every symbol from the cache (one round trip), when they give the same
     comparison as the database: every value current and, unless all of them hold their
     whole history, at least `window` + 1 common days (the newest common days of the cached
@@ -332,7 +335,7 @@ def read_closes(cache: FallbackCache, symbols: Sequence[str], window: int) -> Ca
     daily = Interval.D1.value
     keys = [k for s in symbols for k in _read_keys(s, daily)]
     found = cache.get_many(keys)
-    maybe = [_show_value(cache, found, s, daily) for s in symbols]
+    maybe = [_show_value(cache, found, s, daily, bars) for s in symbols]
     shows: list[dict[str, Any]] = [v for v in maybe if v is not None]
     if len(shows) < len(symbols):
         cache.count_read(False)
@@ -409,24 +412,29 @@ def _whole_values(
             drop += pair_keys(symbol, interval)
             continue
         values |= history_values(
-            history, derived=interval in derived, stored_at=stored_at, database=database
+            history,
+            bars=settings.cache_bars,
+            derived=interval in derived,
+            stored_at=stored_at,
+            database=database,
         )
     return values, drop
 
 
 def history_values(
-    history: Candles, *, derived: bool, stored_at: str, database: str
+    history: Candles, *, bars: int, derived: bool, stored_at: str, database: str
 ) -> dict[str, Any]:
-    """A pair's keys from its whole stored history (with its stored indicators when
-    `derived`): what `cache rebuild` writes, and the pipeline when it wrote all of it."""
+    """A pair's keys, its newest `bars` candles (CACHE_BARS), from its whole stored history
+    (with its stored indicators when `derived`): what `cache rebuild` writes, and the
+    pipeline when it wrote all of it."""
     from marketdata.reports import show_report
 
     symbol, interval = history.symbol, history.interval
-    tail = history.take(slice(-CACHED_BARS, None)) if derived else None
+    tail = history.take(slice(-bars, None)) if derived else None
     # show_report reads only the history's times and closes (its indicators are computed
     # again when `tail` has none)
-    report = show_report(symbol, interval, history, tail, CACHED_BARS)
-    complete = len(history) <= CACHED_BARS
+    report = show_report(symbol, interval, history, tail, bars)
+    complete = len(history) <= bars
     return pair_values(report, complete=complete, stored_at=stored_at, database=database)
 
 
@@ -467,7 +475,9 @@ def refresh_later(
     cache.refresher(build).submit(Committed(symbol, interval, now, newest, whole, appended))
 
 
-def write_in_hand(cache: FallbackCache, pairs: Sequence[Committed]) -> list[Committed]:
+def write_in_hand(
+    cache: FallbackCache, settings: Settings, pairs: Sequence[Committed]
+) -> list[Committed]:
     """Write the keys of the pairs whose last commit here wrote their whole history, from
     those rows (one round trip for all); the pairs left, whose keys need a read."""
     last = {(p.symbol, p.interval): p for p in pairs}
@@ -476,7 +486,11 @@ def write_in_hand(cache: FallbackCache, pairs: Sequence[Committed]) -> list[Comm
         if pair.whole is not None:
             stored_at = _iso(pair.now)
             values |= history_values(
-                pair.whole, derived=True, stored_at=stored_at, database=cache.database
+                pair.whole,
+                bars=settings.cache_bars,
+                derived=True,
+                stored_at=stored_at,
+                database=cache.database,
             )
     if values:
         cache.set_many(values, MARKET_TTL)
@@ -537,7 +551,7 @@ def refresh_committed(
         )
         left = [p for p in pairs if (p.symbol, p.interval) not in recent.pairs]
         folded = {k: v for k, v in appended.items() if k not in recent.pairs}
-        extended = _extended_tails(cache, folded)
+        extended = _extended_tails(cache, folded, settings.cache_bars)
         values, drop = _committed_values(cache.database, conn, settings, left, extended)
         cache.set_many(values | recent.values, MARKET_TTL, drop=drop)
     except (MarketdataError, SQLAlchemyError) as exc:
@@ -567,7 +581,7 @@ def _committed_values(
     extended: dict[tuple[str, Interval], _Tail],
 ) -> tuple[dict[str, Any], list[str]]:
     """The keys to write and to drop for committed pairs: derived pairs from their newest
-    CACHED_BARS rows (`extended` holds those known without a read) and the few closes ROI
+    CACHE_BARS rows (`extended` holds those known without a read) and the few closes ROI
     looks back to beyond them (read for all of them in two statements, a cost that does not
     grow with history), those never derived from their whole histories, the others'
     `latest` only."""
@@ -579,7 +593,8 @@ def _committed_values(
     values, drop = _latest_values(
         database, conn, {k: v for k, v in stamps.items() if k[1] not in derived}, near
     )
-    tails = _tails(conn, {k: near[k] for k in stamps if k[1] in derived and k not in extended})
+    reads = {k: near[k] for k in stamps if k[1] in derived and k not in extended}
+    tails = _tails(conn, reads, settings.cache_bars)
     tails |= extended
     values |= _tail_values(database, conn, {k: stamps[k] for k in tails}, tails)
     whole = {k: v for k, v in stamps.items() if k[1] in derived and k not in tails}
@@ -719,11 +734,11 @@ def _ours(value: Any, problem: Problem, database: str) -> dict[str, Any] | None:
 
 
 def _extended_tails(
-    cache: FallbackCache, appended: dict[tuple[str, Interval], Appended]
+    cache: FallbackCache, appended: dict[tuple[str, Interval], Appended], bars: int
 ) -> dict[tuple[str, Interval], _Tail]:
-    """The newest rows of the pairs that committed rows after all their stored ones, from
-    their cached `show` and `recent` values (one round trip) extended by those rows, without
-    a read.
+    """The newest `bars` (+ 1) rows of the pairs that committed rows after all their stored
+    ones, from their cached `show` and `recent` values (one round trip) extended by those
+    rows, without a read.
 
     A value is extended only when it is this database's, of this version's shape, and was
     current before the commit (the trust `show` gives it: see `_ends_before`)."""
@@ -733,17 +748,17 @@ def _extended_tails(
     found = cache.get_many([k for names in keys.values() for k in names])
     tails: dict[tuple[str, Interval], _Tail] = {}
     for pair, wrote in appended.items():
-        value = _show_value_of(cache.database, found, pair)
+        value = _show_value_of(cache.database, found, pair, bars)
         if value is None or not _ends_before(int(value["newest"]), wrote):
             continue
-        tail = _extend(value, wrote.rows)
+        tail = _extend(value, wrote.rows, bars)
         if tail is not None:
             tails[pair] = tail
     return tails
 
 
 def _show_value_of(
-    database: str, found: dict[str, Any], pair: tuple[str, Interval]
+    database: str, found: dict[str, Any], pair: tuple[str, Interval], bars: int
 ) -> dict[str, Any] | None:
     """A writer's `_show_value`: the pair's `show` value (followed by its `recent` one) when
     both are this database's and of this version's shape, without a warning."""
@@ -752,7 +767,7 @@ def _show_value_of(
     if show is None:
         return None
     more = found.get(recent_key(symbol, interval))
-    return combined(show, _ours(more, recent_problem(symbol, interval), database))
+    return combined(show, _ours(more, recent_problem(symbol, interval), database), bars)
 
 
 def _ends_before(newest: int, appended: Appended) -> bool:
@@ -766,20 +781,20 @@ def _ends_before(newest: int, appended: Appended) -> bool:
     return at < len(ts) and int(ts[at]) == newest
 
 
-def _extend(value: dict[str, Any], rows: Candles) -> _Tail | None:
+def _extend(value: dict[str, Any], rows: Candles, bars: int) -> _Tail | None:
     """A cached `show` value followed by newer rows (which replace its rows from their
-    first on), as the tail a read would give (one row more than kept unless complete); None
-    when the value holds too few rows for that."""
+    first on), as the tail of `bars` rows a read would give (one row more than kept unless
+    complete); None when the value holds too few rows for that."""
     held = report_of(value, None)
     assert held is not None
     before = held.candles.take(held.candles.ts < rows.ts[0])
     old, new = before.indicators, rows.indicators
     assert old is not None and new is not None
     total = len(before) + len(rows)
-    complete = bool(value["complete"]) and total <= CACHED_BARS
-    if not complete and total < CACHED_BARS + 1:
+    complete = bool(value["complete"]) and total <= bars
+    if not complete and total < bars + 1:
         return None  # not the whole history, and not enough of it: read it instead
-    keep = slice(-(CACHED_BARS + 1), None)
+    keep = slice(-(bars + 1), None)
 
     def joined(a: Any, b: Any) -> Any:
         return np.concatenate([a, b])[keep]
@@ -802,22 +817,22 @@ class _Tail(NamedTuple):
 
     @property
     def kept(self) -> Candles:
-        """The newest CACHED_BARS rows: what the `show` value holds."""
+        """The newest CACHE_BARS rows: what the `show` value holds."""
         return self.rows if self.complete else self.rows.take(slice(1, None))
 
 
 def _tails(
-    conn: Connection, near: dict[tuple[str, Interval], int]
+    conn: Connection, near: dict[tuple[str, Interval], int], bars: int
 ) -> dict[tuple[str, Interval], _Tail]:
-    """The newest CACHED_BARS + 1 rows of derived pairs (one query) and whether they are the
-    whole history; pairs with nothing stored or rows never derived are left out."""
+    """The newest `bars` + 1 rows of derived pairs (one query) and whether the `bars` kept
+    are the whole history; pairs with nothing stored or rows never derived are left out."""
     from marketdata.reports import never_derived
 
     # one row more than is kept tells whether the rows kept are the whole history
-    rows = _read_newest(conn, near, CACHED_BARS + 1, indicators=True)
+    rows = _read_newest(conn, near, bars + 1, indicators=True)
     tails: dict[tuple[str, Interval], _Tail] = {}
     for pair, found in rows.items():
-        tail = _Tail(found, len(found) <= CACHED_BARS)
+        tail = _Tail(found, len(found) <= bars)
         kept = tail.kept
         if len(kept) and not never_derived(kept, len(kept)):
             tails[pair] = tail

@@ -142,7 +142,8 @@ class Refresher:
         if self._abandon.is_set():
             self._drop(pairs)
             return
-        pairs = write_in_hand(self._cache, pairs)  # whole histories: no read, no connection
+        # whole histories: no read, no connection
+        pairs = write_in_hand(self._cache, self._settings, pairs)
         if not pairs:
             return
         try:
