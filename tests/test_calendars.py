@@ -104,6 +104,19 @@ def test_new_york_skips_nights_weekends_and_holidays_and_closes_early_before_som
     assert len(full_day) == 78  # 6.5 hours of 5-minute bars
 
 
+@pytest.mark.parametrize("name", [ALWAYS, WEEKDAYS, "XNYS"])
+def test_an_empty_range_has_no_bars_on_any_calendar(name):
+    moment = utc("2024-07-03")
+    assert calendar(name).bars(moment, moment, Interval.D1).tolist() == []
+    assert calendar(name).trading(np.array([], dtype=np.int64), Interval.H1).tolist() == []
+
+
+def test_a_single_bar_is_judged_by_the_exchanges_sessions_too():
+    nyse = calendar("XNYS")
+    assert nyse.trading(days("2024-07-04"), Interval.D1).tolist() == [False]  # a holiday
+    assert nyse.trading(days("2024-07-05"), Interval.D1).tolist() == [True]
+
+
 def test_an_hourly_bar_that_only_starts_before_the_open_still_trades():
     # 14:30 UTC open in winter: the 14:00 bar holds the first half hour
     bars = calendar("XNYS").bars(utc("2024-01-02"), utc("2024-01-03"), Interval.H1)

@@ -195,9 +195,11 @@ def test_what_a_pair_writer_knows_of_the_pair_s_history_after_its_writes(app_fac
     """The cache is written from a PairWriter's rows without reading them back: `whole`
     only when they are the pair's whole history (a first write), `appended` only when they
     follow every stored row (an incremental run's), neither when stored rows lie among
-    them or several batches changed rows."""
+    them or several batches changed rows. Another symbol's rows, and the same symbol's at
+    another interval, stored over the same days are not among them."""
     from marketdata.derive import PairWriter
     from marketdata.domain import DAY, Candles
+    from marketdata.storage.candles import write_candles
 
     app = app_factory()
     now = datetime(2024, 1, 1, tzinfo=UTC)
@@ -216,6 +218,13 @@ def test_what_a_pair_writer_knows_of_the_pair_s_history_after_its_writes(app_fac
             writer.finish()
         return writer
 
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        for symbol, interval, ts in [
+            ("ETH-USD", Interval.D1, stamps[:10]),
+            ("BTC-USD", Interval.H1, stamps[0] + np.arange(200, dtype=np.int64) * 3_600),
+        ]:
+            c = np.full(len(ts), 50.0)
+            write_candles(conn, Candles.from_columns(symbol, interval, "x", ts, c, c, c, c, c), now)
     first = written(rows(np.arange(10)))
     assert first.appended is None and first.whole is not None
     assert first.whole.ts.tolist() == stamps[:10].tolist()

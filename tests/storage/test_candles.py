@@ -58,6 +58,23 @@ def test_first_write_inserts_every_row(app_factory):
         assert last_ts(conn, "BTC-USD", Interval.M1) == START + 499 * 60
 
 
+def test_undefined_indicators_that_come_and_go_are_stored_row_by_row(app_factory):
+    """Rows are copied in runs sharing their undefined (NULL) indicators: a run that comes
+    back after another (an indicator undefined for a while mid-history, as a flat market's
+    RSI is) keeps its own values and nulls."""
+    rows = batch(10)
+    flat = [3, 4, 8]  # rows where one indicator is undefined, between rows where it is not
+    values = {k: np.arange(10, dtype=np.float64) + i for i, k in enumerate(INDICATOR_NAMES)}
+    values[INDICATOR_NAMES[0]][flat] = np.nan
+    app = app_factory()
+    assert write(app, rows.with_indicators(values)).inserted == 10
+    with connect(app.engine(), app.target) as conn:
+        stored = read_candles(conn, "BTC-USD", Interval.M1, with_indicators=True)
+    assert stored.indicators is not None
+    for name in INDICATOR_NAMES:
+        np.testing.assert_array_equal(stored.indicators[name], values[name], err_msg=name)
+
+
 def test_rewriting_the_same_rows_changes_nothing(app_factory):
     app = app_factory()
     write(app, batch(300))
