@@ -35,6 +35,7 @@ from marketdata.errors import (
     ProviderError,
     RunInterruptedError,
 )
+from marketdata.gc_frozen import frozen
 from marketdata.observability import reporting
 from marketdata.observability.logging import RunLogContext, bind_pair, with_log_context
 
@@ -280,9 +281,10 @@ def run_ingest(
     """Run the request: every pair in its own transaction; a failing pair spoils no other.
 
     From its start to its recorded end the run watches `app.cancel`: a stop signal only sets
-    it, every wait returns early, and the run is recorded once, as interrupted.
+    it, every wait returns early, and the run is recorded once, as interrupted. Garbage
+    collections during the run skip the objects alive at its start (see `gc_frozen`).
     """
-    with app.cancel.watching():
+    with app.cancel.watching(), frozen():
         return _run_watched(app, request, progress)
 
 
