@@ -51,6 +51,9 @@ def days(*dates: str) -> np.ndarray:
         ("VOD.L", None, "XLON"),
         ("7203.T", None, "XTKS"),
         ("0005.HK", None, "XHKG"),
+        ("T.TO", None, "XTSE"),  # a one-letter ticker keeps its suffix
+        ("BRK.B.TO", None, "XTSE"),  # a class share on an exchange: the last dot's suffix
+        (".L", None, "XNYS"),  # a suffix alone is no ticker
         ("AAPL", "crypto", ALWAYS),  # the stored asset class wins over the symbol's shape
         ("BTC-USD", "equity", "XNYS"),
         ("GBPUSD", "fx", WEEKDAYS),
