@@ -164,10 +164,12 @@ def test_a_redis_client_names_itself_without_reading_package_metadata(redis_url,
 def test_a_redis_client_sends_large_values_as_they_are_and_framed_as_hiredis_frames_them(
     redis_url,
 ):
-    """A command carrying a `show`-sized value is framed around it, the value not copied
-    (hiredis copied each twice), into the same bytes hiredis's packing gives; Redis stores
-    what was sent, and small commands still go through hiredis."""
+    """A command carrying a `show`-sized value (a memoryview, as the cache passes one) is
+    framed around it, the value not copied (hiredis copied each twice), into the same bytes
+    hiredis's packing gives; Redis stores what was sent; other commands are packed by
+    hiredis, those of two words and arguments it does not pack as redis-py packs them."""
     import hiredis
+    from redis.exceptions import DataError
 
     from marketdata.cache.redis_backend import LARGE, redis_client
 
@@ -176,13 +178,19 @@ def test_a_redis_client_sends_large_values_as_they_are_and_framed_as_hiredis_fra
     try:
         packer = client.connection_pool.get_connection()._command_packer
         large = b'{"close":[' + b"1.25," * LARGE + b"2.5]}"
-        args = ("EVALSHA", "0" * 40, 2, "k1", "k2", 604800000, large, b"{}")
+        view = memoryview(large)
+        args = ("EVALSHA", "0" * 40, 2, "k1", "k2", 604800000, view, b"{}")
         chunks = packer.pack(*args)
-        assert any(chunk is large for chunk in chunks)
-        assert b"".join(chunks) == hiredis.pack_command(args)
-        small = ("SET", key, b"{}")
+        assert any(chunk is view for chunk in chunks)
+        assert b"".join(chunks) == hiredis.pack_command((*args[:6], large, b"{}"))
+        small = ("SET", key, b"{}", "PX", 1000)
         assert packer.pack(*small) == [hiredis.pack_command(small)]
-        client.set(key, large)
+        assert packer.pack("SCRIPT EXISTS", "0" * 40) == [
+            hiredis.pack_command(("SCRIPT", "EXISTS", "0" * 40))
+        ]
+        with pytest.raises(DataError):
+            packer.pack("SET", key, True)
+        client.set(key, view)
         assert client.get(key) == large
     finally:
         client.delete(key)

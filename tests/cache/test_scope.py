@@ -276,7 +276,14 @@ def test_a_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_war
 
 
 @pytest.mark.parametrize(
-    "raw", ["not json {", "wrong-newest", "another-database", "a-close-without-its-ts"]
+    "raw",
+    [
+        "not json {",
+        "wrong-newest",
+        "another-database",
+        "a-close-without-its-ts",
+        "a-number-for-its-provider",
+    ],
 )
 def test_a_recent_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_warnings):
     """The `show` value alone would look current (nothing after it yet), but the `recent` value
@@ -292,6 +299,9 @@ def test_a_recent_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, cap
     elif raw == "a-close-without-its-ts":
         raw = json.dumps(value | {"columns": value["columns"] | {"close": [1.0]}})
         named = "without a valid 'columns.close'"
+    elif raw == "a-number-for-its-provider":
+        raw = json.dumps(value | {"provider": 5})
+        named = "without a valid 'provider'"
     put(key, raw)
     app = build()
     assert show(app, "BTC-USD").source == "database"

@@ -9,7 +9,8 @@ with values that are not this database's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from itertools import chain
+from itertools import chain, repeat
+from operator import eq
 from typing import TYPE_CHECKING, Any
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 PRICE_KEYS = ("open", "high", "low", "close", "volume")
 COLUMNS = ("ts", *PRICE_KEYS, *INDICATOR_NAMES)
 """The columns of a `show` value, in the order they are written."""
+_VALUE_COLUMNS = COLUMNS[1:]
 _SHOW_FIELDS: dict[str, type | tuple[type, ...]] = {
     "symbol": str,
     "interval": str,
@@ -88,9 +90,12 @@ def _fields_problem(
     another type, another pair's."""
     if (kind := _not_object(value)) is not None:
         return kind
-    for name, kind_of in fields.items():
-        if not isinstance(value.get(name), kind_of):
-            return f"an object without a valid {name!r}"
+    # every field's type in one pass in C (an incremental run checks the `recent` value of
+    # each pair it extends): then find which one is wrong
+    if not all(map(isinstance, map(value.get, fields), fields.values())):
+        for name, kind_of in fields.items():
+            if not isinstance(value.get(name), kind_of):
+                return f"an object without a valid {name!r}"
     if (value["symbol"], value["interval"]) != (symbol, interval):
         return f"an object for {value['symbol']} {value['interval']}"
     return None
@@ -106,7 +111,8 @@ def recent_problem(symbol: str, interval: str) -> Problem:
             return "an object without a valid 'after'"
         columns, newest = value["columns"], value.get("newest")
         if not columns.get("ts"):  # no rows after its `show` value yet
-            if (name := next((k for k in COLUMNS if columns.get(k) != []), None)) is not None:
+            if not all(map(eq, map(columns.get, COLUMNS), repeat([]))):
+                name = next(k for k in COLUMNS if columns.get(k) != [])
                 return f"an object without a valid 'columns.{name}'"
             if newest != value["after"]:
                 return "an object whose 'newest' is not its last candle"
@@ -139,7 +145,7 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
         return "an object without valid 'columns.ts'"
     if newest != stamps[-1] or type(newest) is not int:
         return "an object whose 'newest' is not its last candle"
-    listed: list[Any] = [columns.get(name) for name in COLUMNS[1:]]
+    listed: list[Any] = list(map(columns.get, _VALUE_COLUMNS))
     # the usual case in a few passes in C (an incremental run checks the `recent` value of
     # each pair it extends): then find what is wrong
     if (
@@ -148,7 +154,7 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
         and _numbers_or_nulls(chain.from_iterable(listed))
     ):
         return None
-    for name in COLUMNS[1:]:
+    for name in _VALUE_COLUMNS:
         column = columns.get(name)
         if not isinstance(column, list) or len(column) != len(stamps):
             return f"an object without a valid 'columns.{name}'"
