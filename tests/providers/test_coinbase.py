@@ -182,9 +182,12 @@ def _http_date(seconds_after_clock: int) -> str:
     return formatdate(int(CLOCK) + seconds_after_clock, usegmt=True)
 
 
-def provider_that_sleeps(provider_for, url: str) -> tuple[CoinbaseProvider, list[float]]:
-    """A provider on a pinned run clock whose waits are recorded, not slept."""
-    provider = provider_for(url, http_retry_attempts=3)
+def provider_that_sleeps(
+    provider_for, url: str, **settings: object
+) -> tuple[CoinbaseProvider, list[float]]:
+    """A provider on a pinned run clock whose waits are recorded, not slept (three attempts
+    unless `settings` say otherwise)."""
+    provider = provider_for(url, **{"http_retry_attempts": 3, **settings})
     slept: list[float] = []
     provider.ctx.sleep = slept.append
     provider.ctx.clock = lambda: CLOCK
@@ -246,6 +249,33 @@ def test_without_retry_after_each_wait_is_the_backoff_plus_a_jitter_under_half_a
     [first, second] = slept
     assert 0.5 < first < 1.0  # a jitter of exactly 0 has a chance of about 2**-53
     assert 1.0 < second < 1.5
+
+
+@pytest.mark.parametrize("attempts", [1, 4])
+def test_a_request_is_sent_http_retry_attempts_times_its_backoff_held_at_http_retry_wait_max(
+    fake, provider_for, attempts
+):
+    """Outside stamina's testing mode (which sets the attempts itself): HTTP_RETRY_ATTEMPTS
+    requests, then the error, though the provider would answer the one after; each wait is
+    the backoff (0.5 s, then doubled) held at HTTP_RETRY_WAIT_MAX, plus a jitter."""
+    import stamina
+
+    from marketdata.providers.base import BACKOFF_JITTER
+
+    fake.fail_next = [Reply(503, "busy")] * attempts
+    with serve(fake) as server:
+        provider, slept = provider_that_sleeps(
+            provider_for, server.url, http_retry_attempts=attempts, http_retry_wait_max=0.5
+        )
+        stamina.set_testing(False)  # the autouse fixture's teardown leaves it off too
+        try:
+            with pytest.raises(ProviderUnavailableError):
+                provider.fetch("BTC-USD", Interval.D1, Window(START, START + DAY))
+        finally:
+            stamina.set_testing(True, attempts=3)
+    assert len(server.requests) == attempts
+    assert len(slept) == attempts - 1
+    assert all(0.5 <= wait < 0.5 + BACKOFF_JITTER for wait in slept), slept
 
 
 def test_outside_its_testing_mode_stamina_waits_nothing_itself_the_run_s_clock_waits(

@@ -627,3 +627,51 @@ def test_the_newest_candles_of_many_pairs_are_one_statement_bounded_on_postgresq
         assert _bounded(mixed) == [True, False]
     else:
         assert _bounded(fresh) == _bounded(mixed) == [False]
+
+
+def test_an_incremental_look_back_reads_the_newest_partitions_first_and_never_scans_for_a_peak(
+    app_factory,
+):
+    """`previous_closes` (the closes an incremental run's indicators continue from): on
+    PostgreSQL one read from `recent_floor` on, the floor included (a market closed for
+    weeks may leave its last rows right at it), again unbounded only when that finds fewer
+    rows than asked for; SQLite has no partitions: one read, unbounded. The peak close
+    comes from the newest row's stored drawdown: no statement scans the history for it."""
+    from marketdata.analytics.indicators import INDICATOR_NAMES
+    from marketdata.domain import utc_from_epoch
+    from marketdata.storage.candles import previous_closes, recent_floor
+
+    before = START + 10 * 60
+    floor = recent_floor(Interval.M1, before, 3)
+    stamps = np.array([floor - 60, floor, START + 480, START + 540], dtype=np.int64)
+    closes = np.array([5.0, 4.0, 2.0, 2.5])
+    drawdown = closes / np.maximum.accumulate(closes) - 1.0  # the last: 2.5 / 5 - 1
+    undefined = np.full(len(stamps), np.nan)
+    derived = {name: drawdown if name == "drawdown" else undefined for name in INDICATOR_NAMES}
+    rows = Candles.from_columns(
+        "BTC-USD",
+        Interval.M1,
+        "coinbase",
+        stamps,
+        closes,
+        closes + 1,
+        closes - 1,
+        closes,
+        np.ones(len(stamps)),
+    ).with_indicators(derived)
+    app = app_factory()
+    write(app, rows)
+    engine = app.engine()
+    with connect(engine, app.target) as conn:
+        postgresql = conn.dialect.name == "postgresql"
+        with selects(engine) as exact:  # the third newest row lies at the floor: one read
+            found = previous_closes(conn, "BTC-USD", Interval.M1, before, 3)
+        with selects(engine) as short:  # fewer than asked for after the floor: read again
+            every = previous_closes(conn, "BTC-USD", Interval.M1, before, 5)
+    assert found.closes.tolist() == [4.0, 2.0, 2.5] and found.peak == 5.0
+    assert every.closes.tolist() == [5.0, 4.0, 2.0, 2.5] and every.peak == 5.0
+    if postgresql:
+        assert _bounded(exact) == [True] and _bounded(short) == [True, False]
+        assert utc_from_epoch(floor) in exact[0][1]
+    else:
+        assert _bounded(exact) == _bounded(short) == [False]
