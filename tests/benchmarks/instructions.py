@@ -11,9 +11,16 @@ runs Python ~50x slower), so it is a bench of its own: `make bench BENCH=instruc
 
 What it does not count: the servers' work (PostgreSQL's is the same on both sides; Redis's is
 the cache's: a few commands a group of 50 pairs) and the time threads wait for each other (the
-GIL), which the timed bench sees. Instruction counts still move by up to 1.7% between runs of
-the same work (a run still depends on timing: when threads wake, what the sockets hold), hence
-the median of several runs a side.
+GIL), which the timed bench sees.
+
+The same work's count moves with the process's memory layout: CPython 3.11 finds a type's
+attributes through a cache indexed by the names' addresses, so where the imported objects lie
+decides how often a lookup walks the classes instead. Under callgrind a process's layout
+follows from its environment alone, so every run with the same environment draws the same
+layout: the pairs' own work, identical on both sides, counted 2,948M in one environment and
+2,982M in another (an unused variable 37 and 1,000 bytes long), which moved the ratio from
+1.045x to 1.029x. Each side's runs therefore draw the same several layouts (LAYOUT_VARIABLE,
+of another length each run), and the figure is the ratio of the two sides' medians.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from tests.benchmarks.common import BenchError, Figure, Report, Server, connect,
 RUNS = int(os.environ.get("BENCH_INSTRUCTION_RUNS", "3"))
 """Runs a side; instruction counts of the same work differ between runs by up to 1.7%."""
 TARGET = cache.INGEST_TARGET
+LAYOUT_VARIABLE = "MARKETDATA_BENCH_LAYOUT"
+"""An unused variable of a length that differs between a side's runs: a layout each."""
+LAYOUT_STEP = 331
+"""Characters LAYOUT_VARIABLE grows by from one run of a side to the next."""
 WARM_DAYS = 5
 """Days of the first ingest that warms up a counted one's process: imports and set-up."""
 SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
@@ -65,11 +76,12 @@ def _incremental(urls: dict[str | None, str], redis_url: str, prefix: str, repor
     for side, url in urls.items():
         cache._first_ingest(url, side, prefix)
     # each counted run follows a warm-up run in its process: two days a run
-    for day in range(cache.INGEST_DAYS, cache.INGEST_DAYS + 2 * RUNS, 2):
+    for layout, day in enumerate(range(cache.INGEST_DAYS, cache.INGEST_DAYS + 2 * RUNS, 2)):
         for side in (None, redis_url) if day % 4 else (redis_url, None):
             shown = "Redis" if side else "no cache"
             log(f"instructions: incremental run of day {day + 1}, {shown} ...")
-            counts[side].append(_counted_run(urls[side], side, prefix, "incremental", day))
+            count = _counted_run(urls[side], side, prefix, "incremental", day, layout)
+            counts[side].append(count)
     name = f"incremental run, {cache.INGEST_SYMBOLS} daily pairs (1 new candle each)"
     _figures(report, name, counts[None], counts[redis_url], "an incremental run")
 
@@ -83,7 +95,7 @@ def _first(urls: dict[str | None, str], redis_url: str, prefix: str, report: Rep
             shown = "Redis" if side else "no cache"
             log(f"instructions: first ingest {round_ + 1} of {RUNS}, {shown} ...")
             own = f"{prefix}first{round_}:"
-            counts[side].append(_counted_run(urls[side], side, own, "first", 0))
+            counts[side].append(_counted_run(urls[side], side, own, "first", 0, round_))
     name = f"first ingest, {cache.INGEST_SYMBOLS} daily pairs x {cache.INGEST_DAYS} days"
     _figures(report, name, counts[None], counts[redis_url], "a first ingest")
 
@@ -107,15 +119,18 @@ def _figures(
     )
     report.note(
         f"instructions of the ingest's process in {what} (callgrind, every thread; the "
-        f"median of {RUNS} runs a side, BENCH_INSTRUCTION_RUNS), no cache: "
+        f"median of {RUNS} runs a side, BENCH_INSTRUCTION_RUNS, each in a memory layout of "
+        f"its own, the same {RUNS} on both sides), no cache: "
         f"{', '.join(f'{c:,}' for c in without)}; Redis cache: "
         f"{', '.join(f'{c:,}' for c in with_redis)}."
     )
 
 
-def _counted_run(url: str, redis_url: str | None, prefix: str, kind: str, day: int) -> int:
+def _counted_run(
+    url: str, redis_url: str | None, prefix: str, kind: str, day: int, layout: int
+) -> int:
     """The instructions of one run of `kind` (incremental or first; a new process under
-    callgrind)."""
+    callgrind), in the memory layout numbered `layout` (see the module's docstring)."""
     folder = Path(tempfile.mkdtemp(prefix="marketdata-callgrind-"))
     out = folder / "callgrind.out"
     command = [
@@ -133,6 +148,7 @@ def _counted_run(url: str, redis_url: str | None, prefix: str, kind: str, day: i
     # the same hash seed on both sides: set and dict layouts, and so the work, stay the same;
     # the URLs by the environment, not in a command line any process list shows
     env = {**os.environ, "PYTHONHASHSEED": "0", _URL: url, _REDIS_URL: redis_url or ""}
+    env[LAYOUT_VARIABLE] = "x" * (layout * LAYOUT_STEP)
     try:
         done = subprocess.run(command, env=env, capture_output=True)
         if done.returncode != 0:
