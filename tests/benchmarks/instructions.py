@@ -16,8 +16,8 @@ GIL), which the timed bench sees.
 The same work's count moves with the process's memory layout: CPython 3.11 finds a type's
 attributes through a cache indexed by the names' addresses, so where the imported objects lie
 decides how often a lookup walks the classes instead. Under callgrind a process's layout
-follows from its environment alone, so every run with the same environment draws the same
-layout: the pairs' own work, identical on both sides, counted 2,948M in one environment and
+follows from its inputs, its environment among them, so runs with the same inputs draw the
+same layout: the pairs' own work, identical on both sides, counted 2,948M in one environment and
 2,982M in another (an unused variable 37 and 1,000 bytes long), which moved the ratio from
 1.045x to 1.029x. Each side's runs therefore draw the same several layouts (LAYOUT_VARIABLE,
 of another length each run), and the figure is the ratio of the two sides' medians.
