@@ -113,6 +113,23 @@ def test_volatility_is_zero_for_flat_prices() -> None:
     assert (result.return_[1:] == 0.0).all()
 
 
+def test_flat_prices_after_a_missing_first_close_average_exactly_at_their_level() -> None:
+    # The sums are centred on the first finite close, not on the first close: centred on
+    # nothing (the missing close gives no centre), 0.1 summed 20 times is not 2.0 exactly.
+    close = np.full(400, 0.1)
+    close[[0, 150]] = np.nan
+
+    result = compute_indicators(close, periods_per_year=365)
+
+    for window in SMA_WINDOWS:
+        sma = result.columns()[f"sma_{window}"]
+        # a window is defined when it holds neither missing close
+        ends = np.arange(len(close))
+        expected = (ends >= window) & ~((ends - window < 150) & (ends >= 150))
+        assert (~np.isnan(sma) == expected).all(), window
+        assert (sma[expected] == 0.1).all(), window
+
+
 def test_volatility_is_exactly_zero_over_a_flat_stretch_inside_a_volatile_series() -> None:
     # The flat stretch straddles index 256, where the running sums restart.
     close = random_walk(600, seed=2)
