@@ -458,17 +458,16 @@ def refresh_later(
     incremental run's) the keys are the pair's previous cached value extended by them, if
     that value is this database's and ends at the stored row before them. Otherwise the
     refresher reads the pair's newest rows; `newest`, the newest candle the transaction
-    wrote, bounds that read to the partitions near it.
+    wrote, bounds that read to the partitions near it. `whole` and `appended` carry
+    indicators, so they come only for intervals in ANALYTICS_INTERVALS (`PairWriter` sets
+    them only when it derives); this runs on the pairs' thread, once a pair.
     """
     from marketdata.cache.refresher import Refresher
-    from marketdata.derive import analytics_intervals
     from marketdata.storage.engine import connect
 
     cache = app.cache
     if cache.name == "none":
         return  # nothing to refresh: spare the reads
-    if interval not in analytics_intervals(app.settings):
-        whole = appended = None  # no indicators stored: its `show` value is not ours to write
 
     def build() -> Refresher:
         return Refresher(cache, lambda: connect(app.engine(), app.target), app.settings)
