@@ -200,10 +200,37 @@ def run_mutmut(args: list[str]) -> None:
 
     mutmut_main.run_stats_collection = recorded
     ForkRunner.run_clean_tests = clean_unless_recorded  # type: ignore[method-assign, assignment]
+    _rejected_first(mutmut_main)
     # the tests package is imported afresh from mutants/, where mutmut runs them
     for name in [name for name in sys.modules if name == "tests" or name.startswith("tests.")]:
         del sys.modules[name]
     mutmut_main.cli(["run", *args])
+
+
+def _rejected_first(mutmut_main: Any) -> None:
+    """Order the mutants that mypy rejected before every other.
+
+    mutmut runs mypy once over every mutant, but writes a rejection down only when its loop
+    reaches that mutant, in the order of the tests' recorded time; a run stopped early (every
+    whole-scope run so far) lost the rejections of the mutants it had not reached, though
+    mypy had decided them. Ordered first, they are all recorded within seconds of the loop's
+    start, whatever the tests then take.
+    """
+    find_rejected = mutmut_main.filter_mutants_with_type_checker
+    cost = mutmut_main.estimated_worst_case_time
+    rejected: set[str] = set()
+
+    def rejected_by_mypy() -> Any:
+        found = find_rejected()
+        rejected.update(found)
+        return found
+
+    def cost_or_first(mutant_name: str) -> float:
+        # the run's loop looks a name up without "__init__." (as here)
+        return -1.0 if mutant_name.replace("__init__.", "") in rejected else cost(mutant_name)
+
+    mutmut_main.filter_mutants_with_type_checker = rejected_by_mypy
+    mutmut_main.estimated_worst_case_time = cost_or_first
 
 
 def typecheck() -> int:
