@@ -102,3 +102,25 @@ def test_a_run_whose_mutants_folder_lost_earlier_results_keeps_them_in_the_ledge
             },
         }
     }
+
+
+def test_the_mutants_mypy_rejected_are_ordered_before_every_other():
+    # a stand-in for mutmut's module: the two names the run's loop calls through
+    import types
+
+    rejected = {"m.x_f__mutmut_2": "error", "m.x_g__mutmut_1": "error"}
+    # a package's mutant is named with "__init__." and looked up without it
+    cost = {"m.x_f__mutmut_1": 3.0, "m.x_f__mutmut_2": 3.0, "m.__init__.x_g__mutmut_1": 0.5}
+    mutmut_main = types.SimpleNamespace(
+        filter_mutants_with_type_checker=lambda: dict(rejected),
+        estimated_worst_case_time=cost.__getitem__,
+    )
+
+    mutation._rejected_first(mutmut_main)
+    found = mutmut_main.filter_mutants_with_type_checker()
+    order = sorted(cost, key=mutmut_main.estimated_worst_case_time)
+
+    assert found == rejected
+    assert set(order[:2]) == {"m.x_f__mutmut_2", "m.__init__.x_g__mutmut_1"}
+    assert order[2] == "m.x_f__mutmut_1"
+    assert mutmut_main.estimated_worst_case_time("m.x_f__mutmut_1") == 3.0
