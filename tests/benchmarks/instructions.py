@@ -21,6 +21,11 @@ same layout: the pairs' own work, identical on both sides, counted 2,948M in one
 2,982M in another (an unused variable 37 and 1,000 bytes long), which moved the ratio from
 1.045x to 1.029x. Each side's runs therefore draw the same several layouts (LAYOUT_VARIABLE,
 of another length each run), and the figure is the ratio of the two sides' medians.
+
+What it leaves out: the counted incremental runs follow a first ingest, so a pair's cached
+`recent` value holds only 2 to 2 x RUNS rows; later in its cycle it holds up to 24, costs
+more to extend, and every 24th run folds it into a new `show` value (README has those runs'
+counts, and the cycle's average).
 """
 
 from __future__ import annotations
