@@ -121,10 +121,10 @@ def test_flat_prices_after_a_missing_first_close_average_exactly_at_their_level(
 
     result = compute_indicators(close, periods_per_year=365)
 
+    ends = np.arange(len(close))
     for window in SMA_WINDOWS:
         sma = result.columns()[f"sma_{window}"]
         # a window is defined when it holds neither missing close
-        ends = np.arange(len(close))
         expected = (ends >= window) & ~((ends - window < 150) & (ends >= 150))
         assert (~np.isnan(sma) == expected).all(), window
         assert (sma[expected] == 0.1).all(), window
