@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import pytest
 
@@ -324,6 +326,46 @@ def test_an_unexpected_error_ends_the_run_recorded_as_a_failure_and_raised(make_
     assert (run.status, run.error) == ("failure", "RuntimeError: boom in the provider")
     assert run.finished_at is not None
     assert app.metrics.counters["ingestion.failure"] == 1
+
+
+class FirstPairExplodes:
+    """A provider whose first symbol's fetch raises at once (a bug, not a ProviderError)
+    while every other symbol's takes a while and then fails as a provider does; it keeps
+    the symbols asked for."""
+
+    name = "first-explodes"
+    intervals = frozenset(Interval)
+    max_rows_per_request = 1000
+    asked: ClassVar[list[str]] = []
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    def fetch(self, symbol, interval, window):
+        from marketdata.errors import ProviderUnavailableError
+
+        self.asked.append(symbol)
+        if symbol == "S00-USD":
+            raise RuntimeError("boom in the provider")
+        time.sleep(0.05)
+        raise ProviderUnavailableError("slow and down", provider=self.name, symbol=symbol)
+
+
+def test_after_one_groups_error_no_worker_takes_another_group(make_app, monkeypatch):
+    """The error of one worker's group halts the run: the other workers finish the pair in
+    hand and take no more, so a run of 40 pairs in groups of 5 on two threads asks the
+    provider for a few of them (the other thread's group, at most, on a loaded machine),
+    not for all before it raises."""
+    from marketdata.providers import registry
+
+    monkeypatch.setitem(registry.PROVIDERS, "first-explodes", f"{__name__}:FirstPairExplodes")
+    monkeypatch.setattr(FirstPairExplodes, "asked", [])
+    app = make_app(ingestion_concurrency=2)
+    symbols = [f"S{i:02d}-USD" for i in range(40)]
+    with pytest.raises(RuntimeError, match="boom in the provider"):
+        ingest(app, symbols=symbols, providers=["first-explodes"])
+    assert "S00-USD" in FirstPairExplodes.asked
+    assert len(FirstPairExplodes.asked) <= 10, FirstPairExplodes.asked
 
 
 # ------------------------------------------------------------- the fleet's per-pair step
