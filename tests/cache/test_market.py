@@ -112,6 +112,11 @@ def market_values(app):
     return {k: {f: v for f, v in value.items() if f != "stored_at"} for k, value in seen.items()}
 
 
+def times(recent):
+    """The times of a `recent` value's rows."""
+    return [row[recent["fields"].index("ts")] for row in recent["rows"]]
+
+
 @pytest.mark.parametrize("bars", [BARS - 20, BARS, 3 * BARS])
 def test_the_values_an_ingest_writes_equal_what_cache_rebuild_writes(make_app, bars):
     """The refresher writes them off the write path; `cache rebuild` reads them all again:
@@ -149,7 +154,7 @@ def test_an_incremental_run_writes_the_rows_it_wrote_after_the_pairs_cached_valu
     assert app.cache.get(key) == planted
     recent = app.cache.get(recent_key("BTC-USD", "1d"))
     assert recent["after"] == first + 147 * day
-    assert recent["columns"]["ts"] == [first + d * day for d in range(148 - refetched, 150)]
+    assert times(recent) == [first + d * day for d in range(148 - refetched, 150)]
     seen = market_values(app)[key]
     assert seen["newest"] == first + 149 * day and len(seen["columns"]["ts"]) == BARS
     assert seen["columns"]["close"][BARS // 2 - 2] == 12_345.0  # two rows on
@@ -159,6 +164,29 @@ def test_an_incremental_run_writes_the_rows_it_wrote_after_the_pairs_cached_valu
     rebuilt = market_values(app)
     rebuilt[key]["columns"]["close"][BARS // 2 - 2] = 12_345.0
     assert rebuilt == written
+
+
+@pytest.mark.parametrize("refetched", [0, 1, 2])
+def test_runs_in_a_row_extend_the_recent_value_in_place(make_app, refetched):
+    """Each of three incremental runs (fetching again the `refetched` newest stored candles,
+    which its rows replace) extends the `recent` value: it holds each row once, oldest first,
+    from the first run's first on (rows the `show` value holds too, when fetched again), and
+    readers see what `cache rebuild` writes."""
+    app = make_app()
+    first, day = 1_696_118_400, 86_400
+    ingest(app, symbols=["BTC-USD"], since=first, until=first + 140 * day)
+    key, more = show_key("BTC-USD", "1d"), recent_key("BTC-USD", "1d")
+    base = app.cache.get(key)
+    for end in range(141, 144):
+        since = first + (end - 1 - refetched) * day
+        ingest(app, symbols=["BTC-USD"], since=since, until=first + end * day)
+        recent = app.cache.get(more)
+        assert app.cache.get(key) == base
+        assert times(recent) == [first + d * day for d in range(140 - refetched, end)]
+        assert recent["newest"] == first + (end - 1) * day and recent["after"] == base["newest"]
+    written = market_values(app)
+    maintenance.rebuild(app)
+    assert market_values(app) == written
 
 
 def test_another_databases_recent_value_is_not_extended_the_show_value_is(make_app):
@@ -179,7 +207,7 @@ def test_another_databases_recent_value_is_not_extended_the_show_value_is(make_a
         and written["columns"]["close"][BARS // 2 - 2] == 12_345.0
     )
     recent = app.cache.get(more)
-    assert recent["columns"]["ts"] == [] and recent["after"] == written["newest"]
+    assert recent["rows"] == [] and recent["after"] == written["newest"]
     assert recent["database"] == app.cache.database
 
 
@@ -211,17 +239,17 @@ def test_a_recent_value_is_folded_into_the_show_value_when_long_or_old(make_app,
     key, more = show_key("BTC-USD", "1d"), recent_key("BTC-USD", "1d")
     base = app.cache.get(key)
     ingest(app, symbols=["BTC-USD"], since=first + 140 * day, until=first + 141 * day)
-    assert app.cache.get(key) == base and len(app.cache.get(more)["columns"]["ts"]) == 1
+    assert app.cache.get(key) == base and len(app.cache.get(more)["rows"]) == 1
     if why == "age":
         app.clock = lambda: NOW + timedelta(seconds=market.MARKET_TTL / 2)
     else:
         ingest(app, symbols=["BTC-USD"], since=first + 141 * day, until=first + 142 * day)
-        assert app.cache.get(key) == base and len(app.cache.get(more)["columns"]["ts"]) == 2
+        assert app.cache.get(key) == base and len(app.cache.get(more)["rows"]) == 2
     ingest(app, symbols=["BTC-USD"], since=first + 142 * day, until=first + 143 * day)
     folded = app.cache.get(key)
     assert folded["newest"] == first + 142 * day
     recent = app.cache.get(more)
-    assert recent["columns"]["ts"] == [] and recent["after"] == folded["newest"]
+    assert recent["rows"] == [] and recent["after"] == folded["newest"]
     written = market_values(app)
     maintenance.rebuild(app)
     assert market_values(app) == written

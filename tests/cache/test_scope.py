@@ -282,6 +282,7 @@ def test_a_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, caplog_war
         "wrong-newest",
         "another-database",
         "a-close-without-its-ts",
+        "a-row-with-a-string",
         "a-number-for-its-provider",
     ],
 )
@@ -291,14 +292,18 @@ def test_a_recent_value_a_reader_cannot_use_is_a_miss_said_once(filled, raw, cap
     build, put = filled
     key, named = recent_key("BTC-USD", "1d"), ""
     value = build().cache.get(key)
-    assert value["columns"]["ts"] == [] and value["after"] == value["newest"]
+    assert value["rows"] == [] and value["after"] == value["newest"]
     if raw == "wrong-newest":
         raw = json.dumps(value | {"newest": value["newest"] + 86_400})
     elif raw == "another-database":
         raw = json.dumps(value | {"database": "another"})
     elif raw == "a-close-without-its-ts":
-        raw = json.dumps(value | {"columns": value["columns"] | {"close": [1.0]}})
-        named = "without a valid 'columns.close'"
+        raw = json.dumps(value | {"rows": [[1.0]]})
+        named = "a row that is not a list of its 'fields'"
+    elif raw == "a-row-with-a-string":
+        row = [value["newest"], "1.0", *[1.0] * (len(value["fields"]) - 2)]
+        raw = json.dumps(value | {"rows": [row], "newest": row[0]})
+        named = "a non-number in 'rows'"
     elif raw == "a-number-for-its-provider":
         raw = json.dumps(value | {"provider": 5})
         named = "without a valid 'provider'"
@@ -323,15 +328,77 @@ def test_an_incremental_run_over_a_value_it_cannot_use_refreshes_the_pair(filled
         field = "stored_at" if kind == "show" else "base_stored_at"
         raw = json.dumps(build().cache.get(key) | {field: "yesterday"})
     put(key, raw)
+    assert_an_incremental_run_refreshes(build, NOW + timedelta(days=1))
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    ["pretty", "rows-first", "a-text-time", "a-fractional-time", "a-bracket-more", "columns"],
+)
+def test_a_recent_value_laid_out_otherwise_is_folded_not_extended_in_place(filled, spoil):
+    """An incremental run extends a `recent` value in place, its rows' text copied as it is,
+    only when the value is laid out as this version writes it. One that a reader can use
+    all the same (indented, its rows first) and one it cannot (a time as text or with a
+    fraction, a bracket too many, the columns an older version wrote) are folded instead:
+    the run writes a new `show` value, whose rows are the database's."""
+    build, put = filled
+    key = recent_key("BTC-USD", "1d")
+    assert_an_incremental_run_refreshes(build, NOW + timedelta(days=1))
+    value = build().cache.get(key)
+    assert value["rows"], "the first incremental run extended the value"
+    text, ts = json.dumps(value, separators=(",", ":")), value["rows"][-1][0]
+    names = value["fields"]
+    spoiled = {
+        "pretty": json.dumps(value, indent=1),
+        "rows-first": json.dumps({"rows": value["rows"]} | value),
+        "a-text-time": text.replace(f"[{ts},", f'["{ts}",'),
+        "a-fractional-time": text.replace(f"[{ts},", f"[{ts}.5,"),
+        "a-bracket-more": text.replace('"rows":[[', '"rows":[[['),
+        "columns": json.dumps(
+            {k: v for k, v in value.items() if k not in ("rows", "fields")}
+            | {"columns": {k: [row[at] for row in value["rows"]] for at, k in enumerate(names)}}
+        ),
+    }[spoil]
+    assert spoiled != text
+    put(key, spoiled)
+    later = NOW + timedelta(days=2)
+    app = an_incremental_run(build, later)
+    # as the run left them, before any reader writes them again
+    folded, recent = app.cache.get(show_key("BTC-USD", "1d")), app.cache.get(key)
+    assert recent["rows"] == [] and recent["after"] == folded["newest"]
+    assert_show_answers_what_is_stored(build, later)
+
+
+def assert_an_incremental_run_refreshes(build, now):
+    """An incremental run at `now` stores one new candle, and `show` answers what the
+    database holds (see `assert_show_answers_what_is_stored`)."""
+    an_incremental_run(build, now)
+    assert_show_answers_what_is_stored(build, now)
+
+
+def an_incremental_run(build, now):
+    """A run at `now` that stores one new candle; the pair's `latest` value is that candle
+    once it ends. Its app."""
     app = build()
-    app.clock = lambda: NOW + timedelta(days=1)
+    app.clock = lambda: now
     request = IngestRequest(symbols=["BTC-USD"], providers=["synthetic"], lookback_days=60)
     assert run_ingest(app, request).rows_inserted == 1
     with connect(app.engine(), app.target) as conn:
+        newest = read_candles(conn, "BTC-USD", Interval.D1, last=1).ts[-1]
+    assert app.cache.get(latest_key("BTC-USD", "1d"))["ts"] == int(newest)
+    return app
+
+
+def assert_show_answers_what_is_stored(build, now):
+    """`show` at `now` answers what the database holds, from the cache at the latest on its
+    second reading (the first may read the database: a value it cannot use)."""
+    app = build()
+    with connect(app.engine(), app.target) as conn:
         stored = read_candles(conn, "BTC-USD", Interval.D1, last=20, with_indicators=True)
-    assert app.cache.get(latest_key("BTC-USD", "1d"))["ts"] == int(stored.ts[-1])
-    for _ in range(2):  # the first may read the database (a `show` value it cannot use)
-        report = show(build(), "BTC-USD")
+    for _ in range(2):
+        reader = build()
+        reader.clock = lambda: now
+        report = show(reader, "BTC-USD")
         np.testing.assert_array_equal(report.candles.ts, stored.ts)
         np.testing.assert_array_equal(report.candles.close, stored.close)
     assert report.source == "cache"

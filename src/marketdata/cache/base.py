@@ -52,13 +52,14 @@ class Cache(Protocol):
         what is stored is not JSON."""
         ...
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+    def get_many(self, keys: Sequence[str], *, raw: bool = False) -> dict[str, Any]:
         """The keys that are present, with their decoded values (one round trip; `Unreadable`
-        for those that are not JSON)."""
+        for those that are not JSON), or with what is stored, not decoded, when `raw`."""
         ...
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store a JSON-encodable value, expiring after `ttl` seconds (never when None)."""
+        """Store a JSON-encodable value (bytes: JSON already encoded, stored as they are),
+        expiring after `ttl` seconds (never when None)."""
         ...
 
     def set_many(
@@ -108,7 +109,12 @@ def encode_bytes(value: Any) -> bytes:
     is most of a pair's cache write (the json module took ~20x as long, enough to slow an
     ingest with Redis by a tenth on its own). Bytes go to Redis as they are: as text, each
     value was copied twice more on its way (~6% of a first ingest's cache work).
+
+    A bytes value is JSON its writer encoded (a `recent` value extended in place: see
+    `market._spliced`) and is returned as it is.
     """
+    if type(value) is bytes:
+        return value
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_contiguous)
 
 

@@ -9,8 +9,7 @@ with values that are not this database's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from itertools import chain, repeat
-from operator import eq
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
@@ -37,12 +36,16 @@ _SHOW_FIELDS: dict[str, type | tuple[type, ...]] = {
 _RECENT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "symbol": str,
     "interval": str,
+    "after": int,
+    "newest": int,
     "provider": str,
     "stored_at": str,
     "base_stored_at": str,
-    "columns": dict,
     "roi": dict,
+    "fields": list,
 }
+RECENT_FIELDS = list(COLUMNS)
+"""A `recent` value's `fields`: the names of its rows' entries, in order."""
 
 Problem = Callable[[Any], "str | None"]
 
@@ -103,23 +106,51 @@ def _fields_problem(
 
 def recent_problem(symbol: str, interval: str) -> Problem:
     """What is wrong with a `market:{symbol}:{interval}:recent` value, None when nothing."""
+    header = recent_header_problem(symbol, interval)
+
+    def problem(value: Any) -> str | None:
+        if (why := header(value)) is not None:
+            return why
+        return _rows_problem(value.get("rows"), value["after"], value["newest"])
+
+    return problem
+
+
+def recent_header_problem(symbol: str, interval: str) -> Problem:
+    """What is wrong with a `recent` value's fields but its rows (all a writer that extends
+    it reads: see `market._held`), None when nothing."""
 
     def problem(value: Any) -> str | None:
         if (why := _fields_problem(value, _RECENT_FIELDS, symbol, interval)) is not None:
             return why
-        if type(value.get("after")) is not int:
-            return "an object without a valid 'after'"
-        columns, newest = value["columns"], value.get("newest")
-        if not columns.get("ts"):  # no rows after its `show` value yet
-            if not all(map(eq, map(columns.get, COLUMNS), repeat([]))):
-                name = next(k for k in COLUMNS if columns.get(k) != [])
-                return f"an object without a valid 'columns.{name}'"
-            if newest != value["after"]:
-                return "an object whose 'newest' is not its last candle"
-            return _roi_problem(value["roi"])
-        return _columns_problem(columns, newest) or _roi_problem(value["roi"])
+        if type(value["after"]) is not int or type(value["newest"]) is not int:  # not bool
+            return "an object without a valid 'after' or 'newest'"
+        if value["fields"] != RECENT_FIELDS:
+            return "an object without a valid 'fields'"
+        return _roi_problem(value["roi"])
 
     return problem
+
+
+_ROW_LENGTH = len(COLUMNS)
+
+
+def _rows_problem(rows: Any, after: int, newest: int) -> str | None:
+    """What is wrong with a `recent` value's rows (lists of COLUMNS' values, oldest first)."""
+    if not isinstance(rows, list):
+        return "an object without valid 'rows'"
+    if not rows:  # no rows after its `show` value yet
+        return None if newest == after else "an object whose 'newest' is not its last candle"
+    # the usual case in a few passes in C: then find what is wrong
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {_ROW_LENGTH}:
+        return "an object with a row that is not a list of its 'fields'"
+    if set(map(type, next(zip(*rows, strict=True)))) != {int}:
+        return "an object with a row whose 'ts' is not an integer"
+    if newest != rows[-1][0]:
+        return "an object whose 'newest' is not its last candle"
+    if not _numbers_or_nulls(chain.from_iterable(rows)):
+        return "an object with a non-number in 'rows'"
+    return None
 
 
 def latest_problem(value: Any) -> str | None:

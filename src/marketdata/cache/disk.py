@@ -57,13 +57,13 @@ class DiskCache:
         raw = self._cache.get(self._prefix + key)
         return None if raw is None else decode_stored(raw)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """Present keys with their values."""
+    def get_many(self, keys: Sequence[str], *, raw: bool = False) -> dict[str, Any]:
+        """Present keys with their values (the stored text when `raw`)."""
         found = {}
         for key in keys:
-            raw = self._cache.get(self._prefix + key)
-            if raw is not None:
-                found[key] = decode_stored(raw)
+            stored = self._cache.get(self._prefix + key)
+            if stored is not None:
+                found[key] = stored if raw else decode_stored(stored)
         return found
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

@@ -93,7 +93,7 @@ class NoCache:
         """Always a miss."""
         return None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+    def get_many(self, keys: Sequence[str], *, raw: bool = False) -> dict[str, Any]:
         """Always misses."""
         return {}
 
@@ -249,9 +249,10 @@ class FallbackCache:
         self.count_read(value is not None)
         return value
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """Present keys (not counted: the caller decides what makes an answer)."""
-        return self._call(lambda c: c.get_many(keys))
+    def get_many(self, keys: Sequence[str], *, raw: bool = False) -> dict[str, Any]:
+        """Present keys (not counted: the caller decides what makes an answer); their stored
+        bytes or text, not decoded, when `raw`."""
+        return self._call(lambda c: c.get_many(keys, raw=raw))
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store a value."""

@@ -6,10 +6,12 @@ Per (symbol, interval) pair:
 - `market:{symbol}:{interval}:show`: what `show` prints, the newest CACHE_BARS candles (a
   setting) as columns with their indicators, and the ROI horizons;
 - `market:{symbol}:{interval}:recent`: the rows stored after the `show` value's newest
-  (`after`) and the ROI as of the newest of them. Readers see the two as one `show` value
-  (`combined`). An incremental run rewrites only this small value, so that its cache cost
-  follows the rows it wrote, not the CACHE_BARS rows kept; every RECENT_BARS rows (or when
-  the `show` value is half its TTL old) it folds them into a new `show` value instead;
+  (`after`), row by row, and the ROI as of the newest of them. Readers see the two as one
+  `show` value (`combined`). An incremental run extends only this small value, and in place:
+  it reads its fields but not its rows, and writes the rows it committed after them (see
+  `_spliced`), so that its cache cost follows the rows it wrote, not the rows kept; every
+  RECENT_BARS rows (or when the `show` value is half its TTL old) it folds them into a new
+  `show` value instead;
 and per symbol `market:{symbol}:roi`: the ROI horizons as of the latest daily close.
 
 Every value carries `database`, the id of the database it was read from (see
@@ -30,14 +32,17 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import orjson
 from loguru import logger
 
 from marketdata.analytics.indicators import INDICATOR_NAMES
 from marketdata.cache.checks import (
     COLUMNS,
     PRICE_KEYS,
+    RECENT_FIELDS,
     Problem,
     latest_problem,
+    recent_header_problem,
     recent_problem,
     show_problem,
     usable,
@@ -113,42 +118,39 @@ def pair_values(
         },
         # nothing after it yet (a `recent` value left from before would not follow it)
         recent_key(report.symbol, interval): _recent(
-            report, interval, newest, _NO_ROWS, stored_at, stored_at, database
-        ),
+            report, interval, newest, newest, stored_at, stored_at, database
+        )
+        | {"rows": []},
     }
     newest_row = {k: v[-1] for k, v in columns.items()}
     values |= _newest_values(report, interval, newest_row, stored_at, database)
     return values
 
 
-_NO_ROWS: dict[str, list[Any]] = {k: [] for k in COLUMNS}
-"""The columns of a `recent` value with no rows: shared by every pair's (only ever encoded,
-never changed)."""
-
-
 def _recent(
     report: ShowReport,
     interval: str,
     after: int,
-    columns: dict[str, list[Any]],
+    newest: int,
     stored_at: str,
     base_stored_at: str,
     database: str,
 ) -> dict[str, Any]:
-    """A `recent` value: `columns`, the rows after the `show` value ending at `after`
-    (stored at `base_stored_at`), and the report's ROI (`interval` is the report's, as
-    text: an Enum's `.value` costs a Python call, and the callers have it)."""
+    """A `recent` value's fields but its `rows`, which follow them (last: see `_spliced`):
+    the rows after the `show` value ending at `after` (stored at `base_stored_at`) end at
+    `newest`; the report's ROI (`interval` is the report's, as text: an Enum's `.value`
+    costs a Python call, and the callers have it)."""
     return {
         "symbol": report.symbol,
         "interval": interval,
         "after": after,
-        "newest": int(columns["ts"][-1]) if columns["ts"] else after,
+        "newest": newest,
         "provider": report.candles.provider,
         "stored_at": stored_at,
         "base_stored_at": base_stored_at,
         "database": database,
-        "columns": columns,
         "roi": report.roi,
+        "fields": RECENT_FIELDS,
     }
 
 
@@ -292,11 +294,12 @@ def combined(show: dict[str, Any], recent: dict[str, Any] | None, bars: int) -> 
     alone is then current only if it reaches the `latest` candle."""
     if recent is None or recent["after"] != show["newest"]:
         return show
-    base, rows = show["columns"], recent["columns"]
-    cut = bisect_left(base["ts"], rows["ts"][0]) if rows["ts"] else len(base["ts"])
-    total = cut + len(rows["ts"])
+    base, rows = show["columns"], recent["rows"]
+    cut = bisect_left(base["ts"], rows[0][0]) if rows else len(base["ts"])
+    total = cut + len(rows)
     keep = max(0, total - bars)
-    columns = {k: (base[k][:cut] + rows[k])[keep:] for k in COLUMNS}
+    more = zip(*rows, strict=True) if rows else [()] * len(COLUMNS)
+    columns = {k: (base[k][:cut] + list(new))[keep:] for k, new in zip(COLUMNS, more, strict=True)}
     return show | {
         "newest": recent["newest"],
         "complete": bool(show["complete"]) and total <= bars,
@@ -661,7 +664,7 @@ def _recent_values(
 ) -> _Recent:
     """The `recent`, `latest` and `roi` values of the pairs whose `recent` value (one round
     trip) the rows they committed extend, with their ROI anchors read in one go; a pair's
-    `show` value is neither read nor written.
+    `show` value is neither read nor written, nor are the `recent` value's rows decoded.
 
     A `recent` value is extended only when it is this database's and of this version's
     shape, was current before the commit (see `_ends_before`), stays within RECENT_BARS and
@@ -672,43 +675,119 @@ def _recent_values(
 
     names = {pair: _names(pair) for pair in appended}
     keys = {pair: recent_key(*names[pair]) for pair in appended}
-    found = cache.get_many(list(keys.values())) if keys else {}
-    extended: dict[tuple[str, Interval], tuple[dict[str, Any], dict[str, list[Any]]]] = {}
+    found = cache.get_many(list(keys.values()), raw=True) if keys else {}
+    extended: dict[tuple[str, Interval], tuple[dict[str, Any], bytes]] = {}
     for pair, wrote in appended.items():
-        value = _ours(found.get(keys[pair]), recent_problem(*names[pair]), cache.database)
-        if value is None or not _ends_before(int(value["newest"]), wrote):
+        held = _held(found.get(keys[pair]), recent_header_problem(*names[pair]), cache.database)
+        if held is None or not _ends_before(int(held.fields["newest"]), wrote):
             continue
-        columns = _followed(value["columns"], wrote.rows)
-        if len(columns["ts"]) <= RECENT_BARS and _young(value["base_stored_at"], now[pair]):
-            extended[pair] = value, columns
+        kept = _before(held, int(wrote.rows.ts[0]))
+        fits = kept is not None and kept.size + len(wrote.rows) <= RECENT_BARS
+        if fits and _young(held.fields["base_stored_at"], now[pair]):
+            assert kept is not None
+            extended[pair] = held.fields, kept.rows
     # the pairs of a run share their newest time, and so (cached) one mapping of anchors
     marks = {pair: anchors(int(appended[pair].rows.ts[-1])) for pair in extended}
     then = anchor_closes_many(conn, marks) if marks else {}
     values: dict[str, Any] = {}
     database = cache.database
-    for pair, (value, columns) in extended.items():
+    for pair, (fields, rows_held) in extended.items():
         rows = appended[pair].rows
         roi = roi_from(float(rows.close[-1]), then[pair])
         report = ShowReport(pair[0], pair[1], rows, roi, computed=False)
         stored_at = _iso(now[pair])
         name = names[pair][1]
-        values[keys[pair]] = _recent(
-            report, name, value["after"], columns, stored_at, value["base_stored_at"], database
+        new = _rows_of(rows)
+        head = _recent(
+            report, name, fields["after"], new[-1][0], stored_at, fields["base_stored_at"], database
         )
-        newest = {k: column[-1] for k, column in columns.items()}
+        values[keys[pair]] = _spliced(head, rows_held, new)
+        newest = dict(zip(COLUMNS, new[-1], strict=True))
         values |= _newest_values(report, name, newest, stored_at, database)
     return _Recent(values, set(extended))
 
 
-def _followed(columns: dict[str, list[Any]], rows: Candles) -> dict[str, list[Any]]:
-    """A `recent` value's columns followed by newer rows (which replace its rows from their
-    first on)."""
-    cut = bisect_left(columns["ts"], int(rows.ts[0]))
+_ROWS_MARK = b',"rows":['
+"""Where a `recent` value's rows begin: its last field (see `_recent`), whose text holds no
+string."""
+_ROWS_END = b"]}"
+
+
+class _Held(NamedTuple):
+    """A stored `recent` value: its fields decoded, its rows as the text between `[...]`
+    (`[row],[row]`, empty when none), and how many rows that is (`size`)."""
+
+    fields: dict[str, Any]
+    rows: bytes
+    size: int
+
+
+def _held(stored: Any, problem: Problem, database: str) -> _Held | None:
+    """A stored `recent` value (bytes, or text from the disk cache) with its fields decoded
+    and checked and its rows' text split off, not decoded; None unless it is this
+    database's, of this version's shape and laid out as this version writes it.
+
+    Its rows are checked for their brackets alone (as many `[` as `]`, no string), a few
+    passes in C: a reader checks every value (`recent_problem`)
+    before it uses one, and a fold decodes it whole, so a value spoiled by another writer
+    costs reads of the database until the next fold, never a wrong answer."""
+    if type(stored) is str:
+        stored = stored.encode()
+    if type(stored) is not bytes or not stored.endswith(_ROWS_END):
+        return None
+    # the first: a quote inside a JSON string is escaped, so the mark is a key of the value
+    # (or of an object inside it, which the check of the fields refuses)
+    at = stored.find(_ROWS_MARK)
+    if at < 0:
+        return None
+    try:
+        fields = orjson.loads(stored[:at] + b"}")
+    except orjson.JSONDecodeError:
+        return None
+    if _ours(fields, problem, database) is None:
+        return None
+    rows = stored[at + len(_ROWS_MARK) : -len(_ROWS_END)]
+    count = rows.count(b"[")
+    if rows and not (
+        rows[:1] == b"[" and rows[-1:] == b"]" and rows.count(b"]") == count and b'"' not in rows
+    ):
+        return None
+    return _Held(fields, rows, count)
+
+
+def _before(held: _Held, first: int) -> _Held | None:
+    """`held` without its rows from the time `first` on (newer rows replace them: a
+    re-fetched candle), looked at from the newest back; None when a row's time is not an
+    integer."""
+    rows, size = held.rows, held.size
+    while rows:
+        start = rows.rfind(b"[")
+        try:
+            ts = int(rows[start + 1 : rows.index(b",", start)])
+        except ValueError:
+            return None
+        if ts < first:
+            break
+        rows, size = rows[: max(start - 1, 0)], size - 1
+    return held._replace(rows=rows, size=size)
+
+
+def _rows_of(rows: Candles) -> list[tuple[Any, ...]]:
+    """Candles with indicators as a `recent` value's rows (COLUMNS' values, Python numbers;
+    orjson writes NaN as null), gathered in C: this runs for every pair an incremental run
+    extends."""
     assert rows.indicators is not None
-    # the rows' columns in COLUMNS order, gathered in C: this runs for every pair an
-    # incremental run extends
-    new = (rows.ts, *_prices(rows), *map(rows.indicators.__getitem__, INDICATOR_NAMES))
-    return {k: columns[k][:cut] + a.tolist() for k, a in zip(COLUMNS, new, strict=True)}
+    columns = (rows.ts, *_prices(rows), *map(rows.indicators.__getitem__, INDICATOR_NAMES))
+    return list(zip(*(column.tolist() for column in columns), strict=True))
+
+
+def _spliced(fields: dict[str, Any], held: bytes, new: list[tuple[Any, ...]]) -> bytes:
+    """A `recent` value as JSON text: `fields` (see `_recent`), then rows `held` (their
+    text, as stored) followed by `new` ones. The held rows are copied, not decoded and
+    encoded again: a run's cost for them follows the bytes, ~300 a row."""
+    added = orjson.dumps(new)[1:-1]
+    joined = held + b"," + added if held else added
+    return orjson.dumps(fields)[:-1] + _ROWS_MARK + joined + _ROWS_END
 
 
 _prices = attrgetter(*PRICE_KEYS)

@@ -129,12 +129,13 @@ class RedisCache:
         raw = self._client.get(self._prefix + key)
         return None if raw is None else decode_stored(raw)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """Present keys with their values, by one MGET."""
+    def get_many(self, keys: Sequence[str], *, raw: bool = False) -> dict[str, Any]:
+        """Present keys with their values (bytes when `raw`), by one MGET."""
         if not keys:
             return {}
-        raws = self._client.mget([self._prefix + k for k in keys])
-        return {k: decode_stored(raw) for k, raw in zip(keys, raws, strict=True) if raw is not None}
+        found = self._client.mget([self._prefix + k for k in keys])
+        pairs = [(k, v) for k, v in zip(keys, found, strict=True) if v is not None]
+        return dict(pairs) if raw else {k: decode_stored(v) for k, v in pairs}
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """SET with an expiry in milliseconds."""
