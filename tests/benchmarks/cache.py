@@ -246,6 +246,11 @@ def _timed_run(url: str, app: Any, days: tuple[int, int], backend: str | None, *
     return Run(*times, sum(_refresh_cpu))
 
 
+def bench_symbols() -> list[str]:
+    """The symbols of the ingest figures' pairs."""
+    return [f"I{i:03d}-USD" for i in range(INGEST_SYMBOLS)]
+
+
 def ingest_days(
     url: str,
     app: Any,
@@ -263,7 +268,7 @@ def ingest_days(
     from marketdata.pipeline import IngestRequest, run_ingest
 
     request = IngestRequest(
-        symbols=[f"I{i:03d}-USD" for i in range(INGEST_SYMBOLS)],
+        symbols=bench_symbols(),
         intervals=[Interval.D1],
         providers=["synthetic"],
         since=FIRST_DAY + days[0] * DAY,
