@@ -98,7 +98,7 @@ def _incremental(urls: dict[str | None, str], redis_url: str, prefix: str, repor
                 for side, url in urls.items():
                     _incremental_run(url, side or "", prefix, day, counted=False)
                 day += 1
-            for side in sides if (layout + len(counts[kind][None])) % 2 else sides[::-1]:
+            for side in sides if (layout + kinds.index(kind)) % 2 else sides[::-1]:
                 shown = "Redis" if side else "no cache"
                 log(f"instructions: incremental run ({kind}) of day {day + 2}, {shown} ...")
                 count = _counted_run(urls[side], side, prefix, "incremental", day, layout)

@@ -792,6 +792,8 @@ def _spliced(fields: dict[str, Any], held: bytes, new: list[tuple[Any, ...]]) ->
 
 _prices = attrgetter(*PRICE_KEYS)
 """The price columns of Candles, in PRICE_KEYS order."""
+_FLOAT_COLUMNS = COLUMNS[1:]
+"""The columns of a `show` value but `ts`: prices, then indicators."""
 
 
 def _young(stored_at: str, now: datetime) -> bool:
@@ -872,28 +874,33 @@ def _ends_before(newest: int, appended: Appended) -> bool:
 def _extend(value: dict[str, Any], rows: Candles, bars: int) -> _Tail | None:
     """A cached `show` value followed by newer rows (which replace its rows from their
     first on), as the tail of `bars` rows a read would give (one row more than kept unless
-    complete); None when the value holds too few rows for that."""
-    held = report_of(value, None)
-    assert held is not None
-    before = held.candles.take(held.candles.ts < rows.ts[0])
-    old, new = before.indicators, rows.indicators
-    assert old is not None and new is not None
-    total = len(before) + len(rows)
+    complete); None when the value holds too few rows for that.
+
+    The value's columns are cut as lists and only the rows kept become arrays (a Candles of
+    all of them, then a mask, was a fold's largest cost after its reads)."""
+    columns = value["columns"]
+    cut = bisect_left(columns["ts"], int(rows.ts[0]))
+    total = cut + len(rows)
     complete = bool(value["complete"]) and total <= bars
     if not complete and total < bars + 1:
         return None  # not the whole history, and not enough of it: read it instead
-    keep = slice(-(bars + 1), None)
-
-    def joined(a: Any, b: Any) -> Any:
-        return np.concatenate([a, b])[keep]
-
+    keep = bars + 1
+    first = max(0, cut - max(0, keep - len(rows)))
+    new = rows.indicators
+    assert new is not None
+    # the float columns as one array (held, then the rows'): a few numpy calls, not a few
+    # per column; null (None) becomes NaN
+    held = np.array([columns[k][first:cut] for k in _FLOAT_COLUMNS], dtype=np.float64)
+    after = np.array([*_prices(rows), *map(new.__getitem__, INDICATOR_NAMES)])
+    floats = np.concatenate([held, after], axis=1)[:, -keep:]
+    stamps = np.array(columns["ts"][first:cut], dtype=np.int64)
     extended = Candles(
         rows.symbol,
         rows.interval,
         rows.provider,
-        joined(before.ts, rows.ts),
-        *(joined(getattr(before, k), getattr(rows, k)) for k in PRICE_KEYS),
-    ).with_indicators({k: joined(old[k], new[k]) for k in INDICATOR_NAMES})
+        np.concatenate([stamps, rows.ts])[-keep:],
+        *floats[: len(PRICE_KEYS)],
+    ).with_indicators(dict(zip(INDICATOR_NAMES, floats[len(PRICE_KEYS) :], strict=True)))
     return _Tail(extended, complete)
 
 
@@ -941,8 +948,13 @@ def _tail_values(
 
     then: dict[tuple[str, Interval], dict[str, float | None]] = {}
     beyond: dict[tuple[str, Interval], dict[str, Anchor]] = {}
+    shared: dict[tuple[int, tuple[str, ...]], dict[str, Anchor]] = {}
     for pair, tail in tails.items():
-        then[pair], beyond[pair] = _anchors_within(tail, int(tail.rows.ts[-1]))
+        latest = int(tail.rows.ts[-1])
+        then[pair], marks = _anchors_within(tail, latest)
+        # pairs that look up the same anchors share one mapping: anchor_closes_many takes
+        # the pairs of one mapping in one statement (a fold of 200 pairs made 200 of them)
+        beyond[pair] = shared.setdefault((latest, tuple(marks)), marks)
     for pair, closes in anchor_closes_many(conn, {k: v for k, v in beyond.items() if v}).items():
         then[pair] |= closes
     values: dict[str, Any] = {}
