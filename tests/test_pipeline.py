@@ -328,6 +328,32 @@ def test_an_unexpected_error_ends_the_run_recorded_as_a_failure_and_raised(make_
     assert app.metrics.counters["ingestion.failure"] == 1
 
 
+def test_a_since_in_the_future_is_refused_before_any_run_or_fetch(make_app, coinbase):
+    app = make_app()
+    tomorrow = int(NOW.timestamp()) + 86_400
+    with pytest.raises(InputError, match="is in the future") as raised:
+        ingest(app, since=tomorrow)
+    assert raised.value.exit_code == 2
+    assert coinbase.requests == []
+    with connect(app.engine(), app.target) as conn:
+        assert recent_runs(conn) == [] and count_candles(conn) == 0
+
+
+def test_a_window_that_selects_no_bars_is_refused_naming_a_pair(make_app, coinbase):
+    """--until before the newest stored candle, with no --since (an incremental run from
+    that candle on), selects nothing for any pair: one error naming the first pair and the
+    window, no run recorded, nothing fetched."""
+    app = make_app()
+    ingest(app, symbols=["BTC-USD", "ETH-USD"])
+    asked = len(coinbase.requests)
+    day = int(NOW.timestamp()) // 86_400 * 86_400
+    with pytest.raises(InputError, match="selects no bars to fetch \\(for BTC-USD 1d"):
+        ingest(app, symbols=["BTC-USD", "ETH-USD"], until=day - 10 * 86_400)
+    assert len(coinbase.requests) == asked
+    with connect(app.engine(), app.target) as conn:
+        assert len(recent_runs(conn)) == 1 and count_candles(conn) == 62
+
+
 class FirstPairExplodes:
     """A provider whose first symbol's fetch raises at once (a bug, not a ProviderError)
     while every other symbol's takes a while and then fails as a provider does; it keeps
