@@ -728,9 +728,9 @@ def _held(stored: Any, problem: Problem, database: str) -> _Held | None:
     database's, of this version's shape and laid out as this version writes it.
 
     Its rows are checked for their brackets alone (as many `[` as `]`, no string), a few
-    passes in C: a reader checks every value (`recent_problem`)
-    before it uses one, and a fold decodes it whole, so a value spoiled by another writer
-    costs reads of the database until the next fold, never a wrong answer."""
+    passes in C: a reader checks every value (`recent_problem`) before it uses one, and a
+    fold decodes it whole, so a value spoiled by another writer costs reads of the database
+    until the next fold, never a wrong answer."""
     if type(stored) is str:
         stored = stored.encode()
     if type(stored) is not bytes or not stored.endswith(_ROWS_END):
@@ -784,7 +784,7 @@ def _rows_of(rows: Candles) -> list[tuple[Any, ...]]:
 def _spliced(fields: dict[str, Any], held: bytes, new: list[tuple[Any, ...]]) -> bytes:
     """A `recent` value as JSON text: `fields` (see `_recent`), then rows `held` (their
     text, as stored) followed by `new` ones. The held rows are copied, not decoded and
-    encoded again: a run's cost for them follows the bytes, ~300 a row."""
+    encoded again: a run's cost for them follows their bytes (~300 a row)."""
     added = orjson.dumps(new)[1:-1]
     joined = held + b"," + added if held else added
     return orjson.dumps(fields)[:-1] + _ROWS_MARK + joined + _ROWS_END
