@@ -629,6 +629,31 @@ def test_the_newest_candles_of_many_pairs_are_one_statement_bounded_on_postgresq
         assert _bounded(fresh) == _bounded(mixed) == [False]
 
 
+def test_the_roi_anchors_of_pairs_given_equal_mappings_made_apart_are_one_statement(app_factory):
+    """`anchor_closes_many` looks the pairs with the same anchors up together on PostgreSQL
+    whether they share one mapping or each has its own equal copy (a fold builds one a
+    pair): as many statements either way, and the same closes. SQLite's lookups answer the
+    same."""
+    from marketdata.analytics.roi import anchors
+    from marketdata.storage.candles import anchor_closes_many
+
+    app = app_factory()
+    symbols = [f"S{i:02d}-USD" for i in range(12)]
+    for symbol in symbols:
+        write(app, batch(10, symbol=symbol))
+    shared = anchors(START + 9 * 60)
+    engine = app.engine()
+    with connect(engine, app.target) as conn:
+        with selects(engine) as one:
+            alike = anchor_closes_many(conn, {(s, Interval.M1): shared for s in symbols})
+        with selects(engine) as apart:
+            copies = anchor_closes_many(conn, {(s, Interval.M1): dict(shared) for s in symbols})
+    assert copies == alike and len(alike) == len(symbols)
+    assert len(apart) == len(one)
+    if engine.dialect.name == "postgresql":
+        assert len(one) < len(symbols)
+
+
 def test_an_incremental_look_back_reads_the_newest_partitions_first_and_never_scans_for_a_peak(
     app_factory,
 ):

@@ -682,9 +682,9 @@ def _recent_values(
         if held is None or not _ends_before(int(held.fields["newest"]), wrote):
             continue
         kept = _before(held, int(wrote.rows.ts[0]))
-        fits = kept is not None and kept.size + len(wrote.rows) <= RECENT_BARS
-        if fits and _young(held.fields["base_stored_at"], now[pair]):
-            assert kept is not None
+        if kept is None or kept.size + len(wrote.rows) > RECENT_BARS:
+            continue
+        if _young(held.fields["base_stored_at"], now[pair]):
             extended[pair] = held.fields, kept.rows
     # the pairs of a run share their newest time, and so (cached) one mapping of anchors
     marks = {pair: anchors(int(appended[pair].rows.ts[-1])) for pair in extended}
@@ -948,13 +948,8 @@ def _tail_values(
 
     then: dict[tuple[str, Interval], dict[str, float | None]] = {}
     beyond: dict[tuple[str, Interval], dict[str, Anchor]] = {}
-    shared: dict[tuple[int, tuple[str, ...]], dict[str, Anchor]] = {}
     for pair, tail in tails.items():
-        latest = int(tail.rows.ts[-1])
-        then[pair], marks = _anchors_within(tail, latest)
-        # pairs that look up the same anchors share one mapping: anchor_closes_many takes
-        # the pairs of one mapping in one statement (a fold of 200 pairs made 200 of them)
-        beyond[pair] = shared.setdefault((latest, tuple(marks)), marks)
+        then[pair], beyond[pair] = _anchors_within(tail, int(tail.rows.ts[-1]))
     for pair, closes in anchor_closes_many(conn, {k: v for k, v in beyond.items() if v}).items():
         then[pair] |= closes
     values: dict[str, Any] = {}

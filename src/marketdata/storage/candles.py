@@ -568,11 +568,16 @@ def _anchor_closes_pg(
     its bounds scalars. A lookup each (arrays of symbols and bounds, a statement per
     partition of a bound) cost 10.6M instructions a group of 50 daily pairs, this 2.5M.
     The anchors that no row answered inside their window are looked up again without it."""
-    groups: dict[tuple[Interval, int], tuple[Mapping[str, Anchor], list[str]]] = {}
+    by_identity: dict[tuple[Interval, int], tuple[Mapping[str, Anchor], list[str]]] = {}
     for (symbol, interval), pair_marks in marks.items():
-        # by the mapping's identity: hashing its Anchors would cost more than the grouping
-        # saves; pairs with equal anchors in two mappings only take a statement more
-        groups.setdefault((interval, id(pair_marks)), (pair_marks, []))[1].append(symbol)
+        # by the mapping's identity first (the pairs of a run usually share one): hashing
+        # every pair's Anchors would cost more than the grouping saves
+        by_identity.setdefault((interval, id(pair_marks)), (pair_marks, []))[1].append(symbol)
+    # then equal mappings made apart (a fold's, one per pair) together, hashed once each
+    groups: dict[tuple[Interval, tuple[Any, ...]], tuple[Mapping[str, Anchor], list[str]]] = {}
+    for (interval, _), (pair_marks, members) in by_identity.items():
+        key = (interval, tuple(pair_marks.items()))
+        groups.setdefault(key, (pair_marks, []))[1].extend(members)
     found: dict[tuple[str, Interval], dict[str, float | None]] = {}
     for (interval, _), (pair_marks, members) in groups.items():
         keys, first = list(pair_marks), oldest.get(interval)
