@@ -174,6 +174,46 @@ def test_disabled_symbols_are_skipped_with_a_note(make_app):
     assert result.status is RunStatus.SUCCESS
 
 
+def test_a_disabled_symbol_is_skipped_in_every_interval_asked_for(make_app):
+    """Each of a disabled symbol's pairs is listed as skipped, not only its first
+    interval's, and the symbols after it are planned as usual."""
+    app = make_app(ingestion_disabled_symbols="ETH-USD")
+    request = IngestRequest(
+        symbols=["ETH-USD", "BTC-USD"],
+        intervals=[Interval.D1, Interval.H1],
+        providers=["synthetic"],
+    )
+    plan = build_plan(app, request)
+    assert [(p.symbol, p.interval, p.skip) for p in plan.pairs] == [
+        ("ETH-USD", Interval.D1, "disabled"),
+        ("ETH-USD", Interval.H1, "disabled"),
+        ("BTC-USD", Interval.D1, None),
+        ("BTC-USD", Interval.H1, None),
+    ]
+
+
+def test_a_runs_records_carry_its_id_and_each_pair_s_records_the_pair(make_app):
+    """What a library caller's own loguru handler sees (no patcher of ours): the run's
+    lines carry its id, and a pair's lines its symbol and interval."""
+    from loguru import logger
+
+    app = make_app()
+    records: list[tuple[str, dict]] = []
+    handler = logger.add(lambda m: records.append((m.record["message"], m.record["extra"])))
+    try:
+        result = ingest(app, symbols=["BTC-USD", "NOPE-USD"])
+    finally:
+        logger.remove(handler)
+    [started] = [extra for message, extra in records if message.startswith("run ")][:1]
+    assert started["run_id"] == result.run_id
+    [failed] = [extra for message, extra in records if message.startswith("NOPE-USD 1d failed")]
+    assert (failed["symbol"], failed["interval"], failed["run_id"]) == (
+        "NOPE-USD",
+        "1d",
+        result.run_id,
+    )
+
+
 @contextmanager
 def held_elsewhere(other, symbol):
     """The daily pair's lock held by another process's connection for the block."""
