@@ -98,6 +98,24 @@ def test_an_http_error_shows_at_most_120_characters_of_a_body_and_nothing_for_no
     assert error.message == message
 
 
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [(429, True), (418, True), (500, True), (503, True), (400, False), (419, False), (499, False)],
+)
+def test_rate_limits_bans_and_server_errors_are_transient_other_refusals_are_not(
+    provider_context, status, transient
+):
+    """429, 418 (the ban some exchanges send after repeated 429s) and 5xx are worth a retry
+    or the next provider; any other 4xx is a refusal that asking again will not change."""
+    import httpx
+
+    from marketdata.errors import BadPayloadError
+
+    error = CoinbaseProvider(provider_context()).classify(httpx.Response(status), "BTC-USD")
+    assert type(error) is (ProviderUnavailableError if transient else BadPayloadError)
+    assert CoinbaseProvider(provider_context()).classify(httpx.Response(200), None) is None
+
+
 def test_a_bad_row_is_shown_whole_up_to_160_characters_then_cut_to_160():
     exact = "x" * 158  # its repr, quotes included, is 160 characters long
     assert bad_row("kraken", "BTC-USD", exact, "odd").message == (

@@ -365,7 +365,8 @@ class HttpProvider(BaseProvider):
     def classify(self, response: httpx.Response, symbol: str | None) -> ProviderError | None:
         """Turn an answer into an error, or None when it carries data.
 
-        The default: 429 and 5xx are transient (Retry-After honoured), other 4xx permanent.
+        The default: 429, 418 (a ban after 429s) and 5xx are transient (Retry-After
+        honoured), other 4xx permanent.
         Providers extend this for errors hidden in 200 bodies and for unknown symbols.
         """
         status = response.status_code
