@@ -214,6 +214,21 @@ def test_a_runs_records_carry_its_id_and_each_pair_s_records_the_pair(make_app):
     )
 
 
+def test_the_markets_table_names_a_run_s_symbols_and_disables_some(make_app):
+    """With no symbols asked for or set, a run takes the enabled markets; a market disabled
+    there is skipped even when asked for by name."""
+    from marketdata.storage.markets import Market, upsert_market
+
+    app = make_app(ingestion_symbols="")
+    with connect(app.engine(), app.target) as conn, conn.begin():
+        for market in (Market("BTC-USD"), Market("ETH-USD"), Market("SOL-USD", enabled=False)):
+            upsert_market(conn, market, NOW)
+    plan = build_plan(app, IngestRequest(symbols=[]))
+    assert [(p.symbol, p.skip) for p in plan.pairs] == [("BTC-USD", None), ("ETH-USD", None)]
+    plan = build_plan(app, IngestRequest(symbols=["SOL-USD", "BTC-USD"]))
+    assert [(p.symbol, p.skip) for p in plan.pairs] == [("SOL-USD", "disabled"), ("BTC-USD", None)]
+
+
 @contextmanager
 def held_elsewhere(other, symbol):
     """The daily pair's lock held by another process's connection for the block."""

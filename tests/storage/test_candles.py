@@ -654,6 +654,27 @@ def test_the_roi_anchors_of_pairs_given_equal_mappings_made_apart_are_one_statem
         assert len(one) < len(symbols)
 
 
+def test_the_roi_anchors_of_more_pairs_than_one_statement_holds_are_all_answered(
+    app_factory, monkeypatch
+):
+    """Pairs beyond one statement's rows (`_LATERAL_ROWS`, made 5 here) are looked up in
+    the statements after it, also when the first found every anchor inside its window."""
+    from marketdata.analytics.roi import Anchor
+    from marketdata.storage import candles
+
+    monkeypatch.setattr(candles, "_LATERAL_ROWS", 5)
+    app = app_factory()
+    symbols = [f"S{i:02d}-USD" for i in range(12)]
+    for i, symbol in enumerate(symbols):
+        write(app, batch(10, symbol=symbol, close=1.0 + i))
+    marks = {"mid": Anchor(START + 5 * 60), "first": Anchor(None)}
+    with connect(app.engine(), app.target) as conn:
+        found = candles.anchor_closes_many(conn, {(s, Interval.M1): marks for s in symbols})
+    assert found == {
+        (s, Interval.M1): {"mid": 1.0 + i, "first": 1.0 + i} for i, s in enumerate(symbols)
+    }
+
+
 def test_an_incremental_look_back_reads_the_newest_partitions_first_and_never_scans_for_a_peak(
     app_factory,
 ):
