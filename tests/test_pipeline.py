@@ -167,6 +167,30 @@ def test_impossible_candles_are_quarantined_with_a_reason(make_app, fake):
     assert TODAY - 3 * DAY not in stored.ts.tolist()
 
 
+def test_a_pair_fetched_in_several_windows_counts_every_window_s_rows_and_rejects(make_app, fake):
+    """A backfill fetches a hole and the newest bars apart: the pair's outcome counts the
+    rows and rejects of both batches, and each reject is recorded under the run."""
+    from marketdata.domain import utc_from_epoch
+    from marketdata.storage.schema import candles
+
+    app = make_app()
+    ingest(app)
+    with connect(app.engine(), app.target) as conn, conn.begin():  # a hole of two bars
+        for ts in (TODAY - 10 * DAY, TODAY - 9 * DAY):
+            conn.execute(candles.delete().where(candles.c.ts == utc_from_epoch(ts)))
+    high_below_low(fake, TODAY - 9 * DAY)
+    high_below_low(fake, TODAY)
+    result = ingest(app, mode=Mode.BACKFILL)
+    [outcome] = result.outcomes
+    assert (outcome.fetched, outcome.rejected, outcome.inserted) == (3, 2, 1)
+    with connect(app.engine(), app.target) as conn:
+        rejected = list_rejects(conn, ["BTC-USD"])
+    assert sorted((r.ts, r.run_id) for r in rejected) == [
+        (TODAY - 9 * DAY, result.run_id),
+        (TODAY, result.run_id),
+    ]
+
+
 def test_disabled_symbols_are_skipped_with_a_note(make_app):
     app = make_app(ingestion_disabled_symbols="ETH-USD")
     result = ingest(app, symbols=["BTC-USD", "ETH-USD"])
