@@ -46,7 +46,12 @@ from tests.benchmarks import cache
 from tests.benchmarks.common import BenchError, Figure, Report, Server, connect, log, median
 
 RUNS = int(os.environ.get("BENCH_INSTRUCTION_RUNS", "3"))
-"""Runs a side; instruction counts of the same work differ between runs by up to 1.7%."""
+"""Incremental runs a side of each kind; instruction counts of the same work differ between
+layouts by up to 1.7%."""
+FIRST_RUNS = int(os.environ.get("BENCH_INSTRUCTION_FIRST_RUNS", "5"))
+"""First ingests a side: the cache's own work there is about 3.5% of the run, so the
+layouts' draw decides more of its ratio than of the incremental run's (three layouts
+counted 1.0518x where five counted 1.0424x, the same code)."""
 TARGET = cache.INGEST_TARGET
 LAYOUT_VARIABLE = "MARKETDATA_BENCH_LAYOUT"
 """An unused variable of a length that differs between a side's runs: a layout each."""
@@ -156,14 +161,22 @@ def _first(urls: dict[str | None, str], redis_url: str, prefix: str, report: Rep
     """First ingests of every pair's year into an emptied database, the sides alternating;
     each Redis run under a prefix of its own, so that no key of an earlier run is there."""
     counts: dict[str | None, list[int]] = {None: [], redis_url: []}
-    for round_ in range(RUNS):
+    for round_ in range(FIRST_RUNS):
         for side in (None, redis_url) if round_ % 2 else (redis_url, None):
             shown = "Redis" if side else "no cache"
-            log(f"instructions: first ingest {round_ + 1} of {RUNS}, {shown} ...")
+            log(f"instructions: first ingest {round_ + 1} of {FIRST_RUNS}, {shown} ...")
             own = f"{prefix}first{round_}:"
             counts[side].append(_counted_run(urls[side], side, own, "first", 0, round_))
     name = f"first ingest, {cache.INGEST_SYMBOLS} daily pairs x {cache.INGEST_DAYS} days"
-    _figures(report, name, counts[None], counts[redis_url], "a first ingest", target=True)
+    _figures(
+        report,
+        name,
+        counts[None],
+        counts[redis_url],
+        "a first ingest",
+        target=True,
+        knob="BENCH_INSTRUCTION_FIRST_RUNS",
+    )
 
 
 def _figures(
@@ -174,6 +187,7 @@ def _figures(
     what: str,
     *,
     target: bool = False,
+    knob: str = "BENCH_INSTRUCTION_RUNS",
 ) -> None:
     """The two sides' figures and the counts behind them; the Redis side's against TARGET
     when `target` (else it is a part of a figure that is)."""
@@ -192,10 +206,11 @@ def _figures(
     )
     report.note(
         f"instructions of the ingest's process in {what} (callgrind, every thread; the "
-        f"median of {RUNS} runs a side, BENCH_INSTRUCTION_RUNS, each in a memory layout of "
-        f"its own, the same {RUNS} on both sides), no cache: "
+        f"median of {len(without)} runs a side, {knob}, each in a memory layout of "
+        f"its own, the same {len(without)} on both sides), no cache: "
         f"{', '.join(f'{c:,}' for c in without)}; Redis cache: "
-        f"{', '.join(f'{c:,}' for c in with_redis)}."
+        f"{', '.join(f'{c:,}' for c in with_redis)}; layout by layout "
+        f"{', '.join(f'{r / w:.4f}x' for w, r in zip(without, with_redis, strict=True))}."
     )
 
 
