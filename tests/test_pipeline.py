@@ -228,7 +228,7 @@ def test_a_runs_records_carry_its_id_and_each_pair_s_records_the_pair(make_app):
         result = ingest(app, symbols=["BTC-USD", "NOPE-USD"])
     finally:
         logger.remove(handler)
-    [started] = [extra for message, extra in records if message.startswith("run ")][:1]
+    started = next(extra for message, extra in records if message.startswith("run "))
     assert started["run_id"] == result.run_id
     [failed] = [extra for message, extra in records if message.startswith("NOPE-USD 1d failed")]
     assert (failed["symbol"], failed["interval"], failed["run_id"]) == (

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 PRICE_KEYS = ("open", "high", "low", "close", "volume")
 COLUMNS = ("ts", *PRICE_KEYS, *INDICATOR_NAMES)
 """The columns of a `show` value, in the order they are written."""
-_VALUE_COLUMNS = COLUMNS[1:]
+VALUE_COLUMNS = COLUMNS[1:]
+"""The columns of a `show` value but `ts`: prices, then indicators (all floats or nulls)."""
 _SHOW_FIELDS: dict[str, type | tuple[type, ...]] = {
     "symbol": str,
     "interval": str,
@@ -176,7 +177,7 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
         return "an object without valid 'columns.ts'"
     if newest != stamps[-1] or type(newest) is not int:
         return "an object whose 'newest' is not its last candle"
-    listed: list[Any] = list(map(columns.get, _VALUE_COLUMNS))
+    listed: list[Any] = list(map(columns.get, VALUE_COLUMNS))
     # the usual case in a few passes in C (an incremental run checks the `recent` value of
     # each pair it extends): then find what is wrong
     if (
@@ -185,7 +186,7 @@ def _columns_problem(columns: dict[str, Any], newest: Any) -> str | None:
         and _numbers_or_nulls(chain.from_iterable(listed))
     ):
         return None
-    for name in _VALUE_COLUMNS:
+    for name in VALUE_COLUMNS:
         column = columns.get(name)
         if not isinstance(column, list) or len(column) != len(stamps):
             return f"an object without a valid 'columns.{name}'"

@@ -40,6 +40,7 @@ from marketdata.cache.checks import (
     COLUMNS,
     PRICE_KEYS,
     RECENT_FIELDS,
+    VALUE_COLUMNS,
     Problem,
     latest_problem,
     recent_header_problem,
@@ -792,8 +793,6 @@ def _spliced(fields: dict[str, Any], held: bytes, new: list[tuple[Any, ...]]) ->
 
 _prices = attrgetter(*PRICE_KEYS)
 """The price columns of Candles, in PRICE_KEYS order."""
-_FLOAT_COLUMNS = COLUMNS[1:]
-"""The columns of a `show` value but `ts`: prices, then indicators."""
 
 
 def _young(stored_at: str, now: datetime) -> bool:
@@ -890,7 +889,7 @@ def _extend(value: dict[str, Any], rows: Candles, bars: int) -> _Tail | None:
     assert new is not None
     # the float columns as one array (held, then the rows'): a few numpy calls, not a few
     # per column; null (None) becomes NaN
-    held = np.array([columns[k][first:cut] for k in _FLOAT_COLUMNS], dtype=np.float64)
+    held = np.array([columns[k][first:cut] for k in VALUE_COLUMNS], dtype=np.float64)
     after = np.array([*_prices(rows), *map(new.__getitem__, INDICATOR_NAMES)])
     floats = np.concatenate([held, after], axis=1)[:, -keep:]
     stamps = np.array(columns["ts"][first:cut], dtype=np.int64)
